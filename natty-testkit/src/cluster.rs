@@ -1,0 +1,116 @@
+//! A JetStream cluster of several `nats-server` processes joined by routes.
+
+use std::time::{Duration, Instant};
+
+use crate::server::{free_port, ClusterBlock, READY_TIMEOUT};
+use crate::{Error, Server, ServerBuilder};
+
+/// N servers in one cluster, each with JetStream; any node can be killed, paused or restarted.
+///
+/// # Example
+/// ```no_run
+/// let cluster = natty_testkit::Cluster::start(3)?;
+/// let urls = cluster.urls(); // give them all to the client
+/// cluster.node(0).kill();
+/// cluster.node(0).restart()?;
+/// # Ok::<(), natty_testkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// Start `size` nodes named `n0`, `n1`, ... and wait until each is ready, which includes a
+    /// JetStream meta leader being elected.
+    ///
+    /// # Errors
+    /// When a node cannot start or the cluster does not form in time.
+    pub fn start(size: usize) -> Result<Self, Error> {
+        Self::start_with(size, |builder| builder)
+    }
+
+    /// Like [`Cluster::start`], with each node's builder passed through `configure` first.
+    ///
+    /// # Errors
+    /// When a node cannot start or the cluster does not form in time.
+    pub fn start_with(
+        size: usize,
+        configure: impl Fn(ServerBuilder) -> ServerBuilder,
+    ) -> Result<Self, Error> {
+        let route_ports = (0..size)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut nodes = Vec::with_capacity(size);
+        for (index, route_port) in route_ports.iter().enumerate() {
+            let mut builder = configure(Server::builder().name(format!("n{index}")));
+            builder.cluster = Some(ClusterBlock {
+                name: "natty-test".into(),
+                port: *route_port,
+                routes: route_ports
+                    .iter()
+                    .copied()
+                    .filter(|p| p != route_port)
+                    .collect(),
+            });
+            builder.ports = Some((free_port()?, free_port()?));
+            nodes.push(builder.launch()?);
+        }
+        for node in &nodes {
+            node.wait_ready(READY_TIMEOUT)?;
+        }
+        Ok(Self { nodes })
+    }
+
+    /// The node at `index`.
+    ///
+    /// # Panics
+    /// When `index` is not below the cluster size.
+    pub fn node(&self, index: usize) -> &Server {
+        &self.nodes[index]
+    }
+
+    /// All nodes.
+    pub fn nodes(&self) -> &[Server] {
+        &self.nodes
+    }
+
+    /// The client URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Server::url).collect()
+    }
+
+    /// The index of the node whose client port is `port`, to find which node a client uses.
+    pub fn index_of_port(&self, port: u16) -> Option<usize> {
+        self.nodes.iter().position(|node| node.port() == port)
+    }
+
+    /// The name of the JetStream meta leader, as a running node reports it.
+    pub fn meta_leader(&self) -> Option<String> {
+        self.nodes.iter().find_map(|node| {
+            let body = node.monitoring("/jsz").ok()?;
+            let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+            jsz["meta_cluster"]["leader"]
+                .as_str()
+                .filter(|leader| !leader.is_empty())
+                .map(str::to_owned)
+        })
+    }
+
+    /// Wait until a meta leader is elected, up to `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when none is elected in time.
+    pub fn wait_meta_leader(&self, timeout: Duration) -> Result<String, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.meta_leader() {
+                return Ok(leader);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout("a JetStream meta leader"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The test kit's error.
+
+use std::fmt;
+
+/// What went wrong starting or driving a test server.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No `nats-server` executable was found.
+    BinaryNotFound {
+        /// Where the kit looked.
+        looked_at: String,
+    },
+    /// The server did not become ready (or exited); the end of its log says why.
+    NotReady {
+        /// The last lines of the server log.
+        log_tail: String,
+    },
+    /// The process is not running.
+    NotRunning,
+    /// A monitoring endpoint answered something other than 200.
+    Http(String),
+    /// Waiting for something timed out.
+    Timeout(&'static str),
+    /// An I/O error from the operating system.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BinaryNotFound { looked_at } => write!(
+                f,
+                "nats-server binary not found (looked at {looked_at}); run scripts/nats-server \
+                 to install the pinned release, or set NATS_SERVER_BIN"
+            ),
+            Error::NotReady { log_tail } => {
+                write!(
+                    f,
+                    "nats-server did not become ready; log ends with:\n{log_tail}"
+                )
+            }
+            Error::NotRunning => f.write_str("nats-server is not running"),
+            Error::Http(status) => write!(f, "monitoring endpoint answered {status}"),
+            Error::Timeout(what) => write!(f, "timed out waiting for {what}"),
+            Error::Io(err) => write!(f, "i/o error: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Io(err)
+    }
+}

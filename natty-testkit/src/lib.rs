@@ -1,0 +1,36 @@
+//! Real `nats-server` processes for tests: single servers (plain, TLS, with auth), clusters, and
+//! a TCP proxy that cuts connections.
+//!
+//! Every server runs on loopback ports of its own with a temporary JetStream store; readiness is
+//! awaited by polling the monitoring `/healthz` endpoint, never by sleeping. Dropping a
+//! [`Server`], [`Cluster`] or [`Proxy`] kills what it started and removes its files.
+//!
+//! The `nats-server` binary is found through `NATS_SERVER_BIN`, the project-local install made
+//! by `scripts/nats-server`, or `PATH` (see [`find_binary`]).
+//!
+//! # Example
+//! ```no_run
+//! use natty_testkit::Server;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::start()?;
+//! let client = async_nats::connect(server.url()).await?;
+//! client.publish("hello", "world".into()).await?;
+//! server.kill();
+//! server.restart()?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod binary;
+mod cluster;
+mod error;
+mod proxy;
+mod server;
+
+pub use binary::{find_binary, server_version, PINNED_VERSION};
+pub use cluster::Cluster;
+pub use error::Error;
+pub use proxy::Proxy;
+pub use server::{Auth, Server, ServerBuilder, Tls};
