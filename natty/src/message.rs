@@ -1,0 +1,457 @@
+//! A consumed JetStream message and the means to settle it.
+//!
+//! [`Message`] is shaped like `http::Request`: a payload, the parts that describe it (subject,
+//! headers, delivery info) and [`Extensions`] for middleware to attach typed data. Settling goes
+//! through an [`Acker`], a cheap handle shared with whoever needs to settle or observe the
+//! message (a driver, an in-progress heartbeat), so "settled exactly once" is checked in one
+//! place. Hand-built messages ([`Message::builder`]) settle into a [`Recorder`] instead of the
+//! network, so whole handler stacks can be unit-tested offline.
+//!
+//! # Example
+//! ```
+//! use natty::message::{Message, Settlement};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (msg, recorder) = Message::builder("orders.created", "{}").build();
+//! msg.ack().await.unwrap();
+//! assert_eq!(recorder.settlements(), vec![Settlement::Ack]);
+//! assert!(msg.ack().await.is_err(), "a message settles once");
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+pub use http::Extensions;
+
+use crate::error::{Error, SettleErrorKind};
+
+/// The error of a settle call.
+pub type SettleError = Error<SettleErrorKind>;
+
+/// Where a message sits in its stream and consumer, from the JetStream reply subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    /// The stream the message is stored in.
+    pub stream: String,
+    /// The durable consumer that delivered it.
+    pub consumer: String,
+    /// The message's sequence in the stream.
+    pub stream_sequence: u64,
+    /// The delivery's sequence in the consumer.
+    pub consumer_sequence: u64,
+    /// How many times this message has been delivered, this time included (starts at 1).
+    pub delivered: u64,
+    /// How many messages were pending in the consumer after this one.
+    pub pending: u64,
+    /// When the message was stored, in nanoseconds since the Unix epoch.
+    pub published_unix_nanos: i128,
+}
+
+impl Default for DeliveryInfo {
+    fn default() -> Self {
+        Self {
+            stream: String::new(),
+            consumer: String::new(),
+            stream_sequence: 0,
+            consumer_sequence: 0,
+            delivered: 1,
+            pending: 0,
+            published_unix_nanos: 0,
+        }
+    }
+}
+
+/// How a message was settled (or told to wait, for [`Settlement::InProgress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Handled.
+    Ack,
+    /// Handled, and the server confirmed the ack.
+    DoubleAck,
+    /// Not handled: redeliver, after the delay if one is given.
+    Nak(Option<Duration>),
+    /// Never redeliver.
+    Term,
+    /// Still working: restart the ack-wait timer. Does not settle.
+    InProgress,
+}
+
+impl Settlement {
+    /// Whether this ends the message's delivery (everything but [`Settlement::InProgress`]).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Settlement::InProgress)
+    }
+}
+
+/// Settles one message; cheap to clone, shared by everything that holds the message.
+#[derive(Clone)]
+pub struct Acker {
+    inner: Arc<AckerInner>,
+}
+
+struct AckerInner {
+    target: Target,
+    settled: AtomicBool,
+}
+
+enum Target {
+    Server {
+        client: async_nats::Client,
+        reply: Subject,
+    },
+    Recorder(Recorder),
+}
+
+impl fmt::Debug for Acker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match &self.inner.target {
+            Target::Server { reply, .. } => reply.as_str(),
+            Target::Recorder(_) => "recorder",
+        };
+        f.debug_struct("Acker")
+            .field("target", &target)
+            .field("settled", &self.is_settled())
+            .finish()
+    }
+}
+
+impl Acker {
+    fn new(target: Target) -> Self {
+        Self {
+            inner: Arc::new(AckerInner {
+                target,
+                settled: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Whether a final settlement was sent (or claimed by a settle call under way).
+    pub fn is_settled(&self) -> bool {
+        self.inner.settled.load(Ordering::Acquire)
+    }
+
+    /// Acknowledge: the message was handled.
+    ///
+    /// # Errors
+    /// `AlreadySettled` if it was settled before; `Failed` if the ack could not be sent.
+    pub async fn ack(&self) -> Result<(), SettleError> {
+        self.settle(Settlement::Ack).await
+    }
+
+    /// Acknowledge and wait for the server to confirm it.
+    ///
+    /// # Errors
+    /// `AlreadySettled` if it was settled before; `Failed` if the server did not confirm.
+    pub async fn double_ack(&self) -> Result<(), SettleError> {
+        self.settle(Settlement::DoubleAck).await
+    }
+
+    /// Negative-acknowledge: redeliver, after `delay` if given.
+    ///
+    /// # Errors
+    /// `AlreadySettled` if it was settled before; `Failed` if the nak could not be sent.
+    pub async fn nak(&self, delay: Option<Duration>) -> Result<(), SettleError> {
+        self.settle(Settlement::Nak(delay)).await
+    }
+
+    /// Terminate: never redeliver this message.
+    ///
+    /// # Errors
+    /// `AlreadySettled` if it was settled before; `Failed` if it could not be sent.
+    pub async fn term(&self) -> Result<(), SettleError> {
+        self.settle(Settlement::Term).await
+    }
+
+    /// Tell the server work is still under way, restarting the ack-wait timer. May be sent
+    /// any number of times before the message is settled.
+    ///
+    /// # Errors
+    /// `AlreadySettled` once the message is settled; `Failed` if it could not be sent.
+    pub async fn in_progress(&self) -> Result<(), SettleError> {
+        self.settle(Settlement::InProgress).await
+    }
+
+    /// Send `settlement`, enforcing that only one final settlement is ever sent.
+    ///
+    /// # Errors
+    /// See the named methods.
+    pub async fn settle(&self, settlement: Settlement) -> Result<(), SettleError> {
+        if settlement.is_final() {
+            if self.inner.settled.swap(true, Ordering::AcqRel) {
+                return Err(Error::new(SettleErrorKind::AlreadySettled));
+            }
+        } else if self.is_settled() {
+            return Err(Error::new(SettleErrorKind::AlreadySettled));
+        }
+        match &self.inner.target {
+            Target::Recorder(recorder) => recorder.record(settlement),
+            Target::Server { client, reply } => send(client, reply, settlement)
+                .await
+                .map_err(|err| Error::with_source(SettleErrorKind::Failed, err))?,
+        }
+        Ok(())
+    }
+}
+
+async fn send(
+    client: &async_nats::Client,
+    reply: &Subject,
+    settlement: Settlement,
+) -> Result<(), async_nats::Error> {
+    let kind = match settlement {
+        Settlement::Ack | Settlement::DoubleAck => AckKind::Ack,
+        Settlement::Nak(delay) => AckKind::Nak(delay),
+        Settlement::Term => AckKind::Term,
+        Settlement::InProgress => AckKind::Progress,
+    };
+    if settlement == Settlement::DoubleAck {
+        // The server confirms an ack only when it is sent as a request.
+        client.request(reply.clone(), kind.into()).await?;
+    } else {
+        client.publish(reply.clone(), kind.into()).await?;
+    }
+    Ok(())
+}
+
+/// Collects the settlements of hand-built messages, for tests.
+#[derive(Clone, Debug, Default)]
+pub struct Recorder {
+    settlements: Arc<Mutex<Vec<Settlement>>>,
+}
+
+impl Recorder {
+    fn record(&self, settlement: Settlement) {
+        self.lock().push(settlement);
+    }
+
+    /// Every settlement recorded so far, in order.
+    pub fn settlements(&self) -> Vec<Settlement> {
+        self.lock().clone()
+    }
+
+    /// The final settlement, if there was one.
+    pub fn outcome(&self) -> Option<Settlement> {
+        self.lock().iter().copied().find(|s| s.is_final())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Settlement>> {
+        // A Vec push cannot be left half-done by a panic elsewhere.
+        self.settlements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A JetStream message delivered by a durable consumer, to be settled once.
+pub struct Message {
+    subject: Subject,
+    payload: Bytes,
+    headers: HeaderMap,
+    reply: Option<Subject>,
+    info: DeliveryInfo,
+    extensions: Extensions,
+    acker: Acker,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("subject", &self.subject)
+            .field("payload_len", &self.payload.len())
+            .field("info", &self.info)
+            .field("settled", &self.acker.is_settled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Message {
+    /// Wrap a message received from a JetStream consumer.
+    pub fn from_jetstream(message: async_nats::jetstream::Message) -> Self {
+        let info = message
+            .info()
+            .map(|info| DeliveryInfo {
+                stream: info.stream.to_owned(),
+                consumer: info.consumer.to_owned(),
+                stream_sequence: info.stream_sequence,
+                consumer_sequence: info.consumer_sequence,
+                delivered: u64::try_from(info.delivered).unwrap_or(1),
+                pending: info.pending,
+                published_unix_nanos: info.published.unix_timestamp_nanos(),
+            })
+            .unwrap_or_default();
+        let async_nats::jetstream::Message { message, context } = message;
+        let acker = match &message.reply {
+            Some(reply) => Acker::new(Target::Server {
+                client: context.client(),
+                reply: reply.clone(),
+            }),
+            // Without a reply subject there is nothing to ack; settle into the void.
+            None => Acker::new(Target::Recorder(Recorder::default())),
+        };
+        Self {
+            subject: message.subject,
+            payload: message.payload,
+            headers: message.headers.unwrap_or_default(),
+            reply: message.reply,
+            info,
+            extensions: Extensions::new(),
+            acker,
+        }
+    }
+
+    /// Start a hand-built message, settled into a [`Recorder`] (for tests).
+    pub fn builder(subject: impl Into<Subject>, payload: impl Into<Bytes>) -> MessageBuilder {
+        MessageBuilder {
+            subject: subject.into(),
+            payload: payload.into(),
+            headers: HeaderMap::new(),
+            info: DeliveryInfo::default(),
+        }
+    }
+
+    /// The subject it was published to.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The headers (empty when it had none).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The headers, mutably.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// The JetStream reply (ack) subject.
+    pub fn reply(&self) -> Option<&Subject> {
+        self.reply.as_ref()
+    }
+
+    /// Stream, sequences and delivery count.
+    pub fn info(&self) -> &DeliveryInfo {
+        &self.info
+    }
+
+    /// The `Nats-Msg-Id` header, if it was published with one.
+    pub fn message_id(&self) -> Option<&str> {
+        self.headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|value| value.as_str())
+    }
+
+    /// Typed data attached by middleware.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Typed data attached by middleware, mutably.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// A handle that settles this message, for work that outlives a borrow of it.
+    pub fn acker(&self) -> &Acker {
+        &self.acker
+    }
+
+    /// Take the payload out, leaving the rest (to decode without copying).
+    pub fn into_payload(self) -> Bytes {
+        self.payload
+    }
+
+    /// See [`Acker::ack`].
+    ///
+    /// # Errors
+    /// See [`Acker::ack`].
+    pub async fn ack(&self) -> Result<(), SettleError> {
+        self.acker.ack().await
+    }
+
+    /// See [`Acker::double_ack`].
+    ///
+    /// # Errors
+    /// See [`Acker::double_ack`].
+    pub async fn double_ack(&self) -> Result<(), SettleError> {
+        self.acker.double_ack().await
+    }
+
+    /// See [`Acker::nak`].
+    ///
+    /// # Errors
+    /// See [`Acker::nak`].
+    pub async fn nak(&self, delay: Option<Duration>) -> Result<(), SettleError> {
+        self.acker.nak(delay).await
+    }
+
+    /// See [`Acker::term`].
+    ///
+    /// # Errors
+    /// See [`Acker::term`].
+    pub async fn term(&self) -> Result<(), SettleError> {
+        self.acker.term().await
+    }
+
+    /// See [`Acker::in_progress`].
+    ///
+    /// # Errors
+    /// See [`Acker::in_progress`].
+    pub async fn in_progress(&self) -> Result<(), SettleError> {
+        self.acker.in_progress().await
+    }
+}
+
+/// Builds a [`Message`] by hand; see [`Message::builder`].
+#[derive(Debug)]
+pub struct MessageBuilder {
+    subject: Subject,
+    payload: Bytes,
+    headers: HeaderMap,
+    info: DeliveryInfo,
+}
+
+impl MessageBuilder {
+    /// Add a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Set the delivery info.
+    pub fn info(mut self, info: DeliveryInfo) -> Self {
+        self.info = info;
+        self
+    }
+
+    /// Set how many times it has been delivered (starts at 1).
+    pub fn delivered(mut self, delivered: u64) -> Self {
+        self.info.delivered = delivered;
+        self
+    }
+
+    /// The message and the recorder its settlements go to.
+    pub fn build(self) -> (Message, Recorder) {
+        let recorder = Recorder::default();
+        let message = Message {
+            subject: self.subject,
+            payload: self.payload,
+            headers: self.headers,
+            reply: None,
+            info: self.info,
+            extensions: Extensions::new(),
+            acker: Acker::new(Target::Recorder(recorder.clone())),
+        };
+        (message, recorder)
+    }
+}
