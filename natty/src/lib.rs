@@ -1,5 +1,64 @@
-//! natty
-#![allow(missing_docs)]
+//! natty: NATS JetStream made easy and safe to use in services.
+//!
+//! An opinionated wrapper over [async-nats](async_nats) in the spirit of Go's
+//! `streamdal/natty`: kafka-like durable pull consumers, batched publishing, stream and
+//! consumer management, key/value helpers and leader election, with bounded queues,
+//! `Nats-Msg-Id` de-duplication, typed errors and checks on every name before it is sent.
+//!
+//! | Go natty | natty |
+//! |---|---|
+//! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`] |
+//! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
+//! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
+//! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ... |
+//!
+//! # Example
+//! ```no_run
+//! use natty::{Config, ConsumeConfig, Message, Natty};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let natty = Natty::connect(Config::from_env()).await?;
+//! natty.create_stream("ORDERS", ["orders.>"]).await?;
+//! natty.publish("orders.created", "order 1").await?;
+//! natty.flush().await;
+//!
+//! let shutdown = CancellationToken::new();
+//! let consuming = natty.consume(
+//!     ConsumeConfig::new("ORDERS", "worker"),
+//!     shutdown.clone(),
+//!     |msg: Message| async move {
+//!         msg.ack().await?;
+//!         Ok::<_, natty::message::SettleError>(())
+//!     },
+//! );
+//! # shutdown.cancel();
+//! consuming.await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+pub mod config;
+mod connect;
+pub mod consume;
 pub mod error;
+pub mod kv;
 pub mod message;
+pub mod publish;
+mod report;
+pub mod stream;
+mod validate;
+
+pub use client::Natty;
+pub use config::{Config, Credentials, Secret};
+pub use connect::{ConnectError, ConnectionState};
+pub use consume::{ConsumeConfig, ConsumeError, ConsumeSummary, HandlerFailure};
+pub use kv::{KvEntry, KvError, KvOperation};
 pub use message::Message;
+pub use publish::{PublishConfig, PublishError, PublishFailure};
+pub use stream::{ConsumerOptions, StreamError};
+
+pub use async_nats;
+pub use tokio_util::sync::CancellationToken;

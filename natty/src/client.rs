@@ -1,0 +1,250 @@
+//! [`Natty`], the client handle every feature hangs off.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::connect::{self, ConnectError, ConnectionState};
+use crate::publish::{PublishError, PublishFailure, Publisher};
+
+/// A connected natty client: publish, consume, streams, consumers, key/value and leader
+/// election. Cheap to clone; every clone shares one connection and one publisher.
+///
+/// # Example
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let natty = natty::Natty::connect(natty::Config::new(["nats://127.0.0.1:4222"])).await?;
+/// natty.create_stream("EVENTS", ["events.>"]).await?;
+/// natty.publish("events.hello", "world").await?;
+/// natty.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Natty {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: async_nats::Client,
+    pub(crate) jetstream: jetstream::Context,
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) buckets: Mutex<HashMap<String, jetstream::kv::Store>>,
+}
+
+impl std::fmt::Debug for Natty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Natty")
+            .field("state", &self.connection_state())
+            .field("queued", &self.inner.publisher.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Natty {
+    /// Connect with `config`. Every input (URLs, TLS files, credentials) is checked first,
+    /// and the whole call is bounded by the connect timeout unless
+    /// [`Config::retry_on_initial_connect`] is set.
+    ///
+    /// # Errors
+    /// A [`ConnectError`] whose kind says what to fix: `InvalidConfig`, `Tls`,
+    /// `Authentication`, `Unreachable` or `TimedOut`.
+    pub async fn connect(config: Config) -> Result<Self, ConnectError> {
+        let client = connect::connect(&config).await?;
+        Ok(Self::from_client_with(client, &config))
+    }
+
+    /// Wrap an async-nats client you connected yourself, with default tuning.
+    pub fn from_client(client: async_nats::Client) -> Self {
+        Self::from_client_with(client, &Config::new(Vec::<String>::new()))
+    }
+
+    fn from_client_with(client: async_nats::Client, config: &Config) -> Self {
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .ack_timeout(config.request_timeout)
+            .build(client.clone());
+        let publisher = Arc::new(Publisher::new(
+            jetstream.clone(),
+            client.clone(),
+            config.publish.clone(),
+        ));
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                jetstream,
+                publisher,
+                buckets: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The underlying async-nats client, for anything natty does not wrap.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// The underlying JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.jetstream
+    }
+
+    /// Whether the client is connected right now (no network call; for health checks).
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner.client.connection_state().into()
+    }
+
+    /// The version the connected server reports, such as `2.15.1`.
+    pub fn server_version(&self) -> String {
+        self.inner.client.server_info().version
+    }
+
+    /// Whether the server supports per-message TTLs (2.11 and later).
+    pub fn supports_message_ttl(&self) -> bool {
+        version_at_least(&self.server_version(), 2, 11)
+    }
+
+    /// Queue `payload` for `subject` on the subject's batching worker and return once it is
+    /// queued; waits while the subject's queue is full. The message gets a `Nats-Msg-Id`.
+    ///
+    /// # Errors
+    /// `InvalidSubject` or `PayloadTooLarge` (nothing sent), `Closed` after
+    /// [`Natty::shutdown`]. Failures after queueing are reported through
+    /// [`Natty::publish_failures`].
+    pub async fn publish(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
+        self.inner
+            .publisher
+            .publish(subject, None, payload.into(), true)
+            .await
+    }
+
+    /// Like [`Natty::publish`], with headers. A `Nats-Msg-Id` header you set is kept (use it
+    /// for idempotency keys); otherwise one is generated.
+    ///
+    /// # Errors
+    /// See [`Natty::publish`].
+    pub async fn publish_with_headers(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
+        self.inner
+            .publisher
+            .publish(subject, Some(headers), payload.into(), true)
+            .await
+    }
+
+    /// Like [`Natty::publish`], but fails with `Full` instead of waiting when the subject's
+    /// queue is full.
+    ///
+    /// # Errors
+    /// `Full`, and those of [`Natty::publish`].
+    pub async fn try_publish(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
+        self.inner
+            .publisher
+            .publish(subject, None, payload.into(), false)
+            .await
+    }
+
+    /// Publish one message and wait for the stream to confirm it, retrying under the same
+    /// `Nats-Msg-Id` like the batching workers do.
+    ///
+    /// # Errors
+    /// Validation errors before sending; `TimedOut`, `NoStream` or `Rejected` after the last
+    /// attempt.
+    pub async fn publish_acked(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<jetstream::publish::PublishAck, PublishError> {
+        self.inner
+            .publisher
+            .publish_acked(subject, None, payload.into())
+            .await
+    }
+
+    /// Like [`Natty::publish_acked`], with headers.
+    ///
+    /// # Errors
+    /// See [`Natty::publish_acked`].
+    pub async fn publish_acked_with_headers(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: impl Into<Bytes>,
+    ) -> Result<jetstream::publish::PublishAck, PublishError> {
+        self.inner
+            .publisher
+            .publish_acked(subject, Some(headers), payload.into())
+            .await
+    }
+
+    /// The stream of messages that failed after every attempt (Go natty's `PublishErrorCh`).
+    /// Reports never block publishing: when the channel is full they are dropped and counted
+    /// ([`Natty::dropped_publish_failures`]). Returns `None` after the first call.
+    pub fn publish_failures(&self) -> Option<mpsc::Receiver<PublishFailure>> {
+        self.inner.publisher.failures.take()
+    }
+
+    /// How many failure reports were dropped because their channel was full.
+    pub fn dropped_publish_failures(&self) -> u64 {
+        self.inner.publisher.failures.dropped()
+    }
+
+    /// Messages accepted but not yet acked or reported failed.
+    pub fn queued(&self) -> usize {
+        self.inner.publisher.queued()
+    }
+
+    /// Wait until every message accepted so far is acked or reported failed.
+    pub async fn flush(&self) {
+        self.inner.publisher.flush().await;
+    }
+
+    /// Stop the worker of `subject` once it has published what it holds. Returns whether
+    /// there was one.
+    pub async fn delete_publisher(&self, subject: &str) -> bool {
+        self.inner.publisher.delete_publisher(subject).await
+    }
+
+    /// Refuse new publishes and wait until every accepted message is acked or reported
+    /// failed (Go natty's `ServiceShutdownContext`). Then flush the connection.
+    pub async fn shutdown(&self) {
+        self.inner.publisher.shutdown().await;
+        let _ = self.inner.client.flush().await;
+    }
+}
+
+pub(crate) fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_comparison() {
+        assert!(super::version_at_least("2.15.1", 2, 11));
+        assert!(super::version_at_least("v2.11.0-beta", 2, 11));
+        assert!(!super::version_at_least("2.10.26", 2, 11));
+        assert!(!super::version_at_least("", 2, 11));
+    }
+}

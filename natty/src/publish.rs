@@ -1,0 +1,451 @@
+//! Batched, bounded, de-duplicated JetStream publishing.
+//!
+//! Each subject gets a worker on first use (as in Go natty). The worker keeps a window of
+//! publishes whose acks are outstanding, retries a failed publish with backoff under the same
+//! `Nats-Msg-Id` (so the stream's duplicate window drops a copy whose first ack was lost), and
+//! exits after an idle timeout. Unlike Go natty, each subject's queue is bounded: `publish`
+//! waits for room and `try_publish` fails with [`PublishErrorKind::Full`]. A message that still
+//! fails after its last attempt is reported, never dropped silently: see
+//! [`Natty::publish_failures`](crate::Natty::publish_failures).
+//!
+//! Messages of one subject reach the stream in publish order unless one of them is retried.
+//!
+//! # Example
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let natty = natty::Natty::connect(natty::Config::from_env()).await?;
+//! natty.create_stream("ORDERS", ["orders.>"]).await?;
+//! for n in 0..1000 {
+//!     natty.publish("orders.created", format!("order {n}")).await?;
+//! }
+//! natty.flush().await; // every message above is now acked or reported failed
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind as NatsPublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, PublishErrorKind};
+use crate::report::Reports;
+use crate::validate;
+
+/// The error of a publish.
+pub type PublishError = Error<PublishErrorKind>;
+
+/// Tuning of the batched publisher; the defaults suit most services.
+#[derive(Clone, Debug)]
+pub struct PublishConfig {
+    pub(crate) queue_capacity: usize,
+    pub(crate) window: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) report_capacity: usize,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 8192,
+            window: 256,
+            idle_timeout: Duration::from_secs(30),
+            max_attempts: 8,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            report_capacity: 1024,
+        }
+    }
+}
+
+impl PublishConfig {
+    /// Messages a subject's queue holds before `publish` waits (default 8192).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// Publishes per subject whose ack may be outstanding at once (default 256).
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// How long a subject's worker waits for work before it exits (default 30 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Attempts per message before it is reported failed (default 8), with exponential
+    /// backoff from `backoff` up to `max_backoff` between them (defaults 50 ms and 2 s).
+    pub fn retries(mut self, max_attempts: u32, backoff: Duration, max_backoff: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.backoff = backoff;
+        self.max_backoff = max_backoff.max(backoff);
+        self
+    }
+
+    /// Failure reports held for [`Natty::publish_failures`](crate::Natty::publish_failures)
+    /// before new ones are dropped and counted (default 1024).
+    pub fn report_capacity(mut self, capacity: usize) -> Self {
+        self.report_capacity = capacity.max(1);
+        self
+    }
+}
+
+/// A message that could not be published after every attempt.
+#[derive(Debug)]
+pub struct PublishFailure {
+    /// The subject it was published to.
+    pub subject: Subject,
+    /// Its `Nats-Msg-Id`.
+    pub message_id: String,
+    /// The payload, so the caller can store or resend it.
+    pub payload: Bytes,
+    /// Why the last attempt failed.
+    pub error: PublishError,
+}
+
+struct Outgoing {
+    headers: HeaderMap,
+    payload: Bytes,
+}
+
+struct Worker {
+    id: u64,
+    sender: mpsc::Sender<Outgoing>,
+    task: JoinHandle<()>,
+}
+
+/// The publisher shared by every clone of a [`Natty`](crate::Natty).
+pub(crate) struct Publisher {
+    jetstream: async_nats::jetstream::Context,
+    client: async_nats::Client,
+    config: PublishConfig,
+    workers: Mutex<HashMap<String, Worker>>,
+    closed: AtomicBool,
+    next_worker: AtomicU64,
+    pending: AtomicUsize,
+    idle: Notify,
+    pub(crate) failures: Reports<PublishFailure>,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        jetstream: async_nats::jetstream::Context,
+        client: async_nats::Client,
+        config: PublishConfig,
+    ) -> Self {
+        let failures = Reports::new(config.report_capacity);
+        Self {
+            jetstream,
+            client,
+            config,
+            workers: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            next_worker: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            idle: Notify::new(),
+            failures,
+        }
+    }
+
+    /// Validate, stamp a `Nats-Msg-Id` (unless the caller set one) and enqueue.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        subject: &str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        wait: bool,
+    ) -> Result<(), PublishError> {
+        let subject = self.check(subject, &payload)?;
+        let mut message = Outgoing {
+            headers: with_message_id(headers),
+            payload,
+        };
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        loop {
+            let (id, sender) = match self.sender_for(&subject) {
+                Ok(found) => found,
+                Err(err) => {
+                    self.settled_one();
+                    return Err(err);
+                }
+            };
+            let sent = if wait {
+                sender
+                    .send(message)
+                    .await
+                    .map_err(|closed| (closed.0, false))
+            } else {
+                sender.try_send(message).map_err(|err| match err {
+                    mpsc::error::TrySendError::Full(m) => (m, true),
+                    mpsc::error::TrySendError::Closed(m) => (m, false),
+                })
+            };
+            match sent {
+                Ok(()) => return Ok(()),
+                Err((_, true)) => {
+                    self.settled_one();
+                    return Err(Error::new(PublishErrorKind::Full));
+                }
+                // The worker went idle between lookup and send: replace it and try again.
+                Err((returned, false)) => {
+                    message = returned;
+                    self.forget_worker(&subject, id);
+                }
+            }
+        }
+    }
+
+    /// Publish one message and wait for its ack, retrying like the workers do.
+    pub(crate) async fn publish_acked(
+        &self,
+        subject: &str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Result<PublishAck, PublishError> {
+        let subject = self.check(subject, &payload)?;
+        send_with_retries(
+            &self.jetstream,
+            &self.config,
+            subject,
+            with_message_id(headers),
+            payload,
+        )
+        .await
+    }
+
+    fn check(&self, subject: &str, payload: &Bytes) -> Result<Subject, PublishError> {
+        validate::publish_subject(subject)
+            .map_err(|err| Error::with_source(PublishErrorKind::InvalidSubject, err))?;
+        validate::payload(payload.len(), self.client.server_info().max_payload)
+            .map_err(|err| Error::with_source(PublishErrorKind::PayloadTooLarge, err))?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(PublishErrorKind::Closed));
+        }
+        Ok(Subject::from(subject))
+    }
+
+    fn sender_for(
+        self: &Arc<Self>,
+        subject: &Subject,
+    ) -> Result<(u64, mpsc::Sender<Outgoing>), PublishError> {
+        let mut workers = self.lock();
+        // Checked under the lock so `shutdown` cannot miss a worker started after it looked.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(PublishErrorKind::Closed));
+        }
+        if let Some(worker) = workers.get(subject.as_str()) {
+            return Ok((worker.id, worker.sender.clone()));
+        }
+        let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel(self.config.queue_capacity);
+        let task = tokio::spawn(Arc::clone(self).run_worker(subject.clone(), id, receiver));
+        workers.insert(
+            subject.to_string(),
+            Worker {
+                id,
+                sender: sender.clone(),
+                task,
+            },
+        );
+        Ok((id, sender))
+    }
+
+    fn forget_worker(&self, subject: &Subject, id: u64) {
+        let mut workers = self.lock();
+        if workers.get(subject.as_str()).is_some_and(|w| w.id == id) {
+            workers.remove(subject.as_str());
+        }
+    }
+
+    async fn run_worker(
+        self: Arc<Self>,
+        subject: Subject,
+        id: u64,
+        mut queue: mpsc::Receiver<Outgoing>,
+    ) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.finish(&subject, outcome);
+                }
+                next = queue.recv(), if open && in_flight.len() < self.config.window => {
+                    match next {
+                        Some(message) => in_flight.push(self.send(subject.clone(), message)),
+                        None => open = false,
+                    }
+                }
+                () = tokio::time::sleep(self.config.idle_timeout), if open && in_flight.is_empty() => {
+                    // Refuse new sends, then drain what was queued before the refusal.
+                    queue.close();
+                    self.forget_worker(&subject, id);
+                }
+                else => break,
+            }
+        }
+        tracing::debug!(target: "natty", %subject, "publish worker exited");
+    }
+
+    async fn send(
+        &self,
+        subject: Subject,
+        message: Outgoing,
+    ) -> (Result<PublishAck, PublishError>, HeaderMap, Bytes) {
+        let result = send_with_retries(
+            &self.jetstream,
+            &self.config,
+            subject,
+            message.headers.clone(),
+            message.payload.clone(),
+        )
+        .await;
+        (result, message.headers, message.payload)
+    }
+
+    fn finish(
+        &self,
+        subject: &Subject,
+        outcome: (Result<PublishAck, PublishError>, HeaderMap, Bytes),
+    ) {
+        let (result, headers, payload) = outcome;
+        if let Err(error) = result {
+            let message_id = headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            tracing::error!(target: "natty", %subject, %message_id, %error, "publish failed after every attempt");
+            self.failures.send(PublishFailure {
+                subject: subject.clone(),
+                message_id,
+                payload,
+                error,
+            });
+        }
+        self.settled_one();
+    }
+
+    fn settled_one(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Wait until every accepted message is acked or reported failed.
+    pub(crate) async fn flush(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Stop one subject's worker after it has published what it holds.
+    pub(crate) async fn delete_publisher(&self, subject: &str) -> bool {
+        let worker = self.lock().remove(subject);
+        match worker {
+            Some(Worker { sender, task, .. }) => {
+                drop(sender);
+                let _ = task.await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Refuse new messages and drain every worker.
+    pub(crate) async fn shutdown(&self) {
+        let workers: Vec<Worker> = {
+            let mut workers = self.lock();
+            self.closed.store(true, Ordering::Release);
+            workers.drain().map(|(_, worker)| worker).collect()
+        };
+        for Worker { sender, task, .. } in workers {
+            drop(sender);
+            let _ = task.await;
+        }
+        self.flush().await;
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Worker>> {
+        // Only inserts and removes happen under this lock; a panic cannot tear the map.
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn with_message_id(headers: Option<HeaderMap>) -> HeaderMap {
+    let mut headers = headers.unwrap_or_default();
+    if headers.get(async_nats::header::NATS_MESSAGE_ID).is_none() {
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
+    }
+    headers
+}
+
+async fn send_with_retries(
+    jetstream: &async_nats::jetstream::Context,
+    config: &PublishConfig,
+    subject: Subject,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<PublishAck, PublishError> {
+    let mut backoff = config.backoff;
+    let mut attempt = 1;
+    loop {
+        let publish = PublishMessage::build()
+            .headers(headers.clone())
+            .payload(payload.clone());
+        let result = match jetstream.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        let err = match result {
+            Ok(ack) => return Ok(ack),
+            Err(err) => err,
+        };
+        let kind = match err.kind() {
+            NatsPublishErrorKind::TimedOut => PublishErrorKind::TimedOut,
+            NatsPublishErrorKind::StreamNotFound => PublishErrorKind::NoStream,
+            NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::PayloadTooLarge,
+            _ => PublishErrorKind::Rejected,
+        };
+        let retryable = !matches!(
+            err.kind(),
+            NatsPublishErrorKind::MaxPayloadExceeded
+                | NatsPublishErrorKind::WrongLastMessageId
+                | NatsPublishErrorKind::WrongLastSequence
+        );
+        if !retryable || attempt >= config.max_attempts {
+            return Err(Error::with_source(kind, err));
+        }
+        tracing::debug!(target: "natty", %subject, attempt, error = %err, "publish failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(config.max_backoff);
+        attempt += 1;
+    }
+}

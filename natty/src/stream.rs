@@ -1,0 +1,332 @@
+//! Stream and durable consumer management.
+//!
+//! `create_stream` is idempotent like Go natty's, but stricter: an existing stream with other
+//! subjects is an error ([`StreamErrorKind::Mismatch`]), never a silent mismatch.
+//! Consumers are always durable pull consumers with explicit acks.
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use natty::ConsumerOptions;
+//!
+//! # async fn run(natty: natty::Natty) -> Result<(), Box<dyn std::error::Error>> {
+//! natty.create_stream("ORDERS", ["orders.>"]).await?;
+//! natty
+//!     .create_consumer_with(
+//!         "ORDERS",
+//!         "billing",
+//!         ["orders.created"],
+//!         ConsumerOptions::default().ack_wait(Duration::from_secs(10)).max_deliver(5),
+//!     )
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::ErrorCode;
+
+use crate::error::{Error, StreamErrorKind};
+use crate::{validate, Natty};
+
+/// The error of a stream or consumer call.
+pub type StreamError = Error<StreamErrorKind>;
+
+/// Go natty's stream defaults: limits retention, file storage, 30 days max age.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Settings of a durable consumer beyond its name and filters.
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_deliver: i64,
+    pub(crate) backoff: Vec<Duration>,
+    pub(crate) max_ack_pending: i64,
+    pub(crate) deliver_policy: DeliverPolicy,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            backoff: Vec::new(),
+            max_ack_pending: 1000,
+            deliver_policy: DeliverPolicy::All,
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// How long the server waits for an ack before redelivering (default 30 s).
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// Deliveries before the server gives up on a message (default unlimited).
+    pub fn max_deliver(mut self, max_deliver: i64) -> Self {
+        self.max_deliver = max_deliver;
+        self
+    }
+
+    /// Redelivery delays by attempt, replacing `ack_wait` for redeliveries.
+    pub fn backoff(mut self, backoff: Vec<Duration>) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Messages delivered but not yet acked, at most (default 1000).
+    pub fn max_ack_pending(mut self, max_ack_pending: i64) -> Self {
+        self.max_ack_pending = max_ack_pending;
+        self
+    }
+
+    /// Where a new consumer starts (default all messages).
+    pub fn deliver_policy(mut self, policy: DeliverPolicy) -> Self {
+        self.deliver_policy = policy;
+        self
+    }
+
+    pub(crate) fn to_config(&self, durable: &str, filters: &[String]) -> pull::Config {
+        let mut config = pull::Config {
+            durable_name: Some(durable.to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            backoff: self.backoff.clone(),
+            max_ack_pending: self.max_ack_pending,
+            deliver_policy: self.deliver_policy,
+            ..Default::default()
+        };
+        match filters {
+            [] => {}
+            [one] => config.filter_subject = one.clone(),
+            many => config.filter_subjects = many.to_vec(),
+        }
+        config
+    }
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), StreamError> {
+    validate::name(what, name).map_err(|e| Error::with_source(StreamErrorKind::InvalidName, e))
+}
+
+fn check_filters(filters: &[String]) -> Result<(), StreamError> {
+    for filter in filters {
+        validate::filter_subject(filter)
+            .map_err(|e| Error::with_source(StreamErrorKind::InvalidSubject, e))?;
+    }
+    Ok(())
+}
+
+fn classify(
+    err: impl std::error::Error + Send + Sync + 'static,
+    code: Option<ErrorCode>,
+) -> StreamError {
+    let kind = match code {
+        Some(ErrorCode::STREAM_NOT_FOUND) | Some(ErrorCode::CONSUMER_NOT_FOUND) => {
+            StreamErrorKind::NotFound
+        }
+        _ if err.to_string().contains("timed out") => StreamErrorKind::TimedOut,
+        _ => StreamErrorKind::JetStream,
+    };
+    Error::with_source(kind, err)
+}
+
+impl Natty {
+    /// Create the stream `name` capturing `subjects` with Go natty's defaults (limits
+    /// retention, file storage, 30 days max age). Idempotent: an existing stream with the same
+    /// subjects is fine.
+    ///
+    /// # Errors
+    /// `InvalidName`/`InvalidSubject` before sending; `Mismatch` when the stream exists with
+    /// other subjects.
+    pub async fn create_stream<I, S>(&self, name: &str, subjects: I) -> Result<(), StreamError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.create_stream_with(stream::Config {
+            name: name.to_owned(),
+            subjects: subjects.into_iter().map(Into::into).collect(),
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            max_age: DEFAULT_MAX_AGE,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Create a stream from a full async-nats configuration (replicas, storage, max age,
+    /// duplicate window, ...). Idempotent on the subjects, like [`Natty::create_stream`].
+    ///
+    /// # Errors
+    /// See [`Natty::create_stream`].
+    pub async fn create_stream_with(&self, config: stream::Config) -> Result<(), StreamError> {
+        check_name("stream name", &config.name)?;
+        if config.subjects.is_empty() {
+            return Err(Error::with_source(
+                StreamErrorKind::InvalidConfig,
+                crate::error::ValidationError::new("subjects", &config.name, "is an empty list"),
+            ));
+        }
+        check_filters(&config.subjects)?;
+        let js = self.jetstream();
+        match js.get_stream(&config.name).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|e| classify(e, None))?;
+                let mut have = info.config.subjects.clone();
+                let mut want = config.subjects.clone();
+                have.sort();
+                want.sort();
+                if have == want {
+                    Ok(())
+                } else {
+                    Err(Error::with_source(
+                        StreamErrorKind::Mismatch,
+                        crate::error::ValidationError::new(
+                            "stream",
+                            &config.name,
+                            "exists with different subjects",
+                        ),
+                    ))
+                }
+            }
+            Err(err) => {
+                let not_found = matches!(
+                    err.kind(),
+                    async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                        if js.error_code() == ErrorCode::STREAM_NOT_FOUND
+                );
+                if !not_found {
+                    return Err(classify(err, None));
+                }
+                js.create_stream(config).await.map(drop).map_err(|e| {
+                    let code = match e.kind() {
+                        async_nats::jetstream::context::CreateStreamErrorKind::JetStream(js) => {
+                            Some(js.error_code())
+                        }
+                        _ => None,
+                    };
+                    classify(e, code)
+                })
+            }
+        }
+    }
+
+    /// Delete the stream `name` and all its messages.
+    ///
+    /// # Errors
+    /// `InvalidName` before sending; `NotFound` when there is no such stream.
+    pub async fn delete_stream(&self, name: &str) -> Result<(), StreamError> {
+        check_name("stream name", name)?;
+        self.jetstream()
+            .delete_stream(name)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let code = match e.kind() {
+                    async_nats::jetstream::context::DeleteStreamErrorKind::JetStream(js) => {
+                        Some(js.error_code())
+                    }
+                    _ => None,
+                };
+                classify(e, code)
+            })
+    }
+
+    /// Create (or update) the durable pull consumer `durable` on `stream`, with explicit acks,
+    /// delivering the subjects in `filter_subjects` (all of the stream's when empty).
+    ///
+    /// # Errors
+    /// `InvalidName`/`InvalidSubject` before sending; `NotFound` when the stream is missing.
+    pub async fn create_consumer<I, S>(
+        &self,
+        stream: &str,
+        durable: &str,
+        filter_subjects: I,
+    ) -> Result<(), StreamError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.create_consumer_with(stream, durable, filter_subjects, ConsumerOptions::default())
+            .await
+    }
+
+    /// Like [`Natty::create_consumer`], with [`ConsumerOptions`].
+    ///
+    /// # Errors
+    /// See [`Natty::create_consumer`].
+    pub async fn create_consumer_with<I, S>(
+        &self,
+        stream: &str,
+        durable: &str,
+        filter_subjects: I,
+        options: ConsumerOptions,
+    ) -> Result<(), StreamError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let filters: Vec<String> = filter_subjects.into_iter().map(Into::into).collect();
+        self.pull_consumer(stream, durable, &filters, &options)
+            .await
+            .map(drop)
+    }
+
+    pub(crate) async fn pull_consumer(
+        &self,
+        stream: &str,
+        durable: &str,
+        filters: &[String],
+        options: &ConsumerOptions,
+    ) -> Result<consumer::PullConsumer, StreamError> {
+        check_name("stream name", stream)?;
+        check_name("consumer name", durable)?;
+        check_filters(filters)?;
+        self.jetstream()
+            .create_consumer_on_stream(options.to_config(durable, filters), stream)
+            .await
+            .map_err(|e| {
+                let code = match e.kind() {
+                    async_nats::jetstream::stream::ConsumerErrorKind::JetStream(js) => {
+                        Some(js.error_code())
+                    }
+                    _ => None,
+                };
+                classify(e, code)
+            })
+    }
+
+    /// Delete the durable consumer `durable` of `stream`.
+    ///
+    /// # Errors
+    /// `InvalidName` before sending; `NotFound` when the stream or consumer is missing.
+    pub async fn delete_consumer(&self, stream: &str, durable: &str) -> Result<(), StreamError> {
+        check_name("stream name", stream)?;
+        check_name("consumer name", durable)?;
+        let handle = self
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| classify(e, None))?;
+        handle
+            .delete_consumer(durable)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let code = match e.kind() {
+                    async_nats::jetstream::stream::ConsumerErrorKind::JetStream(js) => {
+                        Some(js.error_code())
+                    }
+                    _ => None,
+                };
+                classify(e, code)
+            })
+    }
+}

@@ -1,0 +1,162 @@
+//! Checks on names, subjects and keys, made before anything is sent.
+//!
+//! The rules follow NATS conventions (ADR-6 for names, the KV key rules of the official
+//! clients); the server would refuse, or worse silently misroute, what these refuse.
+
+use crate::error::ValidationError;
+
+/// A subject that may be published to: non-empty tokens, printable ASCII without whitespace,
+/// no wildcards.
+pub(crate) fn publish_subject(subject: &str) -> Result<(), ValidationError> {
+    subject_tokens(subject, false)
+}
+
+/// A subject filter: like a publish subject, but `*` tokens and a final `>` are allowed.
+pub(crate) fn filter_subject(subject: &str) -> Result<(), ValidationError> {
+    subject_tokens(subject, true)
+}
+
+fn subject_tokens(subject: &str, wildcards: bool) -> Result<(), ValidationError> {
+    let invalid = |reason| Err(ValidationError::new("subject", subject, reason));
+    if subject.is_empty() {
+        return invalid("is empty");
+    }
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() {
+            return invalid("has an empty token");
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return invalid("contains whitespace or a control character");
+        }
+        match token {
+            "*" | ">" if !wildcards => return invalid("contains a wildcard"),
+            ">" if tokens.peek().is_some() => return invalid("has `>` before the last token"),
+            "*" | ">" => {}
+            _ if token.contains(['*', '>']) => return invalid("has a wildcard inside a token"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A stream or consumer name: printable, no whitespace, none of `.`, `*`, `>`, `/`, `\`.
+pub(crate) fn name(what: &'static str, name: &str) -> Result<(), ValidationError> {
+    let invalid = |reason| Err(ValidationError::new(what, name, reason));
+    if name.is_empty() {
+        return invalid("is empty");
+    }
+    if name.len() > 255 {
+        return invalid("is longer than 255 bytes");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return invalid("contains whitespace, a control character or one of . * > / \\");
+    }
+    Ok(())
+}
+
+/// A KV bucket name: `[A-Za-z0-9_-]+`.
+pub(crate) fn bucket(bucket: &str) -> Result<(), ValidationError> {
+    if bucket.is_empty() {
+        return Err(ValidationError::new("bucket name", bucket, "is empty"));
+    }
+    if !bucket
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ValidationError::new(
+            "bucket name",
+            bucket,
+            "may only contain A-Z, a-z, 0-9, _ and -",
+        ));
+    }
+    Ok(())
+}
+
+/// A KV key: `[-/_=.A-Za-z0-9]+`, no leading or trailing dot, no empty token.
+pub(crate) fn key(key: &str) -> Result<(), ValidationError> {
+    let invalid = |reason| Err(ValidationError::new("key", key, reason));
+    if key.is_empty() {
+        return invalid("is empty");
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'))
+    {
+        return invalid("may only contain A-Z, a-z, 0-9 and - / _ = .");
+    }
+    if key.starts_with('.') || key.ends_with('.') {
+        return invalid("starts or ends with a dot");
+    }
+    if key.contains("..") {
+        return invalid("has an empty token (..)");
+    }
+    Ok(())
+}
+
+/// A payload no larger than the server allows (`max_payload` from its INFO; 0 means unknown).
+pub(crate) fn payload(len: usize, max_payload: usize) -> Result<(), ValidationError> {
+    if max_payload > 0 && len > max_payload {
+        return Err(ValidationError::new(
+            "payload",
+            &format!("{len} bytes"),
+            "is larger than the server's max_payload",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_subjects() {
+        for ok in ["a", "orders.created", "a-b_c.1", "$JS.API.INFO"] {
+            assert!(publish_subject(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a b", "a\r\nb", "a\tb", "*", ">", "a.*", "a.>", "a*b",
+        ] {
+            assert!(publish_subject(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn filter_subjects() {
+        for ok in ["a.*", "a.>", ">", "*.b.*"] {
+            assert!(filter_subject(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a.>.b", "a*", "", "a..b"] {
+            assert!(filter_subject(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_buckets_keys() {
+        assert!(name("stream name", "ORDERS_1-x").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", "a/b"] {
+            assert!(name("stream name", bad).is_err(), "{bad:?}");
+        }
+        assert!(bucket("leader_election-1").is_ok());
+        for bad in ["", "a.b", "a b", "a/b"] {
+            assert!(bucket(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["a", "a.b", "a/b=c_d-e", "orders.123"] {
+            assert!(key(ok).is_ok(), "{ok}");
+        }
+        let long = "k".repeat(10_000) + " ";
+        for bad in ["", ".a", "a.", "a..b", "a b", "a*", "a>", long.as_str()] {
+            assert!(key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let err = key(&"x".repeat(10_000).replace('x', " ")).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+    }
+}
