@@ -210,6 +210,11 @@ impl Natty {
         self.inner.publisher.queued()
     }
 
+    /// How many subjects have a publish worker running.
+    pub fn active_publishers(&self) -> usize {
+        self.inner.publisher.workers()
+    }
+
     /// Wait until every message accepted so far is acked or reported failed.
     pub async fn flush(&self) {
         self.inner.publisher.flush().await;

@@ -389,6 +389,10 @@ impl Publisher {
         self.flush().await;
     }
 
+    pub(crate) fn workers(&self) -> usize {
+        self.lock().len()
+    }
+
     pub(crate) fn queued(&self) -> usize {
         self.pending.load(Ordering::Acquire)
     }

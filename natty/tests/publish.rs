@@ -1,0 +1,245 @@
+//! Batched publishing against a real server.
+
+use std::time::Duration;
+
+use natty::error::PublishErrorKind;
+use natty::{Config, Natty, PublishConfig};
+use natty_testkit::Server;
+use tokio::time::timeout;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+async fn connect(server: &Server, publish: PublishConfig) -> Natty {
+    Natty::connect(Config::new([server.url()]).publish(publish))
+        .await
+        .expect("connect")
+}
+
+async fn stream_messages(natty: &Natty, stream: &str) -> u64 {
+    let mut stream = natty.jetstream().get_stream(stream).await.expect("stream");
+    stream.info().await.expect("info").state.messages
+}
+
+#[tokio::test]
+async fn publish_then_flush_lands_every_message_with_a_msg_id() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    natty.create_stream("P1", ["p1.>"]).await.unwrap();
+    for n in 0..2_000 {
+        natty.publish("p1.a", format!("m{n}")).await.unwrap();
+        natty.publish("p1.b", format!("m{n}")).await.unwrap();
+    }
+    timeout(DEADLINE, natty.flush()).await.expect("flush");
+    assert_eq!(natty.queued(), 0);
+    assert_eq!(stream_messages(&natty, "P1").await, 4_000);
+
+    let stream = natty.jetstream().get_stream("P1").await.unwrap();
+    let first = stream.get_raw_message(1).await.unwrap();
+    let id = first.headers.get("Nats-Msg-Id").expect("msg id header");
+    assert!(!id.as_str().is_empty());
+}
+
+#[tokio::test]
+async fn a_caller_msg_id_is_kept_and_deduplicated() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    natty.create_stream("P2", ["p2"]).await.unwrap();
+    for _ in 0..3 {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", "order-42");
+        natty
+            .publish_with_headers("p2", headers, "once")
+            .await
+            .unwrap();
+    }
+    natty.flush().await;
+    assert_eq!(stream_messages(&natty, "P2").await, 1);
+    let ack = natty.publish_acked("p2", "acked").await.unwrap();
+    assert_eq!(ack.sequence, 2);
+}
+
+#[tokio::test]
+async fn bad_subjects_and_payloads_are_refused_before_sending() {
+    let server = Server::builder()
+        .config_snippet("max_payload: 4096")
+        .start()
+        .unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    let watcher = async_nats::connect(server.url()).await.unwrap();
+    let mut everything = watcher.subscribe(">").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    for subject in ["", "a..b", "a b", "a\r\nb", "a.*", "a.>", ">", "a."] {
+        let err = natty.publish(subject, "x").await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            PublishErrorKind::InvalidSubject,
+            "{subject:?}: {err}"
+        );
+        let err = natty.publish_acked(subject, "x").await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            PublishErrorKind::InvalidSubject,
+            "{subject:?}: {err}"
+        );
+    }
+    let err = natty.publish("big", vec![0u8; 5000]).await.unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::PayloadTooLarge, "{err}");
+
+    natty.client().flush().await.unwrap();
+    let seen = timeout(
+        Duration::from_millis(300),
+        futures_util::StreamExt::next(&mut everything),
+    )
+    .await;
+    assert!(seen.is_err(), "something reached the server: {seen:?}");
+    assert_eq!(natty.queued(), 0);
+}
+
+#[tokio::test]
+async fn try_publish_reports_full_when_the_bounded_queue_is_full() {
+    let server = Server::start().unwrap();
+    let natty = connect(
+        &server,
+        PublishConfig::default().queue_capacity(4).window(1),
+    )
+    .await;
+    natty.create_stream("P3", ["p3"]).await.unwrap();
+    server.pause().unwrap();
+    let mut full = None;
+    for n in 0..100 {
+        if let Err(err) = natty.try_publish("p3", format!("{n}")).await {
+            full = Some((n, err));
+            break;
+        }
+    }
+    let (accepted, err) = full.expect("queue filled up");
+    assert_eq!(err.kind(), PublishErrorKind::Full);
+    assert!(
+        accepted <= 6,
+        "accepted {accepted} with capacity 4 and window 1"
+    );
+    server.resume().unwrap();
+    timeout(DEADLINE, natty.flush())
+        .await
+        .expect("flush after resume");
+    assert_eq!(stream_messages(&natty, "P3").await, accepted as u64);
+}
+
+#[tokio::test]
+async fn a_message_without_a_stream_is_reported_not_dropped() {
+    let server = Server::start().unwrap();
+    let natty = connect(
+        &server,
+        PublishConfig::default().retries(2, Duration::from_millis(10), Duration::from_millis(10)),
+    )
+    .await;
+    let mut failures = natty.publish_failures().expect("first take");
+    assert!(natty.publish_failures().is_none(), "taken once");
+    natty.publish("nowhere.to.go", "lost?").await.unwrap();
+    timeout(DEADLINE, natty.flush()).await.expect("flush");
+    let failure = timeout(DEADLINE, failures.recv()).await.unwrap().unwrap();
+    assert_eq!(failure.subject.as_str(), "nowhere.to.go");
+    assert_eq!(failure.error.kind(), PublishErrorKind::NoStream);
+    assert_eq!(failure.payload.as_ref(), b"lost?");
+    assert!(!failure.message_id.is_empty());
+}
+
+#[tokio::test]
+async fn delete_publisher_drains_and_shutdown_refuses_new_messages() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    natty.create_stream("P4", ["p4.>"]).await.unwrap();
+    for n in 0..500 {
+        natty.publish("p4.x", format!("{n}")).await.unwrap();
+    }
+    assert!(natty.delete_publisher("p4.x").await);
+    assert!(!natty.delete_publisher("p4.x").await, "already gone");
+    assert_eq!(stream_messages(&natty, "P4").await, 500);
+
+    for n in 0..500 {
+        natty.publish("p4.y", format!("{n}")).await.unwrap();
+    }
+    natty.shutdown().await;
+    assert_eq!(stream_messages(&natty, "P4").await, 1000);
+    let err = natty.publish("p4.y", "late").await.unwrap_err();
+    assert_eq!(err.kind(), PublishErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn idle_workers_exit_and_come_back_on_demand() {
+    let server = Server::start().unwrap();
+    let natty = connect(
+        &server,
+        PublishConfig::default().idle_timeout(Duration::from_millis(50)),
+    )
+    .await;
+    natty.create_stream("P5", ["p5"]).await.unwrap();
+    for round in 0..3 {
+        natty.publish("p5", format!("{round}")).await.unwrap();
+        assert_eq!(natty.active_publishers(), 1);
+        natty.flush().await;
+        timeout(DEADLINE, async {
+            while natty.active_publishers() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("idle worker exits");
+    }
+    assert_eq!(stream_messages(&natty, "P5").await, 3);
+    assert!(
+        !natty.delete_publisher("p5").await,
+        "the idle worker already exited"
+    );
+}
+
+/// 100,000 messages through a server that is killed and restarted on the same store: after
+/// flush there are exactly 100,000 in the stream, none lost and none duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_messages_survive_a_server_restart_exactly_once() {
+    const TOTAL: usize = 100_000;
+    let server = Server::start().unwrap();
+    let natty = connect(
+        &server,
+        PublishConfig::default().retries(60, Duration::from_millis(50), Duration::from_millis(500)),
+    )
+    .await;
+    let mut failures = natty.publish_failures().unwrap();
+    natty
+        .create_stream_with(async_nats::jetstream::stream::Config {
+            name: "BULK".into(),
+            subjects: vec!["bulk".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let publisher = natty.clone();
+    let publishing = tokio::spawn(async move {
+        for n in 0..TOTAL {
+            publisher.publish("bulk", format!("{n}")).await.unwrap();
+        }
+    });
+    // Restart once a good share has gone through, while the rest is still queued.
+    timeout(DEADLINE, async {
+        while stream_messages(&natty, "BULK").await < (TOTAL / 4) as u64 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("a quarter published");
+    server.kill();
+    server.restart().unwrap();
+
+    timeout(Duration::from_secs(120), publishing)
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(Duration::from_secs(120), natty.flush())
+        .await
+        .expect("flush");
+    assert!(failures.try_recv().is_err(), "no message failed");
+    assert_eq!(stream_messages(&natty, "BULK").await, TOTAL as u64);
+}
