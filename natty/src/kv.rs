@@ -412,11 +412,13 @@ impl Natty {
             .bucket(bucket)
             .await?
             .ok_or_else(|| Error::new(KvErrorKind::BucketNotFound))?;
-        let status = store.status().await.map_err(other)?;
-        let config = &status.info.config;
+        // async-nats' `Store::status` answers from the info cached at open; ask afresh.
+        let mut stream = store.stream.clone();
+        let info = stream.info().await.map_err(other)?;
+        let config = &info.config;
         Ok(BucketStatus {
-            bucket: status.bucket.clone(),
-            values: status.info.state.messages,
+            bucket: bucket.to_owned(),
+            values: info.state.messages,
             ttl: config.max_age,
             replicas: config.num_replicas,
             history: config.max_messages_per_subject,

@@ -1,0 +1,131 @@
+//! Stream and consumer management against a real server.
+
+use std::time::Duration;
+
+use natty::error::StreamErrorKind;
+use natty::{Config, ConsumerOptions, Natty};
+use natty_testkit::Server;
+
+async fn connect(server: &Server) -> Natty {
+    Natty::connect(Config::new([server.url()]))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn create_stream_is_idempotent_and_refuses_other_subjects() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    natty.create_stream("S1", ["s1.a", "s1.b"]).await.unwrap();
+    natty
+        .create_stream("S1", ["s1.b", "s1.a"])
+        .await
+        .expect("same subjects: ok");
+    let err = natty.create_stream("S1", ["s1.c"]).await.unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::Mismatch, "{err}");
+
+    let mut stream = natty.jetstream().get_stream("S1").await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(config.max_age, natty::stream::DEFAULT_MAX_AGE);
+    assert_eq!(
+        config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
+    assert_eq!(
+        config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::Limits
+    );
+}
+
+#[tokio::test]
+async fn full_config_variant_and_delete() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    natty
+        .create_stream_with(async_nats::jetstream::stream::Config {
+            name: "S2".into(),
+            subjects: vec!["s2".into()],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            duplicate_window: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    natty.delete_stream("S2").await.unwrap();
+    let err = natty.delete_stream("S2").await.unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::NotFound, "{err}");
+}
+
+#[tokio::test]
+async fn consumers_are_durable_explicit_ack_with_options() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    natty.create_stream("S3", ["s3.>"]).await.unwrap();
+    natty
+        .create_consumer_with(
+            "S3",
+            "billing",
+            ["s3.a", "s3.b"],
+            ConsumerOptions::default()
+                .ack_wait(Duration::from_secs(7))
+                .max_deliver(4)
+                .max_ack_pending(10),
+        )
+        .await
+        .unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = natty
+        .jetstream()
+        .get_stream("S3")
+        .await
+        .unwrap()
+        .get_consumer("billing")
+        .await
+        .unwrap();
+    let config = consumer.info().await.unwrap().config.clone();
+    assert_eq!(config.durable_name.as_deref(), Some("billing"));
+    assert_eq!(
+        config.ack_policy,
+        async_nats::jetstream::consumer::AckPolicy::Explicit
+    );
+    assert_eq!(config.ack_wait, Duration::from_secs(7));
+    assert_eq!(config.max_deliver, 4);
+    assert_eq!(config.filter_subjects, ["s3.a", "s3.b"]);
+
+    natty
+        .create_consumer("S3", "billing", ["s3.a", "s3.b"])
+        .await
+        .expect("idempotent");
+    natty.delete_consumer("S3", "billing").await.unwrap();
+    let err = natty.delete_consumer("S3", "billing").await.unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::NotFound, "{err}");
+    let err = natty
+        .create_consumer("NOPE", "d", Vec::<String>::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::NotFound, "{err}");
+}
+
+#[tokio::test]
+async fn bad_names_and_subjects_are_refused_before_sending() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    for name in ["", "a.b", "a b", "a*", "a>", "a/b"] {
+        let err = natty.create_stream(name, ["x"]).await.unwrap_err();
+        assert_eq!(err.kind(), StreamErrorKind::InvalidName, "{name:?}");
+        let err = natty.delete_stream(name).await.unwrap_err();
+        assert_eq!(err.kind(), StreamErrorKind::InvalidName, "{name:?}");
+        let err = natty.create_consumer("S", name, ["x"]).await.unwrap_err();
+        assert_eq!(err.kind(), StreamErrorKind::InvalidName, "{name:?}");
+        let err = natty.delete_consumer("S", name).await.unwrap_err();
+        assert_eq!(err.kind(), StreamErrorKind::InvalidName, "{name:?}");
+    }
+    for subject in ["", "a..b", "a b", "a.>.b", "a\nb"] {
+        let err = natty.create_stream("S4", [subject]).await.unwrap_err();
+        assert_eq!(err.kind(), StreamErrorKind::InvalidSubject, "{subject:?}");
+    }
+    let err = natty
+        .create_stream("S4", Vec::<String>::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::InvalidConfig);
+}
