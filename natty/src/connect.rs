@@ -249,7 +249,7 @@ mod insecure {
         let verifier = Arc::new(AcceptAnyCertificate(provider.clone()));
         ClientConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
-            .map_or_else(|_| ClientConfig::builder(), |builder| builder)
+            .unwrap_or_else(|_| ClientConfig::builder())
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth()
