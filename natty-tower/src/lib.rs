@@ -1,1 +1,81 @@
-//! natty-tower
+//! Tower middleware for consumed NATS JetStream messages.
+//!
+//! natty's consumer driver feeds a durable consumer's [`natty::Message`]s into any
+//! `tower::Service<Message>`. The layers here make such a service safe to run: every message
+//! is settled once, on purpose; failures are retried, reported, or dead-lettered; panics,
+//! long handlers and leadership changes are handled. Timeouts, concurrency limits and load
+//! shedding come from tower itself.
+//!
+//! | module | layer | what it does |
+//! | --- | --- | --- |
+//! | [`trace`] | [`TraceLayer`](trace::TraceLayer) | a span per message with OpenTelemetry messaging fields |
+//! | [`metrics`](crate#features) | `MetricsLayer` | latency, in-flight and outcome metrics (feature `metrics`) |
+//! | [`report`] | [`ReportErrorsLayer`](report::ReportErrorsLayer) | every error to `tracing` and a channel or callback |
+//! | [`ack`] | [`AckLayer`](ack::AckLayer) | ack, nak with backoff, or term, as the [`classify`] decision says |
+//! | [`dead_letter`] | [`DeadLetterLayer`](dead_letter::DeadLetterLayer) | publish given-up messages to a dead-letter subject, then term |
+//! | [`in_progress`] | [`InProgressLayer`](in_progress::InProgressLayer) | "in progress" while a handler runs past half the ack wait |
+//! | [`retry`] | [`RetryPolicy`](retry::RetryPolicy) | in-process retries with backoff, on tower's `Retry` |
+//! | [`catch_panic`] | [`CatchPanicLayer`](catch_panic::CatchPanicLayer) | a panicking handler becomes an error |
+//! | [`leader`] | [`LeaderLayer`](leader::LeaderLayer) | run only while this node leads |
+//! | [`json`] | [`JsonLayer`](json::JsonLayer) | decode JSON payloads; bad input is given up |
+//!
+//! Layers listed first go outside: the ack layer must sit above the layers whose errors it
+//! settles, and dead letter below ack, so it terms a message before ack would nak it.
+//!
+//! # Features
+//! - `metrics` (off by default): the `metrics` module, recording through the `metrics` facade.
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use natty::message::{Message, Settlement};
+//! use natty_tower::classify::HandlerError;
+//! use natty_tower::error::BoxError;
+//! use natty_tower::ServiceBuilderExt;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let service = ServiceBuilder::new()
+//!     .trace_messages()
+//!     .report_errors()
+//!     .ack_messages()
+//!     .catch_panic()
+//!     .timeout(Duration::from_secs(30))
+//!     .service(service_fn(|msg: Message| async move {
+//!         match msg.headers().get("kind").map(|v| v.as_str()) {
+//!             Some("order") => Ok(()),
+//!             _ => Err(BoxError::from(HandlerError::give_up("unknown kind"))),
+//!         }
+//!     }));
+//!
+//! let (msg, recorder) = Message::builder("events", "{}").header("kind", "order").build();
+//! service.clone().oneshot(msg).await.unwrap();
+//! assert_eq!(recorder.outcome(), Some(Settlement::Ack));
+//!
+//! let (msg, recorder) = Message::builder("events", "{}").build();
+//! assert!(service.oneshot(msg).await.is_err());
+//! assert_eq!(recorder.outcome(), Some(Settlement::Term));
+//! # }
+//! ```
+
+pub mod error;
+
+pub mod ack;
+pub mod backoff;
+pub mod builder;
+pub mod catch_panic;
+pub mod classify;
+pub mod dead_letter;
+pub mod in_progress;
+pub mod json;
+pub mod leader;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+pub mod report;
+pub mod retry;
+pub mod trace;
+
+mod settle;
+
+pub use builder::ServiceBuilderExt;

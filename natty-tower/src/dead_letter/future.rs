@@ -1,0 +1,220 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use natty::message::{Acker, DeliveryInfo, Settlement};
+use natty::Message;
+use pin_project_lite::pin_project;
+
+use super::layer::Config;
+use super::{
+    DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER, ORIGINAL_SEQUENCE, ORIGINAL_STREAM,
+    ORIGINAL_SUBJECT,
+};
+use crate::classify::{ClassifyError, Decision};
+use crate::settle::log_settle_error;
+
+/// The longest error text put in the [`ERROR`] header.
+const MAX_ERROR_LEN: usize = 1024;
+
+/// What is kept of a message to dead-letter it after its handler took it.
+#[derive(Debug)]
+pub(super) struct Original {
+    subject: Subject,
+    headers: HeaderMap,
+    payload: Bytes,
+    info: DeliveryInfo,
+    acker: Acker,
+}
+
+impl Original {
+    pub(super) fn of(msg: &Message) -> Self {
+        Self {
+            subject: msg.subject().clone(),
+            headers: msg.headers().clone(),
+            payload: msg.payload().clone(),
+            info: msg.info().clone(),
+            acker: msg.acker().clone(),
+        }
+    }
+
+    /// The dead letter's headers: the original's, less publish controls, plus where it came
+    /// from and why it failed.
+    fn dead_letter_headers(&self, error: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, values) in self.headers.iter() {
+            let name: &str = name.as_ref();
+            let control = name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-");
+            if control && !name.eq_ignore_ascii_case(async_nats::header::NATS_MESSAGE_ID.as_ref()) {
+                continue;
+            }
+            for value in values {
+                headers.append(name, value.clone());
+            }
+        }
+        headers.insert(ORIGINAL_SUBJECT, self.subject.as_str());
+        headers.insert(ORIGINAL_STREAM, self.info.stream.as_str());
+        headers.insert(ORIGINAL_CONSUMER, self.info.consumer.as_str());
+        headers.insert(ORIGINAL_SEQUENCE, self.info.stream_sequence.to_string());
+        headers.insert(DELIVERY_COUNT, self.info.delivered.to_string());
+        headers.insert(ERROR, one_line(error, MAX_ERROR_LEN));
+        headers
+    }
+}
+
+/// `text` with line breaks made spaces (a header value is one line), cut to `max` bytes.
+fn one_line(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace(['\r', '\n'], " ")
+}
+
+pin_project! {
+    /// The response future of [`DeadLetter`](super::DeadLetter).
+    pub struct ResponseFuture<F: Future, K, C> {
+        #[pin]
+        state: State<F>,
+        original: Option<Original>,
+        config: Arc<Config<K, C>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F: Future> {
+        Calling { #[pin] future: F },
+        DeadLettering {
+            work: Pin<Box<dyn Future<Output = ()> + Send>>,
+            output: Option<F::Output>,
+        },
+    }
+}
+
+impl<F: Future, K, C> ResponseFuture<F, K, C> {
+    pub(super) fn new(future: F, original: Original, config: Arc<Config<K, C>>) -> Self {
+        Self {
+            state: State::Calling { future },
+            original: Some(original),
+            config,
+        }
+    }
+}
+
+impl<F, K, C, T, E> Future for ResponseFuture<F, K, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: fmt::Display,
+    K: DeadLetterSink,
+    C: ClassifyError<E> + Send + Sync + 'static,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let output = ready!(future.poll(cx));
+                    let Err(err) = &output else {
+                        return Poll::Ready(output);
+                    };
+                    let Some(original) = this.original.take() else {
+                        return Poll::Ready(output);
+                    };
+                    let config = &*this.config;
+                    let last_delivery = config
+                        .max_deliveries
+                        .is_some_and(|max| original.info.delivered >= max);
+                    let give_up = match config.classifier.classify(err) {
+                        Decision::GiveUp => true,
+                        decision => decision.is_retry() && last_delivery,
+                    };
+                    if !give_up || original.acker.is_settled() {
+                        return Poll::Ready(output);
+                    }
+                    let work = Box::pin(dead_letter(original, err.to_string(), config.clone()));
+                    this.state.set(State::DeadLettering {
+                        work,
+                        output: Some(output),
+                    });
+                }
+                StateProj::DeadLettering { work, output } => {
+                    ready!(work.as_mut().poll(cx));
+                    let output = output
+                        .take()
+                        .expect("dead_letter::ResponseFuture polled after it completed");
+                    return Poll::Ready(output);
+                }
+            }
+        }
+    }
+}
+
+/// Publish `original` to the dead-letter subject and terminate it, or nak it if that fails.
+async fn dead_letter<K: DeadLetterSink, C>(
+    original: Original,
+    error: String,
+    config: Arc<Config<K, C>>,
+) {
+    let subject = config.target.subject_for(original.subject.as_str());
+    let headers = original.dead_letter_headers(&error);
+    let published = config
+        .sink
+        .publish(subject.clone(), headers, original.payload.clone())
+        .await;
+    let settlement = match published {
+        Ok(()) => {
+            tracing::warn!(
+                subject = %original.subject,
+                stream = %original.info.stream,
+                stream_sequence = original.info.stream_sequence,
+                delivered = original.info.delivered,
+                dead_letter_subject = %subject,
+                error = %error,
+                "message dead-lettered"
+            );
+            Settlement::Term
+        }
+        Err(publish_error) => {
+            tracing::error!(
+                subject = %original.subject,
+                stream = %original.info.stream,
+                stream_sequence = original.info.stream_sequence,
+                dead_letter_subject = %subject,
+                error = %publish_error,
+                "could not dead-letter message; nak'd for redelivery"
+            );
+            Settlement::Nak(Some(config.nak_backoff.delay(original.info.delivered)))
+        }
+    };
+    match original.acker.settle(settlement).await {
+        Ok(()) =>
+        {
+            #[cfg(feature = "metrics")]
+            if settlement == Settlement::Term {
+                crate::metrics::record_dead_lettered();
+            } else {
+                crate::metrics::record_settlement(settlement);
+            }
+        }
+        Err(err) => log_settle_error(settlement, &err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_lines_and_cuts_on_a_char_boundary() {
+        assert_eq!(one_line("a\r\nb\nc", 100), "a  b c");
+        assert_eq!(one_line("héllo", 2), "h");
+        assert_eq!(one_line("short", 1024), "short");
+    }
+}

@@ -1,0 +1,124 @@
+use std::fmt;
+use std::sync::Arc;
+
+use tower::Layer;
+
+use super::DeadLetter;
+use crate::backoff::Backoff;
+use crate::classify::DefaultClassifier;
+
+/// Where dead letters go.
+#[derive(Clone, Debug)]
+pub(super) enum Target {
+    Subject(String),
+    Prefix(String),
+}
+
+impl Target {
+    pub(super) fn subject_for(&self, original: &str) -> String {
+        match self {
+            Target::Subject(subject) => subject.clone(),
+            Target::Prefix(prefix) => format!("{prefix}.{original}"),
+        }
+    }
+}
+
+pub(super) struct Config<K, C> {
+    pub(super) sink: K,
+    pub(super) target: Target,
+    pub(super) classifier: C,
+    pub(super) max_deliveries: Option<u64>,
+    pub(super) nak_backoff: Backoff,
+}
+
+impl<K, C: fmt::Debug> fmt::Debug for Config<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("target", &self.target)
+            .field("classifier", &self.classifier)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("nak_backoff", &self.nak_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies [`DeadLetter`] to a service: the sink, the subject and when to give up.
+#[derive(Clone, Debug)]
+pub struct DeadLetterLayer<K, C = DefaultClassifier> {
+    sink: K,
+    target: Target,
+    classifier: C,
+    max_deliveries: Option<u64>,
+    nak_backoff: Backoff,
+}
+
+impl<K> DeadLetterLayer<K> {
+    /// Dead-letter to `subject` through `sink`, for messages the [`DefaultClassifier`] gives up.
+    pub fn new(sink: K, subject: impl Into<String>) -> Self {
+        Self::with_target(sink, Target::Subject(subject.into()))
+    }
+
+    /// Dead-letter to `<prefix>.<original subject>` through `sink`.
+    pub fn with_prefix(sink: K, prefix: impl Into<String>) -> Self {
+        Self::with_target(sink, Target::Prefix(prefix.into()))
+    }
+
+    fn with_target(sink: K, target: Target) -> Self {
+        Self {
+            sink,
+            target,
+            classifier: DefaultClassifier,
+            max_deliveries: None,
+            nak_backoff: Backoff::default(),
+        }
+    }
+}
+
+impl<K, C> DeadLetterLayer<K, C> {
+    /// Also dead-letter a retryable failure on delivery `max_deliveries` (the consumer's
+    /// `max_deliver`), after which the server would not redeliver it.
+    pub fn max_deliveries(mut self, max_deliveries: u64) -> Self {
+        self.max_deliveries = Some(max_deliveries);
+        self
+    }
+
+    /// Delay the nak after a failed dead-letter publish by `backoff` at the delivery count.
+    pub fn nak_backoff(mut self, backoff: Backoff) -> Self {
+        self.nak_backoff = backoff;
+        self
+    }
+
+    /// Decide about handler errors with `classifier`.
+    pub fn classifier<C2>(self, classifier: C2) -> DeadLetterLayer<K, C2> {
+        DeadLetterLayer {
+            sink: self.sink,
+            target: self.target,
+            classifier,
+            max_deliveries: self.max_deliveries,
+            nak_backoff: self.nak_backoff,
+        }
+    }
+
+    /// The shared configuration of the services this layer makes.
+    pub(super) fn config(&self) -> Arc<Config<K, C>>
+    where
+        K: Clone,
+        C: Clone,
+    {
+        Arc::new(Config {
+            sink: self.sink.clone(),
+            target: self.target.clone(),
+            classifier: self.classifier.clone(),
+            max_deliveries: self.max_deliveries,
+            nak_backoff: self.nak_backoff,
+        })
+    }
+}
+
+impl<S, K: Clone, C: Clone> Layer<S> for DeadLetterLayer<K, C> {
+    type Service = DeadLetter<S, K, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadLetter::new(inner, self)
+    }
+}

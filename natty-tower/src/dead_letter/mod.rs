@@ -1,0 +1,141 @@
+//! Move messages that will never succeed to a dead-letter subject, so nothing is silently lost.
+//!
+//! A failed message is dead-lettered when the [classifier](crate::classify) gives it up, or
+//! when it was to be retried but this was its last delivery ([`DeadLetterLayer::max_deliveries`],
+//! which should match the consumer's `max_deliver`). It is then:
+//!
+//! 1. published to the dead-letter subject through a [`DeadLetterSink`], with its payload, its
+//!    headers (less the `Nats-*` publish controls such as `Nats-Expected-Stream`, which would
+//!    make the publish fail; `Nats-Msg-Id` is kept so a repeated dead-lettering is deduplicated)
+//!    and headers naming where it came from and why: [`ORIGINAL_SUBJECT`], [`ORIGINAL_STREAM`],
+//!    [`ORIGINAL_CONSUMER`], [`ORIGINAL_SEQUENCE`], [`DELIVERY_COUNT`] and [`ERROR`];
+//! 2. terminated, once the publish was acknowledged.
+//!
+//! If the publish fails the message is nak'd instead (after the nak [`Backoff`]), so it comes back
+//! rather than vanish. The handler's result is passed on unchanged; layers above see the message
+//! settled. The publish is boxed: it only happens to failing messages.
+//!
+//! The sink is a trait so that any publisher works: it is implemented for async-nats'
+//! `jetstream::Context` (publishing with an acknowledgement).
+//!
+//! # Example
+//! ```no_run
+//! use natty::Message;
+//! use natty_tower::dead_letter::DeadLetterLayer;
+//! use natty_tower::error::BoxError;
+//! use tower::{service_fn, ServiceBuilder};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = async_nats::connect("nats://localhost:4222").await?;
+//! let jetstream = async_nats::jetstream::new(client);
+//! let service = ServiceBuilder::new()
+//!     // Dead-letters to "dlq.<original subject>", here on the 5th failed delivery at the latest.
+//!     .layer(DeadLetterLayer::with_prefix(jetstream, "dlq").max_deliveries(5))
+//!     .service(service_fn(|_: Message| async { Ok::<_, BoxError>(()) }));
+//! # let _ = service;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod future;
+mod layer;
+mod sink;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use natty::Message;
+use tower::Service;
+
+pub use self::error::{DeadLetterError, DeadLetterErrorKind};
+use self::future::Original;
+pub use self::future::ResponseFuture;
+use self::layer::Config;
+pub use self::layer::DeadLetterLayer;
+pub use self::sink::DeadLetterSink;
+use crate::classify::{ClassifyError, DefaultClassifier};
+
+/// Header: the subject the message was published to.
+pub const ORIGINAL_SUBJECT: &str = "Natty-Original-Subject";
+/// Header: the stream it was stored in.
+pub const ORIGINAL_STREAM: &str = "Natty-Original-Stream";
+/// Header: the consumer that gave up on it.
+pub const ORIGINAL_CONSUMER: &str = "Natty-Original-Consumer";
+/// Header: its sequence in that stream.
+pub const ORIGINAL_SEQUENCE: &str = "Natty-Original-Sequence";
+/// Header: how many times it had been delivered.
+pub const DELIVERY_COUNT: &str = "Natty-Delivery-Count";
+/// Header: the last handler error, on one line, cut to 1024 bytes.
+pub const ERROR: &str = "Natty-Error";
+
+/// Dead-letters the messages the inner service fails on for good; see the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct DeadLetter<S, K, C = DefaultClassifier> {
+    inner: S,
+    config: Arc<Config<K, C>>,
+}
+
+impl<S: Clone, K, C> Clone for DeadLetter<S, K, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S, K, C> DeadLetter<S, K, C> {
+    /// Dead-letter `inner`'s failed messages as `layer` says.
+    pub fn new(inner: S, layer: &DeadLetterLayer<K, C>) -> Self
+    where
+        K: Clone,
+        C: Clone,
+    {
+        Self {
+            inner,
+            config: layer.config(),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, K, C> Service<Message> for DeadLetter<S, K, C>
+where
+    S: Service<Message>,
+    S::Error: std::fmt::Display,
+    K: DeadLetterSink,
+    C: ClassifyError<S::Error> + Send + Sync + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, K, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, msg: Message) -> Self::Future {
+        let original = Original::of(&msg);
+        ResponseFuture::new(self.inner.call(msg), original, self.config.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

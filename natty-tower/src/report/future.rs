@@ -1,0 +1,47 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::{ErrorReport, Shared};
+
+pin_project! {
+    /// The response future of [`ReportErrors`](super::ReportErrors).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        future: F,
+        report: Option<ErrorReport>,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(future: F, report: ErrorReport, shared: Arc<Shared>) -> Self {
+        Self {
+            future,
+            report: Some(report),
+            shared,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: fmt::Display,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = ready!(this.future.poll(cx));
+        if let (Err(err), Some(mut report)) = (&output, this.report.take()) {
+            report.error = err.to_string();
+            this.shared.report(report);
+        }
+        Poll::Ready(output)
+    }
+}

@@ -1,0 +1,149 @@
+//! Retry failed handlers in process, with exponential backoff and jitter, before a message is
+//! nak'd back to the server.
+//!
+//! This is tower's own [`Retry`](tower::retry::Retry) middleware with a [`RetryPolicy`]: only
+//! errors the [classifier](crate::classify) marks [`Decision::Retry`] are retried, at most
+//! `max_attempts` calls in all, waiting a jittered exponential [`Backoff`] between calls. A
+//! [`Decision::RetryAfter`] is left for a later redelivery; a message settled by the failed
+//! call is not retried.
+//!
+//! tower's retry clones each request before calling; requests opt in through
+//! [`RetryRequest`].
+//!
+//! # Example
+//! ```
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use natty_tower::backoff::Backoff;
+//! use natty_tower::error::BoxError;
+//! use natty_tower::retry::{RetryPolicy, RetryRequest};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! #[derive(Clone)]
+//! struct Job(u32);
+//! impl RetryRequest for Job {
+//!     fn try_clone(&self) -> Option<Self> {
+//!         Some(self.clone())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counter = calls.clone();
+//! let policy = RetryPolicy::new(3)
+//!     .backoff(Backoff::new(Duration::from_millis(50), Duration::from_secs(1)).with_jitter(true));
+//! let service = ServiceBuilder::new()
+//!     .retry(policy)
+//!     .service(service_fn(move |_: Job| {
+//!         let calls = counter.fetch_add(1, Ordering::SeqCst) + 1;
+//!         async move {
+//!             if calls < 3 { Err(BoxError::from("flaky")) } else { Ok(calls) }
+//!         }
+//!     }));
+//! assert_eq!(service.oneshot(Job(1)).await.unwrap(), 3);
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use natty::Message;
+use tokio::time::Sleep;
+use tower::retry::Policy;
+
+use crate::backoff::Backoff;
+use crate::classify::{ClassifyError, Decision, DefaultClassifier};
+
+/// A request that can be copied for another attempt.
+pub trait RetryRequest: Sized {
+    /// A copy for the next attempt, or `None` if it cannot be retried.
+    fn try_clone(&self) -> Option<Self>;
+
+    /// Whether a failed attempt settled it already (then it is not retried).
+    fn is_settled(&self) -> bool {
+        false
+    }
+}
+
+impl RetryRequest for Message {
+    /// `None`: natty's `Message` cannot be copied yet, so messages are not retried in process
+    /// (they are still nak'd and redelivered).
+    fn try_clone(&self) -> Option<Self> {
+        None
+    }
+
+    fn is_settled(&self) -> bool {
+        self.acker().is_settled()
+    }
+}
+
+/// Which failures to retry in process, how often and how far apart; a [`Policy`] for tower's
+/// `Retry`.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy<C = DefaultClassifier> {
+    classifier: C,
+    backoff: Backoff,
+    max_attempts: u32,
+    attempts: u32,
+}
+
+impl RetryPolicy {
+    /// At most `max_attempts` calls per message (the first included), with the
+    /// [`DefaultClassifier`] and a jittered backoff from 100 ms doubling to 5 s.
+    pub fn new(max_attempts: u32) -> Self {
+        Self {
+            classifier: DefaultClassifier,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+                .with_jitter(true),
+            max_attempts,
+            attempts: 1,
+        }
+    }
+}
+
+impl<C> RetryPolicy<C> {
+    /// Wait `backoff` at the attempt number between calls.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Decide which errors to retry with `classifier`.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryPolicy<C2> {
+        RetryPolicy {
+            classifier,
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+            attempts: self.attempts,
+        }
+    }
+}
+
+impl<Req, Res, E, C> Policy<Req, Res, E> for RetryPolicy<C>
+where
+    Req: RetryRequest,
+    C: ClassifyError<E>,
+{
+    type Future = Sleep;
+
+    fn retry(&mut self, req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        let err = result.as_ref().err()?;
+        if self.attempts >= self.max_attempts || req.is_settled() {
+            return None;
+        }
+        if self.classifier.classify(err) != Decision::Retry {
+            return None;
+        }
+        let delay = self.backoff.delay(u64::from(self.attempts));
+        self.attempts += 1;
+        Some(tokio::time::sleep(delay))
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        req.try_clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
