@@ -1,1 +1,172 @@
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use natty::message::{DeliveryInfo, Message, Recorder, Settlement};
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+use super::*;
+use crate::ack::AckLayer;
+use crate::backoff::Backoff;
+use crate::classify::HandlerError;
+use crate::error::BoxError;
+
+type Published = (String, HeaderMap, Bytes);
+
+/// Records what it publishes; fails every publish when `fail` is set.
+#[derive(Clone, Default)]
+struct FakeSink {
+    published: Arc<Mutex<Vec<Published>>>,
+    fail: bool,
+}
+
+impl FakeSink {
+    fn failing() -> Self {
+        Self {
+            fail: true,
+            ..Self::default()
+        }
+    }
+
+    fn published(&self) -> Vec<Published> {
+        self.published.lock().unwrap().clone()
+    }
+}
+
+impl DeadLetterSink for FakeSink {
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), DeadLetterError> {
+        if self.fail {
+            return Err(DeadLetterError::new(DeadLetterErrorKind::Publish));
+        }
+        self.published
+            .lock()
+            .unwrap()
+            .push((subject, headers, payload));
+        Ok(())
+    }
+}
+
+/// A handler failing with `HandlerError::give_up` on `"poison"`, `retry` on `"flaky"`.
+fn handler(
+    layer: DeadLetterLayer<FakeSink>,
+) -> impl Service<Message, Response = (), Error = BoxError> + Clone {
+    layer.layer(service_fn(|msg: Message| async move {
+        match msg.payload().as_ref() {
+            b"poison" => Err(HandlerError::give_up("cannot parse\nline 2").into()),
+            b"flaky" => Err(HandlerError::retry("database down").into()),
+            _ => Ok(()),
+        }
+    }))
+}
+
+fn message(payload: &'static str, delivered: u64) -> (Message, Recorder) {
+    let info = DeliveryInfo {
+        stream: "ORDERS".into(),
+        consumer: "billing".into(),
+        stream_sequence: 41,
+        delivered,
+        ..DeliveryInfo::default()
+    };
+    Message::builder("orders.paid", payload)
+        .header("Nats-Msg-Id", "order-41")
+        .header("Nats-Expected-Stream", "ORDERS")
+        .header("tenant", "acme")
+        .info(info)
+        .build()
+}
+
+#[tokio::test]
+async fn a_given_up_message_is_published_with_its_origin_then_termed() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink.clone(), "dlq.orders"));
+    let (msg, recorder) = message("poison", 1);
+    let err = service.oneshot(msg).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot parse\nline 2",
+        "the error is passed on"
+    );
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+
+    let published = sink.published();
+    assert_eq!(published.len(), 1);
+    let (subject, headers, payload) = &published[0];
+    assert_eq!(subject, "dlq.orders");
+    assert_eq!(payload.as_ref(), b"poison");
+    let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header(ORIGINAL_SUBJECT).as_deref(), Some("orders.paid"));
+    assert_eq!(header(ORIGINAL_STREAM).as_deref(), Some("ORDERS"));
+    assert_eq!(header(ORIGINAL_CONSUMER).as_deref(), Some("billing"));
+    assert_eq!(header(ORIGINAL_SEQUENCE).as_deref(), Some("41"));
+    assert_eq!(header(DELIVERY_COUNT).as_deref(), Some("1"));
+    assert_eq!(header(ERROR).as_deref(), Some("cannot parse line 2"));
+    assert_eq!(header("tenant").as_deref(), Some("acme"));
+    assert_eq!(header("Nats-Msg-Id").as_deref(), Some("order-41"));
+    assert_eq!(
+        header("Nats-Expected-Stream"),
+        None,
+        "publish controls are dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_retryable_failure_on_the_last_delivery_is_dead_lettered() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::with_prefix(sink.clone(), "dlq").max_deliveries(5));
+    let (msg, recorder) = message("flaky", 5);
+    let _ = service.oneshot(msg).await;
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    let published = sink.published();
+    assert_eq!(published[0].0, "dlq.orders.paid");
+    assert_eq!(published[0].1.get(DELIVERY_COUNT).unwrap().as_str(), "5");
+}
+
+#[tokio::test]
+async fn a_retryable_failure_before_the_last_delivery_is_left_for_redelivery() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink.clone(), "dlq").max_deliveries(5));
+    let (msg, recorder) = message("flaky", 4);
+    let _ = service.oneshot(msg).await;
+    assert!(recorder.settlements().is_empty());
+    assert!(sink.published().is_empty());
+}
+
+#[tokio::test]
+async fn successes_are_not_dead_lettered() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink.clone(), "dlq"));
+    let (msg, recorder) = message("fine", 1);
+    service.oneshot(msg).await.unwrap();
+    assert!(recorder.settlements().is_empty());
+    assert!(sink.published().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_publish_naks_instead_so_nothing_is_lost() {
+    let backoff = Backoff::new(Duration::from_secs(3), Duration::from_secs(60));
+    let layer = DeadLetterLayer::new(FakeSink::failing(), "dlq").nak_backoff(backoff);
+    let (msg, recorder) = message("poison", 2);
+    let _ = handler(layer).oneshot(msg).await;
+    assert_eq!(
+        recorder.settlements(),
+        [Settlement::Nak(Some(Duration::from_secs(6)))]
+    );
+}
+
+#[tokio::test]
+async fn under_an_ack_layer_the_dead_letter_term_wins() {
+    let sink = FakeSink::default();
+    let service = AckLayer::new().layer(handler(
+        DeadLetterLayer::new(sink.clone(), "dlq").max_deliveries(3),
+    ));
+    let (msg, recorder) = message("flaky", 3);
+    let _ = service.oneshot(msg).await;
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    assert_eq!(sink.published().len(), 1);
+}

@@ -1,1 +1,93 @@
+use std::sync::{Arc, Mutex};
 
+use natty::message::DeliveryInfo;
+use natty::Message;
+use tokio::sync::mpsc;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+use super::{ErrorReport, ReportErrorsLayer};
+use crate::error::BoxError;
+
+fn failing(
+    layer: &ReportErrorsLayer,
+) -> impl Service<Message, Response = (), Error = BoxError> + Clone {
+    layer.layer(service_fn(|msg: Message| async move {
+        if msg.payload().is_empty() {
+            return Ok(());
+        }
+        Err(BoxError::from(format!("cannot handle {}", msg.subject())))
+    }))
+}
+
+fn message(subject: &str, payload: &'static str) -> Message {
+    let info = DeliveryInfo {
+        stream: "ORDERS".into(),
+        consumer: "billing".into(),
+        stream_sequence: 17,
+        delivered: 3,
+        ..DeliveryInfo::default()
+    };
+    Message::builder(subject.to_owned(), payload)
+        .header("Nats-Msg-Id", "order-17")
+        .info(info)
+        .build()
+        .0
+}
+
+#[tokio::test]
+async fn an_error_reaches_the_channel_with_its_message_metadata() {
+    let (sender, mut reports) = mpsc::channel(4);
+    let layer = ReportErrorsLayer::new().channel(sender);
+    let _ = failing(&layer).oneshot(message("orders.paid", "{}")).await;
+    let report = reports.try_recv().unwrap();
+    assert_eq!(report.subject.as_str(), "orders.paid");
+    assert_eq!(report.info.stream, "ORDERS");
+    assert_eq!(report.info.consumer, "billing");
+    assert_eq!(report.info.stream_sequence, 17);
+    assert_eq!(report.info.delivered, 3);
+    assert_eq!(report.message_id.as_deref(), Some("order-17"));
+    assert_eq!(report.error, "cannot handle orders.paid");
+}
+
+#[tokio::test]
+async fn a_full_channel_never_blocks_and_counts_what_it_dropped() {
+    let (sender, mut reports) = mpsc::channel(1);
+    let layer = ReportErrorsLayer::new().channel(sender);
+    let dropped = layer.dropped();
+    let service = failing(&layer);
+    for n in 0..3 {
+        let _ = service
+            .clone()
+            .oneshot(message(&format!("orders.{n}"), "{}"))
+            .await;
+    }
+    assert_eq!(reports.try_recv().unwrap().subject.as_str(), "orders.0");
+    assert!(reports.try_recv().is_err());
+    assert_eq!(dropped.count(), 2);
+}
+
+#[tokio::test]
+async fn a_closed_channel_counts_drops() {
+    let (sender, reports) = mpsc::channel(8);
+    drop(reports);
+    let layer = ReportErrorsLayer::new().channel(sender);
+    let _ = failing(&layer).oneshot(message("orders.paid", "{}")).await;
+    assert_eq!(layer.dropped().count(), 1);
+}
+
+#[tokio::test]
+async fn a_callback_gets_each_error_and_successes_are_not_reported() {
+    let seen: Arc<Mutex<Vec<ErrorReport>>> = Arc::default();
+    let sink = seen.clone();
+    let layer = ReportErrorsLayer::new().callback(move |report| sink.lock().unwrap().push(report));
+    let service = failing(&layer);
+    service
+        .clone()
+        .oneshot(message("orders.ok", ""))
+        .await
+        .unwrap();
+    let _ = service.oneshot(message("orders.bad", "{}")).await;
+    let seen = seen.lock().unwrap();
+    let subjects: Vec<_> = seen.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects, ["orders.bad"]);
+}
