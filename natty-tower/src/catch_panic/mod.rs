@@ -1,8 +1,8 @@
 //! Turn a panicking handler into an error, so one bad message does not stop the consumer.
 //!
-//! A panic in `call` or while polling the handler's future becomes an error of kind
-//! [`ConsumeErrorKind::Panicked`] (natty core's kind) whose source is a [`PanicMessage`] with
-//! the panic's text. The [default classifier](crate::classify) retries it; after the consumer's
+//! A panic in `call` or while polling the handler's future becomes an error of natty core's kind
+//! [`ConsumeErrorKind::Panicked`](natty::error::ConsumeErrorKind::Panicked), whose source is a
+//! [`PanicMessage`] with the panic's text. The [default classifier](crate::classify) retries it; after the consumer's
 //! max deliveries a [dead-letter](crate::dead_letter) layer takes the message away.
 //!
 //! tower-http's `CatchPanic` turns a panic into an HTTP 500 response; a message handler has no

@@ -11,7 +11,7 @@
 //! | found in the chain | decision |
 //! | --- | --- |
 //! | a [`HandlerError`] | the decision it carries |
-//! | a bad JSON payload ([`DecodeError`](crate::json::DecodeError)) | [`Decision::GiveUp`] |
+//! | a bad JSON payload ([`DecodeError`]) | [`Decision::GiveUp`] |
 //! | [`NotLeader`](crate::leader::LeaderErrorKind::NotLeader), a panic, a tower timeout or overload | [`Decision::Retry`] |
 //! | anything else | [`Decision::Retry`] |
 //!

@@ -11,7 +11,7 @@
 //!    [`ORIGINAL_CONSUMER`], [`ORIGINAL_SEQUENCE`], [`DELIVERY_COUNT`] and [`ERROR`];
 //! 2. terminated, once the publish was acknowledged.
 //!
-//! If the publish fails the message is nak'd instead (after the nak [`Backoff`]), so it comes back
+//! If the publish fails the message is nak'd instead (after the nak [`Backoff`](crate::backoff::Backoff)), so it comes back
 //! rather than vanish. The handler's result is passed on unchanged; layers above see the message
 //! settled. The publish is boxed: it only happens to failing messages.
 //!

@@ -1,4 +1,4 @@
-//! Message metrics through the [`metrics`](::metrics) facade (cargo feature `metrics`).
+//! Message metrics through the [`metrics`](https://docs.rs/metrics) facade (cargo feature `metrics`).
 //!
 //! natty-tower records, into whatever recorder the application installed:
 //!

@@ -1,1 +1,146 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
+use natty::message::{DeliveryInfo, Message};
+use tower::{service_fn, Layer, ServiceExt};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+use super::{is_traceparent, TraceLayer};
+use crate::error::BoxError;
+
+type Fields = Arc<Mutex<HashMap<String, String>>>;
+
+/// Collects the fields of every span into one map (the tests make one span each).
+#[derive(Default)]
+struct Capture {
+    fields: Fields,
+}
+
+struct Visitor<'a>(&'a Fields);
+
+impl Visit for Visitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let mut fields = self.0.lock().unwrap();
+        fields.insert(field.name().to_owned(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut fields = self.0.lock().unwrap();
+        fields.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &Attributes<'_>) -> Id {
+        span.record(&mut Visitor(&self.fields));
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, values: &Record<'_>) {
+        values.record(&mut Visitor(&self.fields));
+    }
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, _: &Event<'_>) {}
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// The span fields of one call with `msg`, whose handler fails if `fail`.
+async fn span_fields(msg: Message, fail: bool) -> HashMap<String, String> {
+    let capture = Capture::default();
+    let fields = capture.fields.clone();
+    let _default = tracing::subscriber::set_default(capture);
+    let service = TraceLayer::new().layer(service_fn(move |_: Message| async move {
+        if fail {
+            return Err(BoxError::from("inventory unavailable"));
+        }
+        Ok(())
+    }));
+    let _ = service.oneshot(msg).await;
+    let fields = fields.lock().unwrap().clone();
+    fields
+}
+
+fn message(traceparent: &str) -> Message {
+    let info = DeliveryInfo {
+        stream: "ORDERS".into(),
+        consumer: "billing".into(),
+        stream_sequence: 12,
+        delivered: 2,
+        ..DeliveryInfo::default()
+    };
+    Message::builder("orders.paid", "{}")
+        .header("Nats-Msg-Id", "order-12")
+        .header("traceparent", traceparent)
+        .info(info)
+        .build()
+        .0
+}
+
+#[tokio::test]
+async fn the_span_has_the_opentelemetry_messaging_fields_and_the_traceparent() {
+    let fields = span_fields(message(PARENT), false).await;
+    let field = |name: &str| fields.get(name).map(String::as_str);
+    assert_eq!(field("otel.kind"), Some("consumer"));
+    assert_eq!(field("messaging.system"), Some("nats"));
+    assert_eq!(field("messaging.operation.type"), Some("process"));
+    assert_eq!(field("messaging.destination.name"), Some("orders.paid"));
+    assert_eq!(field("messaging.consumer.group.name"), Some("billing"));
+    assert_eq!(field("messaging.message.id"), Some("order-12"));
+    assert_eq!(field("messaging.nats.stream"), Some("ORDERS"));
+    assert_eq!(field("messaging.nats.stream_sequence"), Some("12"));
+    assert_eq!(field("messaging.nats.delivery_count"), Some("2"));
+    assert_eq!(field("traceparent"), Some(PARENT));
+    assert_eq!(field("otel.status_code"), None);
+}
+
+#[tokio::test]
+async fn a_malformed_traceparent_is_not_recorded() {
+    let fields = span_fields(message("00-nonsense-01"), false).await;
+    assert_eq!(fields.get("traceparent"), None);
+}
+
+#[tokio::test]
+async fn a_failed_handler_marks_the_span_as_an_error() {
+    let fields = span_fields(message(PARENT), true).await;
+    assert_eq!(
+        fields.get("otel.status_code").map(String::as_str),
+        Some("ERROR")
+    );
+    assert_eq!(
+        fields.get("error.message").map(String::as_str),
+        Some("inventory unavailable")
+    );
+}
+
+#[test]
+fn traceparent_validation_follows_w3c_trace_context() {
+    assert!(is_traceparent(PARENT));
+    assert!(is_traceparent(&format!("01{}-extra", &PARENT[2..])));
+    let zero_trace = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+    let zero_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01";
+    let upper = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+    let bad_version = "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let extra_on_v0 = format!("{PARENT}-extra");
+    for bad in [
+        zero_trace,
+        zero_parent,
+        upper,
+        bad_version,
+        &extra_on_v0,
+        "",
+        "00-1-2-3",
+    ] {
+        assert!(!is_traceparent(bad), "{bad}");
+    }
+}
