@@ -15,8 +15,8 @@
 //! rather than vanish. The handler's result is passed on unchanged; layers above see the message
 //! settled. The publish is boxed: it only happens to failing messages.
 //!
-//! The sink is a trait so that any publisher works: it is implemented for async-nats'
-//! `jetstream::Context` (publishing with an acknowledgement).
+//! The sink is a trait so that any publisher works: it is implemented for [`natty::Natty`]
+//! (`publish_acked_with_headers`, with its retries) and async-nats' `jetstream::Context`.
 //!
 //! # Example
 //! ```no_run

@@ -33,3 +33,17 @@ impl DeadLetterSink for async_nats::jetstream::Context {
         Ok(())
     }
 }
+
+impl DeadLetterSink for natty::Natty {
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), DeadLetterError> {
+        self.publish_acked_with_headers(&subject, headers, payload)
+            .await
+            .map_err(|err| DeadLetterError::with_source(DeadLetterErrorKind::Publish, err))?;
+        Ok(())
+    }
+}
