@@ -145,6 +145,22 @@ error_kind! {
 }
 
 error_kind! {
+    /// Why starting, watching or querying a leader election failed.
+    ElectionErrorKind {
+        /// The election configuration is unusable (bad bucket, key or node name, a TTL under
+        /// one second, a safety margin too large for the TTL); nothing was sent.
+        InvalidConfig => "invalid election configuration",
+        /// The bucket exists with another TTL than the one configured (Go natty's
+        /// `ErrBucketTTLMismatch`).
+        TtlMismatch => "bucket ttl mismatch",
+        /// The election bucket could not be created, read or written.
+        Bucket => "election bucket unavailable",
+        /// The election has stopped (shut down, or every handle dropped).
+        Stopped => "election stopped",
+    }
+}
+
+error_kind! {
     /// Why settling a message failed.
     SettleErrorKind {
         /// The message was already acked, nak'd or termed.
