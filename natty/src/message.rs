@@ -248,6 +248,11 @@ impl Recorder {
 }
 
 /// A JetStream message delivered by a durable consumer, to be settled once.
+///
+/// Cloning is cheap for the payload and shares the [`Acker`]: every clone settles the same
+/// delivery, so "settled exactly once" still holds (this is what lets tower's retry re-send a
+/// request).
+#[derive(Clone)]
 pub struct Message {
     subject: Subject,
     payload: Bytes,

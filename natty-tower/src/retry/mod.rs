@@ -67,10 +67,10 @@ pub trait RetryRequest: Sized {
 }
 
 impl RetryRequest for Message {
-    /// `None`: natty's `Message` cannot be copied yet, so messages are not retried in process
-    /// (they are still nak'd and redelivered).
+    /// A clone sharing the same [`Acker`](natty::message::Acker), so a retried message is
+    /// still settled once.
     fn try_clone(&self) -> Option<Self> {
-        None
+        Some(self.clone())
     }
 
     fn is_settled(&self) -> bool {

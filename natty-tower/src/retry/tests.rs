@@ -101,14 +101,18 @@ async fn a_request_settled_by_a_failed_attempt_is_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn messages_are_not_retried_until_they_can_be_cloned() {
+async fn messages_are_retried_in_process_and_settled_once() {
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
     let service = RetryLayer::new(RetryPolicy::new(5)).layer(service_fn(move |_: Message| {
         counter.fetch_add(1, Ordering::SeqCst);
         async { Err::<(), _>(BoxError::from("down")) }
     }));
-    let (msg, _) = Message::builder("orders", "{}").build();
+    let (msg, recorder) = Message::builder("orders", "{}").build();
     assert!(service.oneshot(msg).await.is_err());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "every attempt ran");
+    assert!(
+        recorder.settlements().is_empty(),
+        "retry itself settles nothing"
+    );
 }
