@@ -93,6 +93,26 @@ impl LeaderGate for watch::Receiver<Option<u64>> {
     }
 }
 
+impl LeaderGate for natty::election::Leadership {
+    fn fencing_token(&self) -> Option<u64> {
+        natty::election::Leadership::fencing_token(self)
+    }
+
+    fn is_leader(&self) -> bool {
+        natty::election::Leadership::is_leader(self)
+    }
+
+    fn changed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut receiver = self.subscribe();
+        receiver.mark_unchanged();
+        async move {
+            if receiver.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// The fencing token of the leader that handled a message, found in its extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FencingToken(pub u64);
