@@ -695,3 +695,33 @@ async fn soak_random_faults_never_overlap_leadership() {
         n.leadership.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_carry_a_per_key_ttl_where_the_server_has_it() {
+    let server = server();
+    let (bucket, terms) = (unique("ttl"), Terms::default());
+    let a = node(vec![server.url()], &bucket, "a", &terms).await;
+    let term = timeout(Duration::from_secs(5), a.leadership.wait_leader())
+        .await
+        .unwrap()
+        .unwrap();
+    let stream = a
+        .natty
+        .jetstream()
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&format!("$KV.{bucket}.leader"))
+        .await
+        .unwrap();
+    assert_eq!(&last.payload[..], b"a");
+    assert!(last.sequence >= term.fencing_token());
+    let ttl = last.headers.get("Nats-TTL").map(|v| v.as_str().to_owned());
+    if a.natty.supports_message_ttl() {
+        assert_eq!(ttl.as_deref(), Some("2"), "per-key ttl of whole seconds");
+    } else {
+        assert_eq!(ttl, None, "older servers rely on the bucket ttl");
+    }
+    a.leadership.stop().await;
+}
