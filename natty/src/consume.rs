@@ -6,9 +6,11 @@
 //! calls at once; retries fetches across disconnects and server restarts, recreating the
 //! durable consumer if it disappeared; and settles every message exactly once: a message the
 //! handler left unsettled is acked after `Ok`, nak'd after `Err`, and nak'd when its call
-//! panics or is cancelled. On shutdown it stops fetching, gives in-flight calls
-//! `shutdown_grace` to finish, naks what it fetched but did not start, and returns a
-//! [`ConsumeSummary`].
+//! panics or is cancelled. On shutdown it stops fetching, reads the open pull request to its
+//! end (at most `fetch_timeout`) nak'ing what arrives, gives in-flight calls `shutdown_grace`
+//! to finish, and returns a [`ConsumeSummary`]. At most `concurrency` messages are held at
+//! once; the server may briefly count one more, because it applies acks asynchronously (use
+//! double acks where that matters).
 //!
 //! # Example
 //! ```no_run
@@ -217,7 +219,7 @@ impl Natty {
         handler: F,
     ) -> Result<ConsumeSummary, ConsumeError>
     where
-        F: FnMut(Message) -> Fut + Send,
+        F: FnMut(Message) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
@@ -231,7 +233,23 @@ impl Natty {
     /// # Errors
     /// Only for problems that retrying cannot fix: invalid names, a missing stream, a service
     /// whose `poll_ready` fails.
-    pub async fn serve<S>(
+    pub fn serve<S>(
+        &self,
+        config: ConsumeConfig,
+        shutdown: CancellationToken,
+        service: S,
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + '_
+    where
+        S: Service<Message> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        // Proving `Send` here, where `S` is still generic, sidesteps a compiler limitation
+        // (higher-ranked `From` bounds on boxed errors) that callers spawning the future hit.
+        self.drive(config, shutdown, service)
+    }
+
+    async fn drive<S>(
         &self,
         config: ConsumeConfig,
         shutdown: CancellationToken,
@@ -249,7 +267,7 @@ impl Natty {
         let mut backoff = Duration::from_millis(50);
         let mut last_check = Instant::now();
 
-        'fetching: while !shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() {
             // Readiness and a free slot first, so nothing is fetched that cannot be started.
             let ready = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -282,10 +300,10 @@ impl Natty {
 
             let mut slot = Some(first_slot);
             let mut received = 0usize;
-            while let Some(next) = tokio::select! {
-                () = shutdown.cancelled() => None,
-                next = batch.next() => next,
-            } {
+            // The pull request stays open on the server until it is filled or expires, so
+            // the batch is read to its end even after shutdown: what arrives then is nak'd
+            // at once instead of sitting unacked until the ack wait runs out.
+            while let Some(next) = batch.next().await {
                 let message = match next {
                     Ok(message) => Message::from_jetstream(message),
                     Err(err) => {
@@ -294,6 +312,11 @@ impl Natty {
                     }
                 };
                 received += 1;
+                if shutdown.is_cancelled() {
+                    let _ = message.nak(None).await;
+                    summary.returned += 1;
+                    continue;
+                }
                 let permit = match slot.take() {
                     Some(permit) => permit,
                     None => {
@@ -304,18 +327,17 @@ impl Natty {
                         let ready = match permit {
                             Some(_) => tokio::select! {
                                 () = shutdown.cancelled() => None,
-                                ready = service.ready() => Some(ready),
+                                ready = service.ready() => Some(ready.map(drop).map_err(|err| {
+                                    Error::with_source(ConsumeErrorKind::Handler, err.into())
+                                })),
                             },
                             None => None,
                         };
                         match (permit, ready) {
-                            (Some(permit), Some(Ok(_))) => permit,
+                            (Some(permit), Some(Ok(()))) => permit,
                             (_, Some(Err(err))) => {
                                 let _ = message.nak(None).await;
-                                return Err(Error::with_source(
-                                    ConsumeErrorKind::Handler,
-                                    err.into(),
-                                ));
+                                return Err(err);
                             }
                             _ => {
                                 let _ = message.nak(None).await;
@@ -352,9 +374,6 @@ impl Natty {
                 });
                 while let Some(done) = tasks.try_join_next() {
                     record(&config, &mut summary, done);
-                }
-                if shutdown.is_cancelled() {
-                    break 'fetching;
                 }
             }
             backoff = Duration::from_millis(50);
