@@ -273,7 +273,7 @@ async fn a_panicking_handler_does_not_stop_the_consumer() {
             let seen = seen.clone();
             async move {
                 let order: Order = serde_json::from_slice(msg.payload())?;
-                if order.id % 50 == 0 && msg.info().delivered == 1 {
+                if order.id.is_multiple_of(50) && msg.info().delivered == 1 {
                     panic!("handler bug on order {}", order.id);
                 }
                 seen.record(order.id);
@@ -452,6 +452,9 @@ async fn a_slow_service_never_has_more_than_n_messages_outstanding() {
     assert!(most > 0, "the sampler saw work outstanding");
 }
 
+/// Which node handled an order, under which fencing token.
+type HandledBy = (&'static str, u64, u64);
+
 /// Only the leader's consumer handles messages; after a handover the new leader carries on
 /// with no message lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,7 +467,7 @@ async fn only_the_leader_consumes_and_a_handover_loses_nothing() {
         .await
         .unwrap();
 
-    let handled_by: Arc<Mutex<Vec<(&'static str, u64, u64)>>> = Arc::default();
+    let handled_by: Arc<Mutex<Vec<HandledBy>>> = Arc::default();
     let (handled, mut count) = Handled::new();
     let mut nodes = Vec::new();
     for name in ["a", "b"] {
