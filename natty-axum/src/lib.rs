@@ -1,5 +1,88 @@
-//! natty-axum: axum integration for natty (work in progress).
+//! axum integration for natty: NATS publishing, key/value access and leader state in web
+//! handlers, as naturally as `Json` or `State`.
 //!
-//! Planned: a `NattyState` usable through `FromRef`, extractors for a scoped publish handle, a
-//! scoped KV handle and the current leadership, a `route_layer` for leader-only routes and a
-//! health router. Nothing is exported yet; until then use [`natty`] directly from handlers.
+//! | item | what it gives a handler |
+//! |---|---|
+//! | [`NattyState`] | the client and the scope handlers get; found through `FromRef` |
+//! | [`Publisher`] | publish to allowed subjects, acked by the stream ([`publish`]) |
+//! | [`IdempotencyKey`] | the `Idempotency-Key` header as a `Nats-Msg-Id` ([`idempotency`]) |
+//! | [`Kv`] | read and write allowed buckets ([`kv`]) |
+//! | [`leader::LeaderStatus`], [`leader::RequireLeader`], [`leader::LeaderOnlyLayer`] | leadership and leader-only routes ([`leader`]) |
+//! | [`health::router`] | liveness, readiness and leader as JSON ([`health`]) |
+//!
+//! Request input never widens what a handler reaches: subjects must match the filters the
+//! application allowed and can never be wildcards or reserved (`$JS`, `$KV`, `$SYS`,
+//! `_INBOX`); buckets must be on its list. Every refusal is a [`rejection`] type with a status
+//! and a JSON body: 400 for bad input, 403 out of scope, 404 missing key, 409 conflict, 413
+//! too large, 503 for a NATS outage or a follower.
+//!
+//! The extractors ask for `NattyState: FromRef<S>`, like axum's own library extractors, so
+//! [`NattyState`] can be the router state or a field of the application's state.
+//!
+//! # Example
+//! ```no_run
+//! use axum::{extract::Path, routing::{get, post}, Router};
+//! use natty_axum::leader::{LeaderOnlyLayer, RequireLeader};
+//! use natty_axum::rejection::{KvRejection, PublishRejection};
+//! use natty_axum::{health, IdempotencyKey, Kv, NattyState, Publisher};
+//!
+//! async fn create(
+//!     publisher: Publisher,
+//!     key: Option<IdempotencyKey>,
+//!     body: bytes::Bytes,
+//! ) -> Result<String, PublishRejection> {
+//!     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
+//!     let ack = publisher.publish_with_headers("orders.created", headers, body).await?;
+//!     Ok(ack.sequence.to_string())
+//! }
+//!
+//! async fn status(kv: Kv, Path(id): Path<String>) -> Result<bytes::Bytes, KvRejection> {
+//!     kv.bucket("order_status")?.get(&id).await
+//! }
+//!
+//! async fn reindex(leader: RequireLeader) -> String {
+//!     format!("reindexed under fencing token {}", leader.fencing_token())
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let natty = natty::Natty::connect(natty::Config::from_env()).await?;
+//! let leadership = natty
+//!     .elect(natty::ElectionConfig::new("leaders", "orders", "node-1"))
+//!     .await?;
+//! let state = NattyState::builder(natty)
+//!     .allow_subjects("orders.>")
+//!     .allow_bucket("order_status")
+//!     .leadership(leadership)
+//!     .build()?;
+//!
+//! let app = Router::new()
+//!     .route("/orders", post(create))
+//!     .route("/orders/{id}", get(status))
+//!     .merge(
+//!         Router::new()
+//!             .route("/admin/reindex", post(reindex))
+//!             .route_layer(LeaderOnlyLayer::new(state.clone())),
+//!     )
+//!     .nest("/health", health::router())
+//!     .with_state(state);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod health;
+pub mod idempotency;
+pub mod kv;
+pub mod leader;
+pub mod publish;
+pub mod rejection;
+pub mod state;
+pub mod subject;
+
+pub use idempotency::IdempotencyKey;
+pub use kv::Kv;
+pub use publish::Publisher;
+pub use state::{NattyState, NattyStateBuilder};

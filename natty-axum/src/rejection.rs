@@ -1,0 +1,452 @@
+//! Why a natty extractor or handle refused a request, each as a type with an HTTP status.
+//!
+//! Every rejection has a [`status`](InvalidKey::status), a [`body_text`](InvalidKey::body_text)
+//! and an [`IntoResponse`] impl that answers with a JSON body:
+//! `{"error": "invalid key", "detail": "key \"a b\": may only contain ..."}`. The enums
+//! ([`PublishRejection`], [`KvRejection`], ...) gather the rejections one handle can produce,
+//! so a handler can return them with `?`.
+//!
+//! | rejection | status |
+//! |---|---|
+//! | [`InvalidSubject`], [`InvalidKey`], [`InvalidIdempotencyKey`] | 400 Bad Request |
+//! | [`SubjectOutOfScope`], [`BucketOutOfScope`] | 403 Forbidden |
+//! | [`KeyNotFound`] | 404 Not Found |
+//! | [`KeyConflict`] | 409 Conflict |
+//! | [`PayloadTooLarge`] | 413 Payload Too Large |
+//! | [`NatsUnavailable`] | 503 Service Unavailable, with `Retry-After` |
+//! | [`NotLeader`] | 503 with `Retry-After` and [`LEADER_HEADER`], or 307 to the leader |
+//! | [`NoElection`], [`InvalidStoredValue`], [`NatsFailure`] | 500 Internal Server Error |
+//!
+//! # Example
+//! ```
+//! use axum::http::StatusCode;
+//! use axum::response::IntoResponse;
+//! use natty_axum::rejection::KvRejection;
+//! use natty_axum::subject;
+//!
+//! // A handler's own checks produce the same rejections as the handles.
+//! let rejection = subject::token("a.b").unwrap_err();
+//! assert_eq!(rejection.status(), StatusCode::BAD_REQUEST);
+//! assert_eq!(rejection.into_response().status(), StatusCode::BAD_REQUEST);
+//! # let _: Option<KvRejection> = None;
+//! ```
+
+use std::fmt;
+
+use axum::response::{IntoResponse, Response};
+use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+/// The response header naming the current leader on answers from a follower
+/// (`natty-leader: node-2`).
+pub const LEADER_HEADER: HeaderName = HeaderName::from_static("natty-leader");
+
+/// A JSON error response: `{"error": error, "detail": detail}` plus `extra` fields.
+fn json_error(
+    status: StatusCode,
+    error: &str,
+    detail: Option<&str>,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert("error".into(), error.into());
+    if let Some(detail) = detail {
+        body.insert("detail".into(), detail.into());
+    }
+    if let Some((name, value)) = extra {
+        body.insert(name.into(), value);
+    }
+    let body = serde_json::Value::Object(body).to_string();
+    (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+/// The cause of `err` (its source when it has one, such as natty's validation message).
+pub(crate) fn cause(err: &dyn std::error::Error) -> String {
+    match err.source() {
+        Some(source) => source.to_string(),
+        None => err.to_string(),
+    }
+}
+
+fn body_text(error: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("{error}: {detail}"),
+        None => error.to_owned(),
+    }
+}
+
+macro_rules! rejection {
+    ($(#[$meta:meta])* $name:ident, $status:ident, $error:literal) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name {
+            detail: Option<String>,
+        }
+
+        impl $name {
+            #[allow(dead_code)]
+            pub(crate) fn new() -> Self {
+                Self { detail: None }
+            }
+
+            #[allow(dead_code)]
+            pub(crate) fn with_detail(detail: impl fmt::Display) -> Self {
+                Self { detail: Some(detail.to_string()) }
+            }
+
+            /// The HTTP status it answers with.
+            pub fn status(&self) -> StatusCode {
+                StatusCode::$status
+            }
+
+            /// What went wrong, and the detail when there is one.
+            pub fn body_text(&self) -> String {
+                body_text($error, self.detail.as_deref())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.body_text())
+            }
+        }
+
+        impl std::error::Error for $name {}
+
+        impl IntoResponse for $name {
+            fn into_response(self) -> Response {
+                json_error(self.status(), $error, self.detail.as_deref(), None)
+            }
+        }
+    };
+}
+
+rejection! {
+    /// A subject, or a subject token taken from the request, is not a valid publish subject
+    /// (empty token, whitespace, wildcard, a dot inside a token).
+    InvalidSubject, BAD_REQUEST, "invalid subject"
+}
+
+rejection! {
+    /// The subject is reserved (`$JS`, `$KV`, `$SYS`, `_INBOX`, ...) or outside the subjects
+    /// the application allowed.
+    SubjectOutOfScope, FORBIDDEN, "subject out of scope"
+}
+
+rejection! {
+    /// A key/value key is not valid (`[-/_=.A-Za-z0-9]+`, no leading or trailing dot, no `..`).
+    InvalidKey, BAD_REQUEST, "invalid key"
+}
+
+rejection! {
+    /// The bucket is not one the application allowed.
+    BucketOutOfScope, FORBIDDEN, "bucket out of scope"
+}
+
+rejection! {
+    /// The key has no value.
+    KeyNotFound, NOT_FOUND, "key not found"
+}
+
+rejection! {
+    /// The key already exists (create) or changed since the revision given (update).
+    KeyConflict, CONFLICT, "key exists or changed"
+}
+
+rejection! {
+    /// The payload or value is larger than the server accepts (its `max_payload`).
+    PayloadTooLarge, PAYLOAD_TOO_LARGE, "payload too large"
+}
+
+rejection! {
+    /// The stored value could not be decoded as the type asked for.
+    InvalidStoredValue, INTERNAL_SERVER_ERROR, "stored value cannot be decoded"
+}
+
+rejection! {
+    /// NATS answered with an error that is not the request's fault.
+    NatsFailure, INTERNAL_SERVER_ERROR, "nats request failed"
+}
+
+rejection! {
+    /// A leadership extractor was used but the [`NattyState`](crate::NattyState) has no
+    /// election.
+    NoElection, INTERNAL_SERVER_ERROR, "no leader election configured"
+}
+
+rejection! {
+    /// The `Idempotency-Key` header is missing.
+    MissingIdempotencyKey, BAD_REQUEST, "missing idempotency-key header"
+}
+
+rejection! {
+    /// The `Idempotency-Key` header is not 1 to 128 visible ASCII characters.
+    InvalidIdempotencyKey, BAD_REQUEST, "invalid idempotency-key header"
+}
+
+/// NATS cannot be reached right now (disconnected, or it did not answer in time). Answers 503
+/// with `Retry-After`.
+#[derive(Debug)]
+pub struct NatsUnavailable {
+    detail: Option<String>,
+    retry_after: u64,
+}
+
+impl NatsUnavailable {
+    pub(crate) fn new(retry_after: u64, detail: Option<String>) -> Self {
+        Self {
+            detail,
+            retry_after,
+        }
+    }
+
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// What went wrong, and the detail when there is one.
+    pub fn body_text(&self) -> String {
+        body_text("nats unavailable", self.detail.as_deref())
+    }
+
+    /// The seconds sent in `Retry-After`.
+    pub fn retry_after(&self) -> u64 {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for NatsUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.body_text())
+    }
+}
+
+impl std::error::Error for NatsUnavailable {}
+
+impl IntoResponse for NatsUnavailable {
+    fn into_response(self) -> Response {
+        let mut response = json_error(
+            self.status(),
+            "nats unavailable",
+            self.detail.as_deref(),
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(self.retry_after));
+        response
+    }
+}
+
+/// This node does not lead. Answers 503 with `Retry-After` and [`LEADER_HEADER`] naming the
+/// leader when one is known, or a 307 redirect to the leader when its base URL is registered.
+#[derive(Debug)]
+pub struct NotLeader {
+    leader: Option<String>,
+    location: Option<HeaderValue>,
+    retry_after: u64,
+}
+
+impl NotLeader {
+    pub(crate) fn new(
+        leader: Option<String>,
+        location: Option<HeaderValue>,
+        retry_after: u64,
+    ) -> Self {
+        Self {
+            leader,
+            location,
+            retry_after,
+        }
+    }
+
+    /// The leader's node name, when one is known.
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
+    /// Where the request is redirected, when the leader's base URL is registered.
+    pub fn location(&self) -> Option<&HeaderValue> {
+        self.location.as_ref()
+    }
+
+    /// The HTTP status it answers with: 307 with a location, 503 without.
+    pub fn status(&self) -> StatusCode {
+        match self.location {
+            Some(_) => StatusCode::TEMPORARY_REDIRECT,
+            None => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// What went wrong, naming the leader when known.
+    pub fn body_text(&self) -> String {
+        match &self.leader {
+            Some(leader) => format!("not the leader: {leader} leads"),
+            None => "not the leader: no leader known".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for NotLeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.body_text())
+    }
+}
+
+impl std::error::Error for NotLeader {}
+
+impl IntoResponse for NotLeader {
+    fn into_response(self) -> Response {
+        let leader = self
+            .leader
+            .as_deref()
+            .map_or(serde_json::Value::Null, Into::into);
+        let mut response = json_error(
+            self.status(),
+            "not the leader",
+            None,
+            Some(("leader", leader)),
+        );
+        let headers = response.headers_mut();
+        if let Some(value) = self
+            .leader
+            .as_deref()
+            .and_then(|leader| HeaderValue::from_str(leader).ok())
+        {
+            headers.insert(LEADER_HEADER, value);
+        }
+        match self.location {
+            Some(location) => {
+                headers.insert(LOCATION, location);
+            }
+            None => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(self.retry_after));
+            }
+        }
+        response
+    }
+}
+
+macro_rules! composite_rejection {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vmeta])* $variant($variant),)*
+        }
+
+        impl $name {
+            /// The HTTP status it answers with.
+            pub fn status(&self) -> StatusCode {
+                match self {
+                    $(Self::$variant(inner) => inner.status(),)*
+                }
+            }
+
+            /// What went wrong, and the detail when there is one.
+            pub fn body_text(&self) -> String {
+                match self {
+                    $(Self::$variant(inner) => inner.body_text(),)*
+                }
+            }
+        }
+
+        $(
+            impl From<$variant> for $name {
+                fn from(inner: $variant) -> Self {
+                    Self::$variant(inner)
+                }
+            }
+        )*
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(inner) => fmt::Display::fmt(inner, f),)*
+                }
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $(Self::$variant(inner) => Some(inner),)*
+                }
+            }
+        }
+
+        impl IntoResponse for $name {
+            fn into_response(self) -> Response {
+                match self {
+                    $(Self::$variant(inner) => inner.into_response(),)*
+                }
+            }
+        }
+    };
+}
+
+composite_rejection! {
+    /// Why a [`Publisher`](crate::Publisher) refused or failed a publish.
+    PublishRejection {
+        /// 400: not a valid publish subject.
+        InvalidSubject,
+        /// 403: reserved or not allowed.
+        SubjectOutOfScope,
+        /// 413: over the server's `max_payload`.
+        PayloadTooLarge,
+        /// 503: NATS cannot be reached.
+        NatsUnavailable,
+        /// 500: any other failure (for example no stream captures the subject).
+        NatsFailure,
+    }
+}
+
+composite_rejection! {
+    /// Why a [`Kv`](crate::Kv) or [`Bucket`](crate::kv::Bucket) call was refused or failed.
+    KvRejection {
+        /// 403: the bucket is not allowed.
+        BucketOutOfScope,
+        /// 400: not a valid key.
+        InvalidKey,
+        /// 404: the key has no value.
+        KeyNotFound,
+        /// 409: the key exists (create) or changed (update).
+        KeyConflict,
+        /// 413: over the server's `max_payload`.
+        PayloadTooLarge,
+        /// 500: the value does not decode as asked.
+        InvalidStoredValue,
+        /// 503: NATS cannot be reached.
+        NatsUnavailable,
+        /// 500: any other failure.
+        NatsFailure,
+    }
+}
+
+composite_rejection! {
+    /// Why the [`IdempotencyKey`](crate::IdempotencyKey) extractor refused a request.
+    IdempotencyKeyRejection {
+        /// 400: the header is missing (only when the key is required).
+        MissingIdempotencyKey,
+        /// 400: the header is not 1 to 128 visible ASCII characters.
+        InvalidIdempotencyKey,
+    }
+}
+
+composite_rejection! {
+    /// Why the [`RequireLeader`](crate::leader::RequireLeader) extractor or the
+    /// [`LeaderOnlyLayer`](crate::leader::LeaderOnlyLayer) refused a request.
+    LeaderRejection {
+        /// 503 or 307: another node leads, or none does.
+        NotLeader,
+        /// 500: the state has no election.
+        NoElection,
+    }
+}

@@ -1,0 +1,207 @@
+//! Subject checks for web input: single tokens from paths and bodies, and the scope a
+//! [`Publisher`](crate::Publisher) enforces.
+//!
+//! A value pasted into a subject can change its meaning: `orders.{id}` with the id `1.paid`
+//! or `>` is another subject, or a wildcard. [`token`] accepts exactly one subject token, so
+//! build subjects from request input with it. The publisher checks the whole subject again:
+//! no wildcard, no reserved prefix (`$JS`, `$KV`, `$SYS`, any `$...`, `_INBOX`), and inside
+//! the filters the application allowed.
+//!
+//! natty's own subject checks are private to it, so the few rules needed here are kept in
+//! this module.
+//!
+//! # Example
+//! ```
+//! use natty_axum::subject;
+//!
+//! let id = "o-17";
+//! let subject = format!("orders.{}.created", subject::token(id)?);
+//! assert_eq!(subject, "orders.o-17.created");
+//! assert!(subject::token("1.paid").is_err());
+//! assert!(subject::token(">").is_err());
+//! # Ok::<(), natty_axum::rejection::InvalidSubject>(())
+//! ```
+
+use crate::rejection::{InvalidSubject, PublishRejection, SubjectOutOfScope};
+
+/// `value` if it is one valid subject token (no dot, wildcard, whitespace or control
+/// character, not empty, at most 256 bytes); a 400 rejection otherwise.
+///
+/// # Errors
+/// [`InvalidSubject`], naming the value and the reason.
+pub fn token(value: &str) -> Result<&str, InvalidSubject> {
+    let reason = if value.is_empty() {
+        Some("is empty")
+    } else if value.len() > 256 {
+        Some("is longer than 256 bytes")
+    } else if value.contains('.') {
+        Some("contains a dot")
+    } else if value.contains(['*', '>']) {
+        Some("contains a wildcard")
+    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains whitespace or a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(InvalidSubject::with_detail(format_args!(
+            "token {:?} {reason}",
+            shorten(value)
+        ))),
+        None => Ok(value),
+    }
+}
+
+/// Whether `subject`'s first token is reserved for NATS itself.
+fn is_reserved(subject: &str) -> bool {
+    let first = subject.split('.').next().unwrap_or_default();
+    first.starts_with('$') || first == "_INBOX"
+}
+
+/// Why `subject` is not a valid subject (wildcards allowed only with `wildcards`).
+fn syntax(subject: &str, wildcards: bool) -> Option<&'static str> {
+    if subject.is_empty() {
+        return Some("is empty");
+    }
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() {
+            return Some("has an empty token");
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Some("contains whitespace or a control character");
+        }
+        match token {
+            "*" | ">" if !wildcards => return Some("contains a wildcard"),
+            ">" if tokens.peek().is_some() => return Some("has `>` before the last token"),
+            "*" | ">" => {}
+            _ if token.contains(['*', '>']) => return Some("has a wildcard inside a token"),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A filter the application may allow: valid, wildcards as whole tokens, not reserved.
+pub(crate) fn check_filter(filter: &str) -> Result<(), &'static str> {
+    if let Some(reason) = syntax(filter, true) {
+        return Err(reason);
+    }
+    if is_reserved(filter) {
+        return Err("names a reserved subject");
+    }
+    Ok(())
+}
+
+/// Whether `subject` (no wildcards) matches `filter` (NATS wildcard rules).
+fn matches(filter: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for part in filter.split('.') {
+        match (part, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (part, Some(token)) if part == token => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
+}
+
+/// A subject a handler may publish to: valid, not reserved, inside one of `filters`.
+pub(crate) fn check_publish(subject: &str, filters: &[String]) -> Result<(), PublishRejection> {
+    if let Some(reason) = syntax(subject, false) {
+        return Err(InvalidSubject::with_detail(format_args!(
+            "subject {:?} {reason}",
+            shorten(subject)
+        ))
+        .into());
+    }
+    if is_reserved(subject) {
+        return Err(SubjectOutOfScope::with_detail(format_args!(
+            "subject {:?} is reserved",
+            shorten(subject)
+        ))
+        .into());
+    }
+    if !filters.iter().any(|filter| matches(filter, subject)) {
+        return Err(SubjectOutOfScope::with_detail(format_args!(
+            "subject {:?} is not in the allowed subjects",
+            shorten(subject)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Long input is cut so that error bodies stay readable.
+pub(crate) fn shorten(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}...", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        for ok in ["o-1", "abc_DEF", "é"] {
+            assert_eq!(token(ok).ok(), Some(ok));
+        }
+        let long = "x".repeat(257);
+        for bad in ["", "a.b", "*", ">", "a>", "a b", "a\nb", long.as_str()] {
+            assert!(token(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn filters_match_like_nats() {
+        assert!(matches("orders.>", "orders.created"));
+        assert!(matches("orders.>", "orders.1.paid"));
+        assert!(!matches("orders.>", "orders"));
+        assert!(matches("orders.*", "orders.created"));
+        assert!(!matches("orders.*", "orders.1.paid"));
+        assert!(matches("orders.created", "orders.created"));
+        assert!(!matches("orders.created", "orders.created.x"));
+        assert!(!matches("orders.*.paid", "orders.1.sent"));
+        assert!(matches(">", "anything.at.all"));
+    }
+
+    #[test]
+    fn publish_scope() {
+        let allowed = vec!["orders.>".to_owned(), ">".to_owned()];
+        assert!(check_publish("orders.created", &allowed).is_ok());
+        for reserved in ["$JS.API.INFO", "$KV.b.k", "$SYS.REQ", "_INBOX.x", "$O.x"] {
+            let err = check_publish(reserved, &allowed).unwrap_err();
+            assert!(
+                matches!(err, PublishRejection::SubjectOutOfScope(_)),
+                "{reserved}"
+            );
+        }
+        for invalid in ["orders.*", "orders.>", "orders..x", "orders. x", ""] {
+            let err = check_publish(invalid, &allowed).unwrap_err();
+            assert!(
+                matches!(err, PublishRejection::InvalidSubject(_)),
+                "{invalid}"
+            );
+        }
+        let only_orders = vec!["orders.>".to_owned()];
+        let err = check_publish("billing.created", &only_orders).unwrap_err();
+        assert!(matches!(err, PublishRejection::SubjectOutOfScope(_)));
+        assert!(
+            check_publish("orders.created", &[]).is_err(),
+            "no filter, no publish"
+        );
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        assert!(check_filter("orders.>").is_ok());
+        assert!(check_filter("orders.*.paid").is_ok());
+        for bad in ["", "orders.>.x", "a..b", "$JS.>", "_INBOX.>", "a*"] {
+            assert!(check_filter(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The publish and KV handles, their rejections and the health routes, through real HTTP
+//! requests to an app on 127.0.0.1 backed by a real nats-server.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use common::{eventually, listener, serve, Http, Served};
+use http::{Method, StatusCode};
+use natty::{Config, ConnectionState, ElectionConfig, Natty};
+use natty_axum::rejection::{KvRejection, PublishRejection};
+use natty_axum::{health, subject, IdempotencyKey, Kv, NattyState, Publisher};
+use natty_testkit::Server;
+use serde_json::json;
+
+async fn publish(
+    publisher: Publisher,
+    key: Option<IdempotencyKey>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<serde_json::Value>, PublishRejection> {
+    let headers = key.map(|key| key.to_headers()).unwrap_or_default();
+    let ack = publisher
+        .publish_with_headers(&subject, headers, body)
+        .await?;
+    Ok(axum::Json(json!({
+        "stream": ack.stream,
+        "sequence": ack.sequence,
+        "duplicate": ack.duplicate,
+    })))
+}
+
+async fn create_order(
+    publisher: Publisher,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<String, PublishRejection> {
+    let subject = format!("orders.{}.created", subject::token(&id)?);
+    Ok(publisher
+        .publish(&subject, body)
+        .await?
+        .sequence
+        .to_string())
+}
+
+async fn kv_get(kv: Kv, Path((bucket, key)): Path<(String, String)>) -> Result<Bytes, KvRejection> {
+    kv.bucket(&bucket)?.get(&key).await
+}
+
+async fn kv_put(
+    kv: Kv,
+    Path((bucket, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<String, KvRejection> {
+    Ok(kv.bucket(&bucket)?.put(&key, body).await?.to_string())
+}
+
+fn app(state: NattyState) -> Router {
+    Router::new()
+        .route("/publish/{subject}", post(publish))
+        .route("/orders/{id}", post(create_order))
+        .route("/kv/{bucket}/{key}", get(kv_get).put(kv_put))
+        .nest("/health", health::router())
+        .with_state(state)
+}
+
+struct Fixture {
+    server: Server,
+    natty: Natty,
+    served: Served,
+    http: Http,
+}
+
+async fn start() -> Fixture {
+    let server = Server::start().unwrap();
+    let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
+    natty.create_stream("ORDERS", ["orders.>"]).await.unwrap();
+    let leadership = natty
+        .elect(ElectionConfig::new("web_leaders", "handles", "node-1"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leadership.wait_leader())
+        .await
+        .unwrap()
+        .unwrap();
+    let state = NattyState::builder(natty.clone())
+        .allow_subjects("orders.>")
+        .allow_bucket("order_status")
+        .leadership(leadership)
+        .build()
+        .unwrap();
+    let served = serve(listener().await, app(state));
+    Fixture {
+        server,
+        natty,
+        served,
+        http: Http::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_through_the_handle_lands_in_the_stream_once_per_idempotency_key() {
+    let f = start().await;
+    let answer = f
+        .http
+        .post(&f.served.url("/publish/orders.created"), "order one")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let ack = answer.json();
+    assert_eq!(ack["stream"], "ORDERS");
+    let sequence = ack["sequence"].as_u64().unwrap();
+
+    let stream = f.natty.jetstream().get_stream("ORDERS").await.unwrap();
+    let stored = stream.get_raw_message(sequence).await.unwrap();
+    assert_eq!(stored.subject.as_str(), "orders.created");
+    assert_eq!(&stored.payload[..], b"order one");
+
+    // A retried request with the same Idempotency-Key is stored once.
+    let url = f.served.url("/publish/orders.created");
+    let headers = [("Idempotency-Key", "req-42")];
+    let first = f.http.send(Method::POST, &url, &headers, "order two").await;
+    let again = f.http.send(Method::POST, &url, &headers, "order two").await;
+    assert_eq!(first.json()["duplicate"], false);
+    assert_eq!(again.json()["duplicate"], true);
+    assert_eq!(again.json()["sequence"], first.json()["sequence"]);
+    let mut stream = f.natty.jetstream().get_stream("ORDERS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+
+    // Path input goes through `subject::token`.
+    let answer = f.http.post(&f.served.url("/orders/o-7"), "x").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let sequence = answer.body.parse().unwrap();
+    let stored = stream.get_raw_message(sequence).await.unwrap();
+    assert_eq!(stored.subject.as_str(), "orders.o-7.created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_rejections_have_their_status_and_a_json_body() {
+    let f = start().await;
+    let cases = [
+        (
+            "/publish/orders.*",
+            StatusCode::BAD_REQUEST,
+            "invalid subject",
+        ),
+        (
+            "/publish/orders.%3E",
+            StatusCode::BAD_REQUEST,
+            "invalid subject",
+        ),
+        (
+            "/publish/orders..x",
+            StatusCode::BAD_REQUEST,
+            "invalid subject",
+        ),
+        ("/orders/1.paid", StatusCode::BAD_REQUEST, "invalid subject"),
+        ("/orders/%3E", StatusCode::BAD_REQUEST, "invalid subject"),
+        (
+            "/publish/$JS.API.INFO",
+            StatusCode::FORBIDDEN,
+            "subject out of scope",
+        ),
+        (
+            "/publish/$KV.order_status.x",
+            StatusCode::FORBIDDEN,
+            "subject out of scope",
+        ),
+        (
+            "/publish/$SYS.REQ.SERVER.PING",
+            StatusCode::FORBIDDEN,
+            "subject out of scope",
+        ),
+        (
+            "/publish/_INBOX.abc",
+            StatusCode::FORBIDDEN,
+            "subject out of scope",
+        ),
+        (
+            "/publish/billing.created",
+            StatusCode::FORBIDDEN,
+            "subject out of scope",
+        ),
+    ];
+    for (path, status, error) in cases {
+        let answer = f.http.post(&f.served.url(path), "x").await;
+        assert_eq!(answer.status, status, "{path}: {answer:?}");
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        let body = answer.json();
+        assert_eq!(body["error"], error, "{path}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{path}: {body}"
+        );
+    }
+
+    let too_large = vec![b'x'; f.natty.client().server_info().max_payload + 1];
+    let answer = f
+        .http
+        .post(&f.served.url("/publish/orders.created"), too_large)
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{answer:?}");
+    assert_eq!(answer.json()["error"], "payload too large");
+
+    let answer = f
+        .http
+        .send(
+            Method::POST,
+            &f.served.url("/publish/orders.created"),
+            &[("Idempotency-Key", "has space")],
+            "x",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{answer:?}");
+    assert_eq!(answer.json()["error"], "invalid idempotency-key header");
+
+    let mut stream = f.natty.jetstream().get_stream("ORDERS").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        0,
+        "nothing refused was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_read_and_write_through_the_handle_with_404_400_403_413() {
+    let f = start().await;
+    let url = f.served.url("/kv/order_status/o-1");
+    let answer = f.http.send(Method::PUT, &url, &[], "paid").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(
+        f.natty.get("order_status", "o-1").await.unwrap().as_deref(),
+        Some(&b"paid"[..])
+    );
+    let answer = f.http.get(&url).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "paid")
+    );
+
+    f.natty
+        .put("order_status", "o-2", "written by a worker".into())
+        .await
+        .unwrap();
+    let answer = f.http.get(&f.served.url("/kv/order_status/o-2")).await;
+    assert_eq!(answer.body, "written by a worker");
+
+    let answer = f.http.get(&f.served.url("/kv/order_status/missing")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{answer:?}");
+    assert_eq!(answer.json()["error"], "key not found");
+
+    for bad in ["a%20b", "a..b", ".a", "a*", "%24JS"] {
+        let answer = f
+            .http
+            .get(&f.served.url(&format!("/kv/order_status/{bad}")))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}: {answer:?}");
+        let body = answer.json();
+        assert_eq!(body["error"], "invalid key", "{bad}");
+        assert!(body["detail"].as_str().unwrap().contains("key"), "{body}");
+    }
+
+    for other in ["web_leaders", "secrets", "KV_order_status"] {
+        let answer = f.http.get(&f.served.url(&format!("/kv/{other}/k"))).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{other}: {answer:?}");
+        assert_eq!(answer.json()["error"], "bucket out of scope");
+    }
+
+    let too_large = vec![b'x'; f.natty.client().server_info().max_payload + 1];
+    let answer = f.http.send(Method::PUT, &url, &[], too_large).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{answer:?}");
+    assert_eq!(answer.json()["error"], "payload too large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_routes_answer_json_and_an_outage_is_503_everywhere() {
+    let f = start().await;
+    let live = f.http.get(&f.served.url("/health/live")).await;
+    assert_eq!(
+        (live.status, live.json()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let ready = f.http.get(&f.served.url("/health/ready")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
+    assert_eq!(
+        ready.json(),
+        json!({"status": "ready", "nats": "connected", "jetstream": "ok"})
+    );
+    let leader = f.http.get(&f.served.url("/health/leader")).await.json();
+    assert_eq!(leader["node"], "node-1");
+    assert_eq!(leader["state"], "leader");
+    assert_eq!(leader["leader"], "node-1");
+    assert_eq!(leader["is_leader"], true);
+    assert!(
+        leader["fencing_token"].as_u64().is_some_and(|t| t > 0),
+        "{leader}"
+    );
+
+    f.server.kill();
+    let natty = f.natty.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the client to notice the outage",
+        || {
+            let natty = natty.clone();
+            async move { (natty.connection_state() != ConnectionState::Connected).then_some(()) }
+        },
+    )
+    .await;
+
+    let answer = f
+        .http
+        .post(&f.served.url("/publish/orders.created"), "x")
+        .await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert_eq!(answer.json()["error"], "nats unavailable");
+    let answer = f.http.get(&f.served.url("/kv/order_status/o-1")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer.json()["error"], "nats unavailable");
+    let answer = f
+        .http
+        .send(Method::PUT, &f.served.url("/kv/order_status/o-1"), &[], "x")
+        .await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    let ready = f.http.get(&f.served.url("/health/ready")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
+    assert_eq!(ready.json()["status"], "unavailable");
+    let live = f.http.get(&f.served.url("/health/live")).await;
+    assert_eq!(live.status, StatusCode::OK, "alive while NATS is down");
+
+    f.server.restart().unwrap();
+    let (http, url) = (f.http.clone(), f.served.url("/health/ready"));
+    eventually(
+        Duration::from_secs(15),
+        "ready again after the restart",
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { (http.get(&url).await.status == StatusCode::OK).then_some(()) }
+        },
+    )
+    .await;
+}
