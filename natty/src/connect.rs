@@ -79,10 +79,32 @@ pub(crate) async fn connect(config: &Config) -> Result<async_nats::Client, Conne
             Nats::Authentication | Nats::AuthorizationViolation => ConnectErrorKind::Authentication,
             Nats::TimedOut => ConnectErrorKind::TimedOut,
             Nats::Tls => ConnectErrorKind::Tls,
+            Nats::Io if is_tls_failure(&err) => ConnectErrorKind::Tls,
             Nats::Dns | Nats::Io | Nats::MaxReconnects => ConnectErrorKind::Unreachable,
         };
         Error::with_source(kind, err)
     })
+}
+
+/// Whether a connect I/O error is really a failed TLS handshake (async-nats reports those as
+/// I/O errors wrapping the rustls error).
+fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if err.is::<async_nats::rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+            {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn log_event(event: &Event) {

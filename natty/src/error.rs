@@ -81,8 +81,8 @@ error_kind! {
 error_kind! {
     /// Why a publish failed.
     PublishErrorKind {
-        /// The subject is invalid for publishing (empty token, whitespace, wildcard); nothing
-        /// was sent.
+        /// The subject is invalid for publishing (empty token, whitespace, wildcard, longer
+        /// than 3072 bytes); nothing was sent.
         InvalidSubject => "invalid subject",
         /// The payload is larger than the server's max payload; nothing was sent.
         PayloadTooLarge => "payload too large",
@@ -122,8 +122,8 @@ error_kind! {
     KvErrorKind {
         /// The bucket name is invalid (`[A-Za-z0-9_-]+`); nothing was sent.
         InvalidBucket => "invalid bucket name",
-        /// The key is invalid (`[-/_=.A-Za-z0-9]+`, no leading or trailing dot, no `..`);
-        /// nothing was sent.
+        /// The key is invalid (`[-/_=.A-Za-z0-9]+`, no leading or trailing dot, no `..`, at
+        /// most 2048 bytes); nothing was sent.
         InvalidKey => "invalid key",
         /// The value is larger than the server's max payload; nothing was sent.
         PayloadTooLarge => "value too large",

@@ -16,10 +16,20 @@ pub(crate) fn filter_subject(subject: &str) -> Result<(), ValidationError> {
     subject_tokens(subject, true)
 }
 
+/// Longest subject accepted: the server drops a connection whose protocol line passes its
+/// `max_control_line` (4 KiB by default), so a long subject would cost a reconnect, not an error.
+pub(crate) const MAX_SUBJECT_LEN: usize = 3 * 1024;
+
+/// Longest KV key accepted: it travels inside `$KV.<bucket>.<key>`.
+pub(crate) const MAX_KEY_LEN: usize = 2 * 1024;
+
 fn subject_tokens(subject: &str, wildcards: bool) -> Result<(), ValidationError> {
     let invalid = |reason| Err(ValidationError::new("subject", subject, reason));
     if subject.is_empty() {
         return invalid("is empty");
+    }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return invalid("is longer than 3072 bytes");
     }
     let mut tokens = subject.split('.').peekable();
     while let Some(token) = tokens.next() {
@@ -81,6 +91,9 @@ pub(crate) fn key(key: &str) -> Result<(), ValidationError> {
     let invalid = |reason| Err(ValidationError::new("key", key, reason));
     if key.is_empty() {
         return invalid("is empty");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return invalid("is longer than 2048 bytes");
     }
     if !key
         .bytes()
@@ -148,7 +161,8 @@ mod tests {
         for ok in ["a", "a.b", "a/b=c_d-e", "orders.123"] {
             assert!(key(ok).is_ok(), "{ok}");
         }
-        let long = "k".repeat(10_000) + " ";
+        let long = "k".repeat(10_000);
+        assert!(publish_subject(&long).is_err(), "a 10 kB subject");
         for bad in ["", ".a", "a.", "a..b", "a b", "a*", "a>", long.as_str()] {
             assert!(key(bad).is_err(), "{bad:?}");
         }
