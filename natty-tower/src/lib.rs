@@ -76,6 +76,7 @@ pub mod report;
 pub mod retry;
 pub mod trace;
 
+pub mod reject;
 mod settle;
 
 pub use builder::ServiceBuilderExt;
