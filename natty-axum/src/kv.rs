@@ -204,6 +204,19 @@ impl Bucket {
             .map_err(|err| self.rejection(err))
     }
 
+    /// The keys that have a value (empty while the bucket does not exist).
+    ///
+    /// # Errors
+    /// 503 [`NatsUnavailable`], 500 [`NatsFailure`].
+    pub async fn keys(&self) -> Result<Vec<String>, KvRejection> {
+        self.connected()?;
+        self.state
+            .natty()
+            .keys(&self.name)
+            .await
+            .map_err(|err| self.rejection(err))
+    }
+
     /// A disconnected client would wait for its request timeout; answer 503 at once instead.
     fn connected(&self) -> Result<(), NatsUnavailable> {
         match self.state.natty().connection_state() {

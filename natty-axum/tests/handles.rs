@@ -59,10 +59,20 @@ async fn kv_put(
     Ok(kv.bucket(&bucket)?.put(&key, body).await?.to_string())
 }
 
+async fn kv_keys(
+    kv: Kv,
+    Path(bucket): Path<String>,
+) -> Result<axum::Json<Vec<String>>, KvRejection> {
+    let mut keys = kv.bucket(&bucket)?.keys().await?;
+    keys.sort();
+    Ok(axum::Json(keys))
+}
+
 fn app(state: NattyState) -> Router {
     Router::new()
         .route("/publish/{subject}", post(publish))
         .route("/orders/{id}", post(create_order))
+        .route("/kv/{bucket}", get(kv_keys))
         .route("/kv/{bucket}/{key}", get(kv_get).put(kv_put))
         .nest("/health", health::router())
         .with_state(state)
@@ -247,6 +257,9 @@ async fn kv_read_and_write_through_the_handle_with_404_400_403_413() {
         .unwrap();
     let answer = f.http.get(&f.served.url("/kv/order_status/o-2")).await;
     assert_eq!(answer.body, "written by a worker");
+
+    let keys = f.http.get(&f.served.url("/kv/order_status")).await;
+    assert_eq!(keys.json(), json!(["o-1", "o-2"]));
 
     let answer = f.http.get(&f.served.url("/kv/order_status/missing")).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND, "{answer:?}");
