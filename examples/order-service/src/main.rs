@@ -1,27 +1,67 @@
-//! The natty demo: an order service in one process.
+//! The natty demo: an axum order service.
 //!
-//! Orders are published with their idempotency key as `Nats-Msg-Id` (so a retried request is
-//! stored once), handled by a durable consumer, and their status is written to a KV bucket and
-//! read back. Without `NATS_URL` it starts its own nats-server through natty-testkit.
+//! `POST /orders` publishes an order to JetStream (its `Idempotency-Key` becomes the
+//! `Nats-Msg-Id`, so a retried request is stored once), a natty-tower consumer in the same
+//! process handles it and writes its status to KV, `GET /orders/{id}` reads that status,
+//! `POST /admin/reindex` runs on the elected leader only, and `/health/{live,ready,leader}`
+//! report health. Without `NATS_URL` it starts its own nats-server through natty-testkit.
 //!
-//! `cargo run -p order-service` runs once and prints a summary; `-- --serve` keeps consuming
-//! until Ctrl-C.
+//! - `order-service` (the `scripts/demo` default): run two nodes in this process, send real
+//!   HTTP requests to them, print the answers and exit; non-zero if an answer is wrong.
+//! - `order-service --serve [--addr 127.0.0.1:3000] [--node node-1] [--peer NAME=URL]...`:
+//!   serve until Ctrl-C; peers are other nodes' base URLs, for leader redirects.
+
+mod app;
+mod client;
+mod demo;
+mod node;
+mod worker;
 
 use std::time::Duration;
 
-use natty::{CancellationToken, Config, ConsumeConfig, Message, Natty};
-use serde::{Deserialize, Serialize};
+use natty::Config;
+use node::{Error, Node};
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Order {
-    id: String,
-    item: String,
-    quantity: u32,
+/// The whole one-shot demo must end within this, whatever happens.
+const DEMO_DEADLINE: Duration = Duration::from_secs(60);
+
+struct Args {
+    serve: bool,
+    addr: String,
+    node: String,
+    peers: Vec<(String, String)>,
+}
+
+fn parse_args() -> Result<Args, Error> {
+    let mut args = Args {
+        serve: false,
+        addr: "127.0.0.1:3000".into(),
+        node: "node-1".into(),
+        peers: Vec::new(),
+    };
+    let mut input = std::env::args().skip(1);
+    while let Some(arg) = input.next() {
+        let mut value = |name: &str| input.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--serve" => args.serve = true,
+            "--addr" => args.addr = value("--addr")?,
+            "--node" => args.node = value("--node")?,
+            "--peer" => {
+                let peer = value("--peer")?;
+                let (name, url) = peer
+                    .split_once('=')
+                    .ok_or("--peer takes NAME=URL, such as node-2=http://127.0.0.1:3001")?;
+                args.peers.push((name.into(), url.into()));
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    Ok(args)
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let serve = std::env::args().any(|arg| arg == "--serve");
+async fn main() -> Result<(), Error> {
+    let args = parse_args()?;
     // Keep the server alive for the whole run; dropping it stops it and removes its files.
     let (_server, config) = match std::env::var("NATS_URL") {
         Ok(_) => (None, Config::from_env()),
@@ -36,102 +76,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Some(server), config)
         }
     };
-    let natty = Natty::connect(config.name("order-service")).await?;
-    natty.create_stream("ORDERS", ["orders.>"]).await?;
-
-    let orders = [("o-1", "tea", 2), ("o-2", "scones", 6), ("o-3", "jam", 1)];
-    for (id, item, quantity) in orders {
-        let order = Order {
-            id: id.into(),
-            item: item.into(),
-            quantity,
-        };
-        let mut headers = natty::async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id);
-        natty
-            .publish_with_headers("orders.created", headers, serde_json::to_vec(&order)?)
-            .await?;
+    if args.serve {
+        let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+        let node = Node::start(&args.node, config, listener, &args.peers).await?;
+        println!(
+            "{} serving on {} until Ctrl-C; try:\n  curl -i -X POST {} -H 'Idempotency-Key: o-1' \
+             -H 'content-type: application/json' -d '{{\"id\":\"o-1\",\"item\":\"tea\",\"quantity\":2}}'\n  \
+             curl -i {}\n  curl -i -X POST {}\n  curl -i {}",
+            node.name,
+            node.url(""),
+            node.url("/orders"),
+            node.url("/orders/o-1"),
+            node.url("/admin/reindex"),
+            node.url("/health/leader"),
+        );
+        return node.serve_until_ctrl_c().await;
     }
-    // A client retrying o-1 with the same idempotency key: the stream keeps one copy.
-    let mut retry = natty::async_nats::HeaderMap::new();
-    retry.insert("Nats-Msg-Id", "o-1");
-    natty
-        .publish_with_headers(
-            "orders.created",
-            retry,
-            serde_json::to_vec(&Order {
-                id: "o-1".into(),
-                item: "tea".into(),
-                quantity: 2,
-            })?,
-        )
-        .await?;
-    natty.flush().await;
-    println!("published {} orders (+1 retried duplicate)", orders.len());
-
-    let shutdown = CancellationToken::new();
-    let handler = {
-        let natty = natty.clone();
-        let shutdown = shutdown.clone();
-        move |msg: Message| {
-            let natty = natty.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                let order: Order = match serde_json::from_slice(msg.payload()) {
-                    Ok(order) => order,
-                    Err(err) => {
-                        msg.term().await?; // bad input never gets better: no redelivery
-                        return Err(Box::new(err) as Box<dyn std::error::Error + Send + Sync>);
-                    }
-                };
-                let status = format!("accepted: {} x {}", order.quantity, order.item);
-                natty.put("order_status", &order.id, status.into()).await?;
-                msg.ack().await?;
-                if !serve && msg.info().pending == 0 {
-                    shutdown.cancel();
-                }
-                Ok(())
-            }
-        }
-    };
-    let stop_on_ctrl_c = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop_on_ctrl_c.cancel();
-    });
-    if !serve {
-        // A one-shot demo must end even if something goes wrong.
-        let deadline = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            deadline.cancel();
-        });
-    }
-    let summary = natty
-        .consume(
-            ConsumeConfig::new("ORDERS", "order-handler").concurrency(4),
-            shutdown,
-            handler,
-        )
-        .await?;
-    println!(
-        "consumer handled {} messages ({} failed)",
-        summary.handled, summary.failed
-    );
-
-    let mut keys = natty.keys("order_status").await?;
-    keys.sort();
-    for id in &keys {
-        let status = natty.get("order_status", id).await?.unwrap_or_default();
-        println!("  {id}: {}", String::from_utf8_lossy(&status));
-    }
-    natty.shutdown().await;
-    if keys.len() != orders.len() || summary.handled != orders.len() as u64 {
-        return Err(format!("expected {} orders, saw {}", orders.len(), keys.len()).into());
-    }
-    println!(
-        "demo ok: {} orders published, consumed once each, status kept in KV",
-        keys.len()
-    );
-    Ok(())
+    tokio::time::timeout(DEMO_DEADLINE, demo::run(config))
+        .await
+        .map_err(|_| format!("demo did not finish within {DEMO_DEADLINE:?}"))?
 }

@@ -1,0 +1,94 @@
+//! The HTTP side: routes, handlers and the order types they exchange.
+
+use axum::extract::{DefaultBodyLimit, Path};
+use axum::http::{header::LOCATION, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use natty_axum::leader::{LeaderOnlyLayer, RequireLeader};
+use natty_axum::rejection::{KvRejection, PublishRejection};
+use natty_axum::{health, subject, IdempotencyKey, Kv, NattyState, Publisher};
+use serde::{Deserialize, Serialize};
+
+/// Where orders are published: `orders.{id}.created`.
+pub(crate) const ORDER_SUBJECTS: &str = "orders.>";
+/// The bucket the consumer writes order statuses to.
+pub(crate) const STATUS_BUCKET: &str = "order_status";
+/// The bucket the leader writes its index to.
+pub(crate) const INDEX_BUCKET: &str = "order_index";
+
+/// A new order, as posted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Order {
+    pub(crate) id: String,
+    pub(crate) item: String,
+    pub(crate) quantity: u32,
+}
+
+/// An order's status, as the consumer stores it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct OrderStatus {
+    pub(crate) id: String,
+    pub(crate) status: String,
+    pub(crate) item: String,
+    pub(crate) quantity: u32,
+    pub(crate) handled_by: String,
+}
+
+pub(crate) fn router(state: NattyState) -> Router {
+    let admin = Router::new()
+        .route("/admin/reindex", post(reindex))
+        .route_layer(LeaderOnlyLayer::new(state.clone()));
+    Router::new()
+        .route("/orders", post(create_order))
+        .route("/orders/{id}", get(order_status))
+        .merge(admin)
+        .nest("/health", health::router())
+        // axum refuses larger bodies with 413 before the handler runs.
+        .layer(DefaultBodyLimit::max(state.max_payload()))
+        .with_state(state)
+}
+
+/// `POST /orders`: publish the order; a repeated `Idempotency-Key` is stored once.
+async fn create_order(
+    publisher: Publisher,
+    key: Option<IdempotencyKey>,
+    Json(order): Json<Order>,
+) -> Result<Response, PublishRejection> {
+    let subject = format!("orders.{}.created", subject::token(&order.id)?);
+    let headers = key.map(|key| key.to_headers()).unwrap_or_default();
+    let payload = serde_json::to_vec(&order).expect("an Order of strings and numbers serializes");
+    let ack = publisher
+        .publish_with_headers(&subject, headers, payload)
+        .await?;
+    let body = serde_json::json!({
+        "id": order.id,
+        "stream": ack.stream,
+        "sequence": ack.sequence,
+        "duplicate": ack.duplicate,
+    });
+    let location = format!("/orders/{}", order.id);
+    Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(body)).into_response())
+}
+
+/// `GET /orders/{id}`: the status the consumer wrote, 404 until it has.
+async fn order_status(kv: Kv, Path(id): Path<String>) -> Result<Json<OrderStatus>, KvRejection> {
+    Ok(Json(kv.bucket(STATUS_BUCKET)?.get_json(&id).await?))
+}
+
+/// `POST /admin/reindex`, leader only: count the orders by status and store the index under
+/// the leader's fencing token.
+async fn reindex(leader: RequireLeader, kv: Kv) -> Result<Json<serde_json::Value>, KvRejection> {
+    let statuses = kv.bucket(STATUS_BUCKET)?;
+    let mut orders = 0;
+    for id in statuses.keys().await? {
+        let status: OrderStatus = statuses.get_json(&id).await?;
+        orders += usize::from(status.status == "accepted");
+    }
+    let index = serde_json::json!({
+        "accepted_orders": orders,
+        "fencing_token": leader.fencing_token(),
+    });
+    kv.bucket(INDEX_BUCKET)?.put_json("summary", &index).await?;
+    Ok(Json(index))
+}
