@@ -319,6 +319,18 @@ impl Server {
     pub fn pause(&self) -> Result<(), Error> {
         self.signal(Signal::SIGSTOP)?;
         self.lock().paused = true;
+        // SIGSTOP takes effect asynchronously; return only once the process really stopped,
+        // so a test's next request cannot still be answered.
+        if let Some(pid) = self.pid() {
+            let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while stat.exists() && !process_stopped(&stat) {
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout("the paused process to stop"));
+                }
+                std::thread::yield_now();
+            }
+        }
         Ok(())
     }
 
@@ -410,6 +422,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether `/proc/<pid>/stat` says the process is stopped (state `T`).
+fn process_stopped(stat: &Path) -> bool {
+    fs::read_to_string(stat)
+        .ok()
+        .and_then(|text| {
+            // The state follows the parenthesised command name.
+            let after = text.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|state| state == "T")
+        })
+        .unwrap_or(true)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
