@@ -233,6 +233,20 @@ async fn publish_rejections_have_their_status_and_a_json_body() {
         0,
         "nothing refused was sent"
     );
+
+    // A state without an election cannot answer leadership questions: a 500 that says why.
+    let bare = NattyState::builder(f.natty.clone()).build().unwrap();
+    let bare = serve(listener().await, app(bare));
+    let answer = f.http.get(&bare.url("/health/leader")).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{answer:?}"
+    );
+    assert_eq!(answer.json()["error"], "no leader election configured");
+    // ... and its handles reach nothing.
+    let answer = f.http.post(&bare.url("/publish/orders.created"), "x").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{answer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,9 @@
 //! - [`LeaderStatus`], an extractor that never refuses: this node's view of who leads.
 //!
 //! Every check reads the election's local state (the leader's lease on the monotonic
-//! clock), so it costs no network call per request.
+//! clock), so it costs no network call per request. The layer is written here rather than
+//! taken from axum's `from_extractor` because the check is synchronous: it answers without
+//! the boxed future per request that an extractor-based middleware needs.
 //!
 //! # Example
 //! ```no_run
