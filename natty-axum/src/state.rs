@@ -171,7 +171,7 @@ impl NattyState {
     /// The largest payload the connected server accepts (its `max_payload`); use it for
     /// axum's `DefaultBodyLimit` on publishing routes.
     pub fn max_payload(&self) -> usize {
-        self.inner.natty.client().server_info().max_payload
+        self.inner.natty.max_payload()
     }
 
     /// The subject filters handlers may publish to.
@@ -260,17 +260,8 @@ impl NattyStateBuilder {
                 .map_err(|reason| refused(StateErrorKind::InvalidSubjectFilter, filter, reason))?;
         }
         for bucket in &self.buckets {
-            let valid = !bucket.is_empty()
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid {
-                return Err(refused(
-                    StateErrorKind::InvalidBucket,
-                    bucket,
-                    "may only contain A-Z, a-z, 0-9, _ and -",
-                ));
-            }
+            natty::validate::bucket(bucket)
+                .map_err(|err| refused(StateErrorKind::InvalidBucket, bucket, err.reason()))?;
         }
         let mut nodes = HashMap::new();
         for (node, url) in self.nodes {

@@ -7,8 +7,8 @@
 //! no wildcard, no reserved prefix (`$JS`, `$KV`, `$SYS`, any `$...`, `_INBOX`), and inside
 //! the filters the application allowed.
 //!
-//! natty's own subject checks are private to it, so the few rules needed here are kept in
-//! this module.
+//! The syntax rules are natty's own ([`natty::validate`]); this module adds the web-facing
+//! ones (reserved prefixes, the application's scope) and the HTTP rejections.
 //!
 //! # Example
 //! ```
@@ -30,26 +30,11 @@ use crate::rejection::{InvalidSubject, PublishRejection, SubjectOutOfScope};
 /// # Errors
 /// [`InvalidSubject`], naming the value and the reason.
 pub fn token(value: &str) -> Result<&str, InvalidSubject> {
-    let reason = if value.is_empty() {
-        Some("is empty")
-    } else if value.len() > 256 {
-        Some("is longer than 256 bytes")
-    } else if value.contains('.') {
-        Some("contains a dot")
-    } else if value.contains(['*', '>']) {
-        Some("contains a wildcard")
-    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("contains whitespace or a control character")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(InvalidSubject::with_detail(format_args!(
-            "token {:?} {reason}",
-            shorten(value)
-        ))),
-        None => Ok(value),
-    }
+    natty::validate::subject_token(value)
+        .map(|()| value)
+        .map_err(|err| {
+            InvalidSubject::with_detail(format_args!("token {:?} {}", shorten(value), err.reason()))
+        })
 }
 
 /// Whether `subject`'s first token is reserved for NATS itself.
@@ -60,26 +45,12 @@ fn is_reserved(subject: &str) -> bool {
 
 /// Why `subject` is not a valid subject (wildcards allowed only with `wildcards`).
 fn syntax(subject: &str, wildcards: bool) -> Option<&'static str> {
-    if subject.is_empty() {
-        return Some("is empty");
-    }
-    let mut tokens = subject.split('.').peekable();
-    while let Some(token) = tokens.next() {
-        if token.is_empty() {
-            return Some("has an empty token");
-        }
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Some("contains whitespace or a control character");
-        }
-        match token {
-            "*" | ">" if !wildcards => return Some("contains a wildcard"),
-            ">" if tokens.peek().is_some() => return Some("has `>` before the last token"),
-            "*" | ">" => {}
-            _ if token.contains(['*', '>']) => return Some("has a wildcard inside a token"),
-            _ => {}
-        }
-    }
-    None
+    let checked = if wildcards {
+        natty::validate::filter_subject(subject)
+    } else {
+        natty::validate::publish_subject(subject)
+    };
+    checked.err().map(|err| err.reason())
 }
 
 /// A filter the application may allow: valid, wildcards as whole tokens, not reserved.

@@ -104,6 +104,12 @@ impl Natty {
         self.inner.client.server_info().version
     }
 
+    /// The largest payload the connected server accepts, in bytes (0 before the first
+    /// connection).
+    pub fn max_payload(&self) -> usize {
+        self.inner.client.server_info().max_payload
+    }
+
     /// Whether the server supports per-message TTLs (2.11 and later).
     pub fn supports_message_ttl(&self) -> bool {
         version_at_least(&self.server_version(), 2, 11)

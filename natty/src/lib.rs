@@ -50,7 +50,7 @@ pub mod message;
 pub mod publish;
 mod report;
 pub mod stream;
-mod validate;
+pub mod validate;
 
 pub use client::Natty;
 pub use config::{Config, Credentials, Secret};

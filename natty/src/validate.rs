@@ -1,27 +1,47 @@
 //! Checks on names, subjects and keys, made before anything is sent.
 //!
-//! The rules follow NATS conventions (ADR-6 for names, the KV key rules of the official
-//! clients); the server would refuse, or worse silently misroute, what these refuse.
+//! natty runs these itself on every call; they are public so that code building names from
+//! user input (web handlers, CLIs) can check them up front with the same rules. The rules
+//! follow NATS conventions (ADR-6 for names, the KV key rules of the official clients); the
+//! server would refuse, or worse silently misroute, what these refuse.
+//!
+//! # Example
+//! ```
+//! use natty::validate;
+//!
+//! assert!(validate::publish_subject("orders.created").is_ok());
+//! assert!(validate::publish_subject("orders.*").is_err());
+//! assert!(validate::subject_token("o-17").is_ok());
+//! assert!(validate::subject_token("1.paid").is_err());
+//! let err = validate::key("..").unwrap_err();
+//! assert_eq!(err.reason(), "starts or ends with a dot");
+//! ```
 
 use crate::error::ValidationError;
 
-/// A subject that may be published to: non-empty tokens, printable ASCII without whitespace,
-/// no wildcards.
-pub(crate) fn publish_subject(subject: &str) -> Result<(), ValidationError> {
+/// A subject that may be published to: non-empty tokens without whitespace or control
+/// characters, no wildcards, at most [`MAX_SUBJECT_LEN`] bytes.
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn publish_subject(subject: &str) -> Result<(), ValidationError> {
     subject_tokens(subject, false)
 }
 
 /// A subject filter: like a publish subject, but `*` tokens and a final `>` are allowed.
-pub(crate) fn filter_subject(subject: &str) -> Result<(), ValidationError> {
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn filter_subject(subject: &str) -> Result<(), ValidationError> {
     subject_tokens(subject, true)
 }
 
 /// Longest subject accepted: the server drops a connection whose protocol line passes its
 /// `max_control_line` (4 KiB by default), so a long subject would cost a reconnect, not an error.
-pub(crate) const MAX_SUBJECT_LEN: usize = 3 * 1024;
+pub const MAX_SUBJECT_LEN: usize = 3 * 1024;
 
 /// Longest KV key accepted: it travels inside `$KV.<bucket>.<key>`.
-pub(crate) const MAX_KEY_LEN: usize = 2 * 1024;
+pub const MAX_KEY_LEN: usize = 2 * 1024;
 
 fn subject_tokens(subject: &str, wildcards: bool) -> Result<(), ValidationError> {
     let invalid = |reason| Err(ValidationError::new("subject", subject, reason));
@@ -50,8 +70,38 @@ fn subject_tokens(subject: &str, wildcards: bool) -> Result<(), ValidationError>
     Ok(())
 }
 
-/// A stream or consumer name: printable, no whitespace, none of `.`, `*`, `>`, `/`, `\`.
-pub(crate) fn name(what: &'static str, name: &str) -> Result<(), ValidationError> {
+/// One subject token, for values that come from outside (paths, bodies) and are pasted into
+/// a subject: not empty, no dot, wildcard, whitespace or control character, at most 256
+/// bytes. A token check keeps `orders.{id}` from becoming another subject or a wildcard.
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn subject_token(token: &str) -> Result<(), ValidationError> {
+    let invalid = |reason| Err(ValidationError::new("subject token", token, reason));
+    if token.is_empty() {
+        return invalid("is empty");
+    }
+    if token.len() > 256 {
+        return invalid("is longer than 256 bytes");
+    }
+    if token.contains('.') {
+        return invalid("contains a dot");
+    }
+    if token.contains(['*', '>']) {
+        return invalid("contains a wildcard");
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid("contains whitespace or a control character");
+    }
+    Ok(())
+}
+
+/// A stream or consumer name (`what` names which, for the error): no whitespace or control
+/// characters, none of `.`, `*`, `>`, `/`, `\`, at most 255 bytes.
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn name(what: &'static str, name: &str) -> Result<(), ValidationError> {
     let invalid = |reason| Err(ValidationError::new(what, name, reason));
     if name.is_empty() {
         return invalid("is empty");
@@ -69,7 +119,10 @@ pub(crate) fn name(what: &'static str, name: &str) -> Result<(), ValidationError
 }
 
 /// A KV bucket name: `[A-Za-z0-9_-]+`.
-pub(crate) fn bucket(bucket: &str) -> Result<(), ValidationError> {
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn bucket(bucket: &str) -> Result<(), ValidationError> {
     if bucket.is_empty() {
         return Err(ValidationError::new("bucket name", bucket, "is empty"));
     }
@@ -86,8 +139,12 @@ pub(crate) fn bucket(bucket: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// A KV key: `[-/_=.A-Za-z0-9]+`, no leading or trailing dot, no empty token.
-pub(crate) fn key(key: &str) -> Result<(), ValidationError> {
+/// A KV key: `[-/_=.A-Za-z0-9]+`, no leading or trailing dot, no empty token, at most
+/// [`MAX_KEY_LEN`] bytes.
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn key(key: &str) -> Result<(), ValidationError> {
     let invalid = |reason| Err(ValidationError::new("key", key, reason));
     if key.is_empty() {
         return invalid("is empty");
@@ -110,8 +167,12 @@ pub(crate) fn key(key: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// A payload no larger than the server allows (`max_payload` from its INFO; 0 means unknown).
-pub(crate) fn payload(len: usize, max_payload: usize) -> Result<(), ValidationError> {
+/// A payload of `len` bytes no larger than `max_payload` (the server's limit; 0 means
+/// unknown, and anything passes).
+///
+/// # Errors
+/// A [`ValidationError`] saying the payload is too large.
+pub fn payload(len: usize, max_payload: usize) -> Result<(), ValidationError> {
     if max_payload > 0 && len > max_payload {
         return Err(ValidationError::new(
             "payload",
