@@ -1,6 +1,10 @@
 //! The consumer side: a natty-tower stack that handles orders and writes their status.
 
-use natty::{CancellationToken, ConsumeConfig, ConsumeError, ConsumeSummary, Natty};
+use std::time::Duration;
+
+use natty::{
+    CancellationToken, ConsumeConfig, ConsumeError, ConsumeSummary, ConsumerOptions, Natty,
+};
 use natty_tower::error::BoxError;
 use natty_tower::json::Json;
 use natty_tower::ServiceBuilderExt;
@@ -8,8 +12,16 @@ use tower::{service_fn, ServiceBuilder};
 
 use crate::app::{Order, OrderStatus, STATUS_BUCKET};
 
+/// How long the server waits for an ack before redelivering; the in-progress layer keeps slow
+/// orders from being redelivered mid-work.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// Deliveries before an order that keeps failing goes to `orders.dead`.
+const MAX_DELIVER: i64 = 5;
+
 /// Handle `orders.*.created` with the durable `order-handler` (shared by every node) until
-/// `shutdown`.
+/// `shutdown`. Every natty-tower layer is here: tracing, error reports, ack/nak, dead letters,
+/// in-progress heartbeats, in-process retries, panic catching and JSON decoding.
 pub(crate) async fn run(
     natty: Natty,
     node: String,
@@ -18,7 +30,14 @@ pub(crate) async fn run(
     let writer = natty.clone();
     let stack = ServiceBuilder::new()
         .trace_messages()
+        .report_errors()
         .ack_messages()
+        .layer(
+            natty_tower::dead_letter::DeadLetterLayer::new(natty.clone(), "orders.dead")
+                .max_deliveries(MAX_DELIVER as u64),
+        )
+        .in_progress(ACK_WAIT)
+        .retry_messages(3)
         .catch_panic()
         .decode_json::<Order>()
         .service(service_fn(move |order: Json<Order>| {
@@ -44,6 +63,11 @@ pub(crate) async fn run(
         }));
     let config = ConsumeConfig::new("ORDERS", "order-handler")
         .filter_subjects(["orders.*.created"])
+        .consumer_options(
+            ConsumerOptions::default()
+                .ack_wait(ACK_WAIT)
+                .max_deliver(MAX_DELIVER),
+        )
         .concurrency(4);
     natty.serve(config, shutdown, stack).await
 }
