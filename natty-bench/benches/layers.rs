@@ -1,0 +1,133 @@
+//! What each natty-tower layer adds per message, offline: hand-built messages through one
+//! layer over a handler that does nothing, against the handler alone. Every case builds its
+//! message inside the timed loop, so `<layer> - bare` is the layer's cost.
+//!
+//! ```text
+//! cargo bench -p natty-bench --bench layers
+//! ```
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use natty::Message;
+use natty_tower::error::BoxError;
+use natty_tower::ServiceBuilderExt;
+use tokio::runtime::Runtime;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+const SUBJECT: &str = "orders.created";
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime builds")
+}
+
+/// Time `iters` messages through `service`, one at a time, as the consumer driver calls it.
+fn case<S>(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &Runtime,
+    name: &str,
+    service: S,
+) where
+    S: Service<Message> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let payload = bytes::Bytes::from(vec![b'x'; 128]);
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut service = service.clone();
+            runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let (message, recorder) = Message::builder(SUBJECT, payload.clone()).build();
+                    let ready = service.ready().await.expect("the stack is ready");
+                    let _ = black_box(ready.call(message).await.expect("the handler succeeds"));
+                    black_box(recorder);
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn handler() -> impl Service<Message, Response = (), Error = BoxError, Future: Send> + Clone {
+    service_fn(|message: Message| async move {
+        black_box(&message);
+        Ok::<_, BoxError>(())
+    })
+}
+
+fn layers(c: &mut Criterion) {
+    let runtime = runtime();
+    let (_leader, gate) = tokio::sync::watch::channel(Some(1u64));
+    let mut group = c.benchmark_group("layer");
+    group.measurement_time(Duration::from_secs(3));
+
+    case(&mut group, &runtime, "bare", handler());
+    case(
+        &mut group,
+        &runtime,
+        "trace",
+        ServiceBuilder::new().trace_messages().service(handler()),
+    );
+    case(
+        &mut group,
+        &runtime,
+        "report_errors",
+        ServiceBuilder::new().report_errors().service(handler()),
+    );
+    case(
+        &mut group,
+        &runtime,
+        "ack",
+        ServiceBuilder::new().ack_messages().service(handler()),
+    );
+    case(
+        &mut group,
+        &runtime,
+        "retry",
+        ServiceBuilder::new().retry_messages(3).service(handler()),
+    );
+    case(
+        &mut group,
+        &runtime,
+        "catch_panic",
+        ServiceBuilder::new().catch_panic().service(handler()),
+    );
+    case(
+        &mut group,
+        &runtime,
+        "in_progress",
+        ServiceBuilder::new()
+            .in_progress(Duration::from_secs(30))
+            .service(handler()),
+    );
+    case(
+        &mut group,
+        &runtime,
+        "require_leader",
+        ServiceBuilder::new()
+            .require_leader(gate.clone())
+            .service(handler()),
+    );
+    // The consume-stack scenario's stack.
+    case(
+        &mut group,
+        &runtime,
+        "stack",
+        ServiceBuilder::new()
+            .trace_messages()
+            .report_errors()
+            .ack_messages()
+            .retry_messages(3)
+            .catch_panic()
+            .service(handler()),
+    );
+    group.finish();
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);

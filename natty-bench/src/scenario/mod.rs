@@ -1,0 +1,114 @@
+//! The scenarios of issue 7. Each runs natty and its hand-written async-nats baseline in
+//! alternating rounds against the same server and returns one [`Comparison`] per line.
+//!
+//! The baselines are what a careful user writes with async-nats alone, on their own
+//! connection, with the same stream settings as natty's side.
+
+pub(crate) mod axum_publish;
+pub(crate) mod consume;
+pub(crate) mod explain;
+pub(crate) mod kv;
+pub(crate) mod leader;
+pub(crate) mod memory;
+pub(crate) mod publish;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use natty::Natty;
+use natty_testkit::Server;
+
+pub(crate) use crate::report::Comparison;
+
+/// Any error of a run; a failed run stops the benchmark.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Rounds of natty and baseline per comparison; the first side alternates each round.
+pub(crate) const ROUNDS: usize = 3;
+
+/// The message size of every scenario.
+pub(crate) const PAYLOAD_SIZE: usize = 128;
+
+/// A server, a natty client, and a separate plain async-nats connection for the baselines.
+pub(crate) struct Bench {
+    pub(crate) server: Server,
+    pub(crate) natty: Natty,
+    pub(crate) jetstream: jetstream::Context,
+    scale: f64,
+}
+
+impl Bench {
+    /// Start a nats-server (JetStream, file storage, loopback) and connect both sides.
+    /// `scale` multiplies every message count (1.0 for the published numbers).
+    pub(crate) async fn start(scale: f64) -> Result<Self, BoxError> {
+        let server = Server::start()?;
+        let natty = Natty::connect(natty::Config::new([server.url()])).await?;
+        let client = async_nats::connect(server.url()).await?;
+        Ok(Self {
+            server,
+            natty,
+            jetstream: jetstream::new(client),
+            scale,
+        })
+    }
+
+    /// `count` scaled by the `--scale` option, at least 1.
+    pub(crate) fn count(&self, count: usize) -> usize {
+        ((count as f64 * self.scale) as usize).max(1)
+    }
+
+    /// A fresh plain async-nats connection, for baselines that need one of their own.
+    pub(crate) async fn plain_client(&self) -> Result<async_nats::Client, BoxError> {
+        Ok(async_nats::connect(self.server.url()).await?)
+    }
+
+    /// Messages stored in `stream` right now.
+    pub(crate) async fn stored(&self, stream: &str) -> Result<u64, BoxError> {
+        let mut stream = self.jetstream.get_stream(stream).await?;
+        Ok(stream.info().await?.state.messages)
+    }
+
+    /// Remove every message of `stream`, so each run starts from the same state.
+    pub(crate) async fn purge(&self, stream: &str) -> Result<(), BoxError> {
+        self.jetstream.get_stream(stream).await?.purge().await?;
+        Ok(())
+    }
+}
+
+/// A 128-byte payload; clones share one buffer on both sides.
+pub(crate) fn payload() -> Bytes {
+    Bytes::from(vec![b'x'; PAYLOAD_SIZE])
+}
+
+/// Operations per second.
+pub(crate) fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// One side of a comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Natty,
+    Baseline,
+}
+
+/// The order of the sides in `round`: natty goes first in even rounds, so neither side always
+/// gets the warm (or the cold) server.
+pub(crate) fn sides(round: usize) -> [Side; 2] {
+    if round.is_multiple_of(2) {
+        [Side::Natty, Side::Baseline]
+    } else {
+        [Side::Baseline, Side::Natty]
+    }
+}
+
+/// Fail the run unless `stored` equals `expected`: a benchmark that lost messages is no
+/// benchmark.
+pub(crate) fn check_count(what: &str, stored: u64, expected: usize) -> Result<(), BoxError> {
+    if stored == expected as u64 {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {expected} messages, found {stored}").into())
+    }
+}
