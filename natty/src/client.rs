@@ -199,6 +199,24 @@ impl Natty {
             .await
     }
 
+    /// Queue a reported failure again under its original headers and `Nats-Msg-Id`, so a
+    /// message that did reach the stream after all is not stored twice (within the stream's
+    /// duplicate window, two minutes by default).
+    ///
+    /// # Errors
+    /// See [`Natty::publish`].
+    pub async fn republish(&self, failure: PublishFailure) -> Result<(), PublishError> {
+        self.inner
+            .publisher
+            .publish(
+                &failure.subject,
+                Some(failure.headers),
+                failure.payload,
+                true,
+            )
+            .await
+    }
+
     /// The stream of messages that failed after every attempt (Go natty's `PublishErrorCh`).
     /// Reports never block publishing: when the channel is full they are dropped and counted
     /// ([`Natty::dropped_publish_failures`]). Returns `None` after the first call.

@@ -49,6 +49,9 @@ use crate::message::{Acker, Message};
 use crate::stream::ConsumerOptions;
 use crate::Natty;
 
+/// How long after its expiry a pull request's end is awaited before the batch is abandoned.
+const BATCH_GRACE: Duration = Duration::from_millis(500);
+
 /// The error of [`Natty::consume`] and [`Natty::serve`].
 pub type ConsumeError = Error<ConsumeErrorKind>;
 
@@ -303,7 +306,11 @@ impl Natty {
             // The pull request stays open on the server until it is filled or expires, so
             // the batch is read to its end even after shutdown: what arrives then is nak'd
             // at once instead of sitting unacked until the ack wait runs out.
-            while let Some(next) = batch.next().await {
+            // A pull request that died with a crashed server never gets its expiry reply, and
+            // async-nats would wait `expires + 5 s`; give up on the batch shortly after the
+            // server would have expired it, so consuming resumes as soon as it reconnects.
+            let batch_deadline = config.fetch_timeout + BATCH_GRACE;
+            while let Ok(Some(next)) = tokio::time::timeout(batch_deadline, batch.next()).await {
                 let message = match next {
                     Ok(message) => Message::from_jetstream(message),
                     Err(err) => {

@@ -108,7 +108,12 @@ impl PublishConfig {
     }
 }
 
-/// A message that could not be published after every attempt.
+/// A message whose publish natty could not confirm after every attempt.
+///
+/// "Unconfirmed" is not "not stored": a publish sent while the connection was dropping can
+/// still reach the stream once the client reconnects, after natty gave up waiting for its ack.
+/// Resend it with [`Natty::republish`](crate::Natty::republish), which keeps its
+/// `Nats-Msg-Id`, so the stream stores it at most once within its duplicate window.
 #[derive(Debug)]
 pub struct PublishFailure {
     /// The subject it was published to.
@@ -117,6 +122,8 @@ pub struct PublishFailure {
     pub message_id: String,
     /// The payload, so the caller can store or resend it.
     pub payload: Bytes,
+    /// The headers it was sent with, `Nats-Msg-Id` included.
+    pub headers: HeaderMap,
     /// Why the last attempt failed.
     pub error: PublishError,
 }
@@ -337,6 +344,7 @@ impl Publisher {
                 subject: subject.clone(),
                 message_id,
                 payload,
+                headers,
                 error,
             });
         }
