@@ -24,11 +24,11 @@ use super::{check_count, payload, sides, Bench, BoxError, Comparison, Side, ROUN
 use crate::load;
 use crate::report::{Better, Goal};
 
-const STREAM: &str = "BENCH_AXUM";
+pub(crate) const STREAM: &str = "BENCH_AXUM";
 const NATTY_SUBJECT: &str = "bench.axum.natty";
 const BASELINE_SUBJECT: &str = "bench.axum.baseline";
-const PATH: &str = "/publish";
-const CONNECTIONS: usize = 32;
+pub(crate) const PATH: &str = "/publish";
+pub(crate) const CONNECTIONS: usize = 32;
 const REQUESTS: usize = 20_000;
 
 /// The comparison.
@@ -85,7 +85,10 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     Ok(vec![comparison])
 }
 
-async fn natty_publish(publisher: Publisher, body: Bytes) -> Result<StatusCode, PublishRejection> {
+pub(crate) async fn natty_publish(
+    publisher: Publisher,
+    body: Bytes,
+) -> Result<StatusCode, PublishRejection> {
     publisher.publish(NATTY_SUBJECT, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -106,8 +109,30 @@ async fn plain_publish(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The baseline with a fresh `Nats-Msg-Id` on every message, as natty sends (explain only).
+pub(crate) async fn plain_publish_with_id(
+    State(jetstream): State<jetstream::Context>,
+    body: Bytes,
+) -> Result<StatusCode, (StatusCode, String)> {
+    let failed = |err: jetstream::context::PublishError| {
+        (StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("{:032x}", fastrand::u128(..)).as_str(),
+    );
+    jetstream
+        .publish_with_headers(BASELINE_SUBJECT, headers, body)
+        .await
+        .map_err(failed)?
+        .await
+        .map_err(failed)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Serve `app` on a loopback port until `stop`; returns the address.
-async fn serve(app: Router, stop: &CancellationToken) -> Result<SocketAddr, BoxError> {
+pub(crate) async fn serve(app: Router, stop: &CancellationToken) -> Result<SocketAddr, BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = stop.clone();

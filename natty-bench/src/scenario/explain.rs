@@ -29,7 +29,49 @@ const CONSUME_STREAM: &str = "BENCH_EXPLAIN_CONSUME";
 /// Print the breakdowns.
 pub(crate) async fn run(bench: &Bench) -> Result<(), BoxError> {
     publish(bench).await?;
-    consume(bench).await
+    consume(bench).await?;
+    axum(bench).await
+}
+
+/// The axum routes without the leader layer, and the baseline with a `Nats-Msg-Id`.
+async fn axum(bench: &Bench) -> Result<(), BoxError> {
+    use super::axum_publish::{
+        natty_publish, plain_publish_with_id, serve, CONNECTIONS, PATH, STREAM,
+    };
+    use axum::routing::post;
+    use axum::Router;
+
+    let requests = bench.count(20_000);
+    bench.natty.create_stream(STREAM, ["bench.axum.>"]).await?;
+    let stop = CancellationToken::new();
+    let state = natty_axum::NattyState::builder(bench.natty.clone())
+        .allow_subjects("bench.axum.>")
+        .build()?;
+    let ungated = serve(
+        Router::new()
+            .route(PATH, post(natty_publish))
+            .with_state(state),
+        &stop,
+    )
+    .await?;
+    let with_id = serve(
+        Router::new()
+            .route(PATH, post(plain_publish_with_id))
+            .with_state(async_nats::jetstream::new(bench.plain_client().await?)),
+        &stop,
+    )
+    .await?;
+    for _ in 0..3 {
+        bench.purge(STREAM).await?;
+        let natty = crate::load::post(ungated, PATH, payload(), CONNECTIONS, requests).await?;
+        bench.purge(STREAM).await?;
+        let plain = crate::load::post(with_id, PATH, payload(), CONNECTIONS, requests).await?;
+        println!(
+            "  explain axum: natty Publisher without the leader layer {natty:.0} req/s; plain axum + async-nats with a Nats-Msg-Id {plain:.0} req/s"
+        );
+    }
+    stop.cancel();
+    Ok(())
 }
 
 async fn publish(bench: &Bench) -> Result<(), BoxError> {
