@@ -59,7 +59,45 @@ impl Cluster {
         for node in &nodes {
             node.wait_ready(READY_TIMEOUT)?;
         }
-        Ok(Self { nodes })
+        let cluster = Self { nodes };
+        cluster.wait_formed(READY_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    /// Wait until a meta leader is elected and every other node is a current peer of it, so
+    /// replicated streams can be placed at once (older servers report healthy before that).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when the cluster does not form in time.
+    pub fn wait_formed(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let running = self.nodes.iter().filter(|node| node.is_running()).count();
+        loop {
+            let formed = self.nodes.iter().any(|node| {
+                let Ok(body) = node.monitoring("/jsz") else {
+                    return false;
+                };
+                let Ok(jsz) = serde_json::from_str::<serde_json::Value>(&body) else {
+                    return false;
+                };
+                let meta = &jsz["meta_cluster"];
+                let leader_known = meta["leader"].as_str().is_some_and(|l| !l.is_empty());
+                let current_peers = meta["replicas"].as_array().map_or(0, |peers| {
+                    peers
+                        .iter()
+                        .filter(|peer| peer["current"].as_bool() == Some(true))
+                        .count()
+                });
+                leader_known && current_peers + 1 >= running
+            });
+            if formed {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout("the JetStream cluster to form"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The node at `index`.
