@@ -107,7 +107,7 @@ impl Natty {
     /// The largest payload the connected server accepts, in bytes (0 before the first
     /// connection).
     pub fn max_payload(&self) -> usize {
-        self.inner.client.server_info().max_payload
+        self.inner.client.max_payload()
     }
 
     /// Whether the server supports per-message TTLs (2.11 and later).

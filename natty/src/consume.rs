@@ -38,8 +38,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use tokio::sync::{mpsc, Semaphore};
+use async_nats::jetstream::consumer::pull::Batch;
+use futures_util::stream::SelectAll;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
@@ -49,8 +51,81 @@ use crate::message::{Acker, Message};
 use crate::stream::ConsumerOptions;
 use crate::Natty;
 
-/// How long after its expiry a pull request's end is awaited before the batch is abandoned.
+/// How long after its expiry a pull request's end is awaited before the batch is abandoned: a
+/// pull request that died with a crashed server never gets its expiry reply, and async-nats
+/// alone would wait `expires + 5 s` before consuming resumed.
 const BATCH_GRACE: Duration = Duration::from_millis(500);
+
+/// Pull requests kept open at once: one being read while the next is on its way, so handlers
+/// do not wait a round trip for work.
+const OPEN_PULLS: usize = 2;
+
+/// A message from an open pull request, with the slot reserved for it.
+type Delivery = (
+    Result<async_nats::jetstream::Message, async_nats::Error>,
+    OwnedSemaphorePermit,
+);
+
+/// The messages of one pull request, each with one of the slots reserved for the request,
+/// then `None` when the request is over (so the driver can open the next one at once).
+/// Slots it was not filled with return to the pool when it ends; it ends at the latest
+/// `deadline` after it was opened.
+fn deliveries(
+    batch: Batch,
+    reserved: OwnedSemaphorePermit,
+    deadline: Duration,
+) -> impl Stream<Item = Option<Delivery>> + Send {
+    let give_up_at = tokio::time::Instant::now() + deadline;
+    futures_util::stream::unfold(
+        (batch, reserved),
+        move |(mut batch, mut reserved)| async move {
+            let next = tokio::time::timeout_at(give_up_at, batch.next())
+                .await
+                .ok()??;
+            let slot = reserved.split(1)?;
+            Some((Some((next, slot)), (batch, reserved)))
+        },
+    )
+    .chain(futures_util::stream::once(std::future::ready(None)))
+}
+
+/// Start one call on its own task; the task settles what the handler left unsettled and
+/// frees the message's slot when done.
+fn spawn_call<S>(
+    tasks: &mut JoinSet<(Outcome, Option<HandlerFailure>)>,
+    service: &mut S,
+    message: Message,
+    slot: OwnedSemaphorePermit,
+) where
+    S: Service<Message>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    let guard = SettleGuard(Some(message.acker().clone()));
+    let meta = (
+        message.subject().to_string(),
+        message.info().stream_sequence,
+        message.info().delivered,
+    );
+    let call = service.call(message);
+    tasks.spawn(async move {
+        let result = call.await.map(drop).map_err(Into::<BoxError>::into);
+        guard.settle(result.is_ok()).await;
+        drop(slot);
+        match result {
+            Ok(()) => (Outcome::Handled, None),
+            Err(err) => (
+                Outcome::Failed,
+                Some(HandlerFailure {
+                    subject: meta.0,
+                    stream_sequence: meta.1,
+                    delivered: meta.2,
+                    error: Error::with_source(ConsumeErrorKind::Handler, err),
+                }),
+            ),
+        }
+    });
+}
 
 /// The error of [`Natty::consume`] and [`Natty::serve`].
 pub type ConsumeError = Error<ConsumeErrorKind>;
@@ -265,132 +340,111 @@ impl Natty {
     {
         let mut consumer = self.consumer_for(&config).await?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
+        let mut pulls = SelectAll::new();
+        // Pull requests not yet over (a finished one leaves `pulls` only when next polled).
+        let mut open_pulls = 0usize;
         let mut tasks: JoinSet<(Outcome, Option<HandlerFailure>)> = JoinSet::new();
         let mut summary = ConsumeSummary::default();
         let mut backoff = Duration::from_millis(50);
+        let mut last_message = Instant::now();
         let mut last_check = Instant::now();
+        let batch_deadline = config.fetch_timeout + BATCH_GRACE;
 
-        while !shutdown.is_cancelled() {
-            // Readiness and a free slot first, so nothing is fetched that cannot be started.
-            let ready = tokio::select! {
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                record(&config, &mut summary, done);
+            }
+            tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break,
-                ready = service.ready() => ready,
-            };
-            ready.map_err(|err| Error::with_source(ConsumeErrorKind::Handler, err.into()))?;
-            let first_slot = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = Arc::clone(&slots).acquire_owned() => permit,
-            };
-            let Ok(first_slot) = first_slot else { break };
-            let room = (slots.available_permits() + 1).min(config.fetch_size);
-
-            let batch = consumer
-                .batch()
-                .max_messages(room)
-                .expires(config.fetch_timeout)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(err) => {
-                    drop(first_slot);
-                    tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %err, "fetch failed; retrying");
-                    self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff)
-                        .await;
-                    continue;
-                }
-            };
-
-            let mut slot = Some(first_slot);
-            let mut received = 0usize;
-            // The pull request stays open on the server until it is filled or expires, so
-            // the batch is read to its end even after shutdown: what arrives then is nak'd
-            // at once instead of sitting unacked until the ack wait runs out.
-            // A pull request that died with a crashed server never gets its expiry reply, and
-            // async-nats would wait `expires + 5 s`; give up on the batch shortly after the
-            // server would have expired it, so consuming resumes as soon as it reconnects.
-            let batch_deadline = config.fetch_timeout + BATCH_GRACE;
-            while let Ok(Some(next)) = tokio::time::timeout(batch_deadline, batch.next()).await {
-                let message = match next {
-                    Ok(message) => Message::from_jetstream(message),
-                    Err(err) => {
-                        tracing::warn!(target: "natty", error = %err, "message stream error; refetching");
-                        break;
-                    }
-                };
-                received += 1;
-                if shutdown.is_cancelled() {
-                    let _ = message.nak(None).await;
-                    summary.returned += 1;
-                    continue;
-                }
-                let permit = match slot.take() {
-                    Some(permit) => permit,
-                    None => {
-                        let permit = tokio::select! {
-                            () = shutdown.cancelled() => None,
-                            permit = Arc::clone(&slots).acquire_owned() => permit.ok(),
-                        };
-                        let ready = match permit {
-                            Some(_) => tokio::select! {
-                                () = shutdown.cancelled() => None,
-                                ready = service.ready() => Some(ready.map(drop).map_err(|err| {
-                                    Error::with_source(ConsumeErrorKind::Handler, err.into())
-                                })),
-                            },
-                            None => None,
-                        };
-                        match (permit, ready) {
-                            (Some(permit), Some(Ok(()))) => permit,
-                            (_, Some(Err(err))) => {
-                                let _ = message.nak(None).await;
-                                return Err(err);
-                            }
-                            _ => {
-                                let _ = message.nak(None).await;
-                                summary.returned += 1;
-                                continue;
-                            }
+                Some(delivery) = pulls.next(), if open_pulls > 0 => {
+                    // `None`: a pull request ended; loop to open the next one.
+                    let Some((next, slot)) = delivery else {
+                        open_pulls -= 1;
+                        continue;
+                    };
+                    let message = match next {
+                        Ok(message) => Message::from_jetstream(message),
+                        Err(err) => {
+                            tracing::warn!(target: "natty", error = %err, "message stream error; refetching");
+                            self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                            continue;
+                        }
+                    };
+                    last_message = Instant::now();
+                    let ready = tokio::select! {
+                        () = shutdown.cancelled() => None,
+                        ready = service.ready() => Some(ready.map(drop).map_err(|err| {
+                            Error::with_source(ConsumeErrorKind::Handler, err.into())
+                        })),
+                    };
+                    match ready {
+                        Some(Ok(())) => {}
+                        Some(Err(err)) => {
+                            let _ = message.nak(None).await;
+                            return Err(err);
+                        }
+                        None => {
+                            let _ = message.nak(None).await;
+                            summary.returned += 1;
+                            continue;
                         }
                     }
-                };
-                let guard = SettleGuard(Some(message.acker().clone()));
-                let meta = (
-                    message.subject().to_string(),
-                    message.info().stream_sequence,
-                    message.info().delivered,
-                );
-                let call = service.call(message);
-                tasks.spawn(async move {
-                    let result = call.await.map(drop).map_err(Into::<BoxError>::into);
-                    let ok = result.is_ok();
-                    guard.settle(ok).await;
-                    drop(permit);
-                    match result {
-                        Ok(()) => (Outcome::Handled, None),
-                        Err(err) => (
-                            Outcome::Failed,
-                            Some(HandlerFailure {
-                                subject: meta.0,
-                                stream_sequence: meta.1,
-                                delivered: meta.2,
-                                error: Error::with_source(ConsumeErrorKind::Handler, err),
-                            }),
-                        ),
+                    spawn_call(&mut tasks, &mut service, message, slot);
+                }
+                reserved = Arc::clone(&slots).acquire_owned(), if open_pulls < OPEN_PULLS => {
+                    let Ok(mut reserved) = reserved else { break };
+                    // Reserve a slot for everything this pull may deliver: at most
+                    // `concurrency` messages are ever held, however many pulls are open.
+                    let more = slots.available_permits().min(config.fetch_size - 1);
+                    if let Ok(extra) = Arc::clone(&slots).try_acquire_many_owned(u32::try_from(more).unwrap_or(0)) {
+                        reserved.merge(extra);
                     }
-                });
-                while let Some(done) = tasks.try_join_next() {
-                    record(&config, &mut summary, done);
+                    // A stack that is not ready (a follower, a saturated limit) fetches nothing.
+                    let ready = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        ready = service.ready() => ready.map(drop).map_err(|err| {
+                            Error::with_source(ConsumeErrorKind::Handler, err.into())
+                        }),
+                    };
+                    ready?;
+                    let batch = consumer
+                        .batch()
+                        .max_messages(reserved.num_permits())
+                        .expires(config.fetch_timeout)
+                        .messages()
+                        .await;
+                    match batch {
+                        Ok(batch) => {
+                            backoff = Duration::from_millis(50);
+                            pulls.push(Box::pin(deliveries(batch, reserved, batch_deadline)));
+                            open_pulls += 1;
+                        }
+                        Err(err) => {
+                            drop(reserved);
+                            tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %err, "fetch failed; retrying");
+                            self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                        }
+                    }
+                    let idle = Duration::from_secs(5);
+                    if last_message.elapsed() > idle && last_check.elapsed() > idle {
+                        // An idle consumer may have been deleted under us; make sure it exists.
+                        last_check = Instant::now();
+                        if consumer.info().await.is_err() {
+                            self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                        }
+                    }
                 }
             }
-            backoff = Duration::from_millis(50);
-            if received == 0 && last_check.elapsed() > Duration::from_secs(5) {
-                // An idle consumer may have been deleted under us; make sure it still exists.
-                last_check = Instant::now();
-                if consumer.info().await.is_err() {
-                    self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff)
-                        .await;
-                }
+        }
+
+        // Open pull requests stay open on the server until filled or expired: read them to
+        // their end and nak what still arrives, instead of leaving it unacked until the ack
+        // wait runs out.
+        while let Some(delivery) = pulls.next().await {
+            if let Some((Ok(message), _slot)) = delivery {
+                let _ = Message::from_jetstream(message).nak(None).await;
+                summary.returned += 1;
             }
         }
 

@@ -100,7 +100,7 @@ fn other(err: impl std::error::Error + Send + Sync + 'static) -> KvError {
 
 impl Natty {
     fn check_value(&self, value: &Bytes) -> Result<(), KvError> {
-        validate::payload(value.len(), self.client().server_info().max_payload)
+        validate::payload(value.len(), self.max_payload())
             .map_err(|e| Error::with_source(KvErrorKind::PayloadTooLarge, e))
     }
 

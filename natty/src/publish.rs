@@ -232,8 +232,8 @@ impl Publisher {
             &self.jetstream,
             &self.config,
             subject,
-            with_message_id(headers),
-            payload,
+            &with_message_id(headers),
+            &payload,
         )
         .await
     }
@@ -241,7 +241,7 @@ impl Publisher {
     fn check(&self, subject: &str, payload: &Bytes) -> Result<Subject, PublishError> {
         validate::publish_subject(subject)
             .map_err(|err| Error::with_source(PublishErrorKind::InvalidSubject, err))?;
-        validate::payload(payload.len(), self.client.server_info().max_payload)
+        validate::payload(payload.len(), self.client.max_payload())
             .map_err(|err| Error::with_source(PublishErrorKind::PayloadTooLarge, err))?;
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(PublishErrorKind::Closed));
@@ -321,8 +321,8 @@ impl Publisher {
             &self.jetstream,
             &self.config,
             subject,
-            message.headers.clone(),
-            message.payload.clone(),
+            &message.headers,
+            &message.payload,
         )
         .await;
         (result, message.headers, message.payload)
@@ -423,8 +423,8 @@ async fn send_with_retries(
     jetstream: &async_nats::jetstream::Context,
     config: &PublishConfig,
     subject: Subject,
-    headers: HeaderMap,
-    payload: Bytes,
+    headers: &HeaderMap,
+    payload: &Bytes,
 ) -> Result<PublishAck, PublishError> {
     let mut backoff = config.backoff;
     let mut attempt = 1;
