@@ -60,6 +60,19 @@ const BATCH_GRACE: Duration = Duration::from_millis(500);
 /// do not wait a round trip for work.
 const OPEN_PULLS: usize = 2;
 
+/// Free slots needed before another pull request is opened. With none open, one will do;
+/// with one open, wait for half a batch, since every pull costs a round trip and a
+/// subscription, and many tiny pulls cost more than they save.
+fn pull_threshold(config: &ConsumeConfig, open_pulls: usize) -> u32 {
+    let half_batch = config.concurrency.min(config.fetch_size) / 2;
+    let threshold = if open_pulls == 0 {
+        1
+    } else {
+        half_batch.max(1)
+    };
+    u32::try_from(threshold).unwrap_or(u32::MAX)
+}
+
 /// A message from an open pull request, with the slot reserved for it.
 type Delivery = (
     Result<async_nats::jetstream::Message, async_nats::Error>,
@@ -392,7 +405,7 @@ impl Natty {
                     }
                     spawn_call(&mut tasks, &mut service, message, slot);
                 }
-                reserved = Arc::clone(&slots).acquire_owned(), if open_pulls < OPEN_PULLS => {
+                reserved = Arc::clone(&slots).acquire_many_owned(pull_threshold(&config, open_pulls)), if open_pulls < OPEN_PULLS => {
                     let Ok(mut reserved) = reserved else { break };
                     // Reserve a slot for everything this pull may deliver: at most
                     // `concurrency` messages are ever held, however many pulls are open.

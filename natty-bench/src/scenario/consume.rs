@@ -6,6 +6,10 @@
 //! the timed part on both sides, and is timed until its last message is handled. natty's
 //! shutdown afterwards (reading the open pull request to its end, at most `fetch_timeout`)
 //! is a one-off cost of stopping, not of consuming, and is printed on its own.
+//!
+//! natty never holds more than `concurrency` messages, so it is given 256, in line with what
+//! the baseline holds: async-nats' `messages()` prefetches batches of 200 with up to 1000
+//! unacked (the consumer's max ack pending).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -24,7 +28,8 @@ const STREAM: &str = "BENCH_CONSUME";
 const SUBJECT: &str = "bench.consume";
 const MESSAGES: usize = 100_000;
 /// Handler calls natty's driver runs at once (it fetches up to this many per pull).
-pub(crate) const CONCURRENCY: usize = 64;
+/// Messages natty handles at once (and so holds at most).
+pub(crate) const CONCURRENCY: usize = 256;
 
 /// The comparison.
 pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
@@ -84,7 +89,9 @@ async fn natty_stack(bench: &Bench, round: usize, count: usize) -> Result<f64, B
             }
             async { Ok::<_, BoxError>(()) }
         }));
-    let config = ConsumeConfig::new(STREAM, &durable).concurrency(CONCURRENCY);
+    let config = ConsumeConfig::new(STREAM, &durable)
+        .concurrency(CONCURRENCY)
+        .fetch_size(CONCURRENCY);
     let start = Instant::now();
     let summary = bench.natty.serve(config, shutdown, stack).await?;
     let returned = Instant::now();
