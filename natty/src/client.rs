@@ -34,7 +34,7 @@ pub(crate) struct Inner {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
     pub(crate) publisher: Arc<Publisher>,
-    pub(crate) buckets: Mutex<HashMap<String, jetstream::kv::Store>>,
+    pub(crate) buckets: Mutex<HashMap<String, Arc<jetstream::kv::Store>>>,
 }
 
 impl std::fmt::Debug for Natty {

@@ -13,6 +13,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
@@ -104,17 +105,15 @@ impl Natty {
             .map_err(|e| Error::with_source(KvErrorKind::PayloadTooLarge, e))
     }
 
-    /// The cached handle of `bucket`; `None` when the bucket does not exist.
-    pub(crate) async fn bucket(&self, bucket: &str) -> Result<Option<kv::Store>, KvError> {
+    /// The cached handle of `bucket`; `None` when the bucket does not exist. Shared through an
+    /// `Arc`: a `Store` carries the bucket's stream info, too much to copy on every call.
+    pub(crate) async fn bucket(&self, bucket: &str) -> Result<Option<Arc<kv::Store>>, KvError> {
         bucket_err(bucket)?;
         if let Some(store) = self.cached(bucket) {
             return Ok(Some(store));
         }
         match self.jetstream().get_key_value(bucket).await {
-            Ok(store) => {
-                self.cache(bucket, &store);
-                Ok(Some(store))
-            }
+            Ok(store) => Ok(Some(self.cache(bucket, store))),
             Err(err)
                 if err.kind() == async_nats::jetstream::context::KeyValueErrorKind::GetBucket =>
             {
@@ -131,7 +130,7 @@ impl Natty {
         }
     }
 
-    fn cached(&self, bucket: &str) -> Option<kv::Store> {
+    fn cached(&self, bucket: &str) -> Option<Arc<kv::Store>> {
         self.inner
             .buckets
             .lock()
@@ -140,12 +139,14 @@ impl Natty {
             .cloned()
     }
 
-    fn cache(&self, bucket: &str, store: &kv::Store) {
+    fn cache(&self, bucket: &str, store: kv::Store) -> Arc<kv::Store> {
+        let store = Arc::new(store);
         self.inner
             .buckets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(bucket.to_owned(), store.clone());
+            .insert(bucket.to_owned(), Arc::clone(&store));
+        store
     }
 
     fn forget(&self, bucket: &str) {
@@ -156,7 +157,7 @@ impl Natty {
             .remove(bucket);
     }
 
-    async fn bucket_or_create(&self, bucket: &str) -> Result<kv::Store, KvError> {
+    async fn bucket_or_create(&self, bucket: &str) -> Result<Arc<kv::Store>, KvError> {
         if let Some(store) = self.bucket(bucket).await? {
             return Ok(store);
         }
@@ -165,8 +166,7 @@ impl Natty {
             .create_key_value(self.bucket_config(bucket, Duration::ZERO, 1, ""))
             .await
             .map_err(other)?;
-        self.cache(bucket, &store);
-        Ok(store)
+        Ok(self.cache(bucket, store))
     }
 
     pub(crate) fn bucket_config(
@@ -385,7 +385,7 @@ impl Natty {
             .create_key_value(self.bucket_config(bucket, ttl, replicas, description))
             .await
             .map_err(other)?;
-        self.cache(bucket, &store);
+        self.cache(bucket, store);
         Ok(())
     }
 

@@ -139,7 +139,7 @@ impl Natty {
     /// The election bucket, created when missing; an existing one must have the TTL asked.
     async fn election_bucket(&self, config: &ElectionConfig) -> Result<kv::Store, ElectionError> {
         let store = match self.bucket(&config.bucket).await.map_err(bucket_error)? {
-            Some(store) => store,
+            Some(store) => kv::Store::clone(&store),
             None => {
                 let created = self
                     .jetstream()
@@ -157,6 +157,7 @@ impl Natty {
                         .bucket(&config.bucket)
                         .await
                         .map_err(bucket_error)?
+                        .map(|store| kv::Store::clone(&store))
                         .ok_or_else(|| bucket_error(err))?,
                 }
             }
