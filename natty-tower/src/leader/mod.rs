@@ -198,7 +198,10 @@ where
                 let waiting = self
                     .waiting
                     .get_or_insert_with(|| Box::pin(self.gate.changed()));
-                if self.gate.is_leader() {
+                let is_leader = self.gate.is_leader();
+                #[cfg(feature = "metrics")]
+                crate::metrics::record_leadership(is_leader);
+                if is_leader {
                     self.waiting = None;
                     break;
                 }
@@ -211,7 +214,10 @@ where
 
     fn call(&mut self, mut msg: Message) -> Self::Future {
         // Checked again here: leadership may have been lost since `poll_ready`.
-        match self.gate.fencing_token() {
+        let token = self.gate.fencing_token();
+        #[cfg(feature = "metrics")]
+        crate::metrics::record_leadership(token.is_some());
+        match token {
             Some(token) => {
                 msg.extensions_mut().insert(FencingToken(token));
                 ResponseFuture::called(self.inner.call(msg))

@@ -7,6 +7,7 @@
 //! | [`MESSAGES_TOTAL`] | counter | `outcome`: `acked`, `nakd`, `termed`, `dead_lettered` | the [ack](crate::ack) and [dead-letter](crate::dead_letter) layers, when they settle |
 //! | [`HANDLER_DURATION`] | histogram, seconds | `result`: `ok`, `error` | [`Metrics`] |
 //! | [`IN_FLIGHT`] | gauge | | [`Metrics`] |
+//! | [`LEADER`] | gauge, 1 leader / 0 follower | | the [leader](crate::leader) layer, when it checks |
 //!
 //! Labels are fixed strings, so recording allocates nothing per message.
 //!
@@ -43,6 +44,14 @@ pub const MESSAGES_TOTAL: &str = "natty_messages_total";
 pub const HANDLER_DURATION: &str = "natty_handler_duration_seconds";
 /// Gauge of messages being handled.
 pub const IN_FLIGHT: &str = "natty_messages_in_flight";
+
+/// Gauge of this node's leadership as the leader layer last saw it: 1 leader, 0 follower.
+pub const LEADER: &str = "natty_leader";
+
+/// Record the leadership the leader layer just checked.
+pub(crate) fn record_leadership(is_leader: bool) {
+    ::metrics::gauge!(LEADER).set(if is_leader { 1.0 } else { 0.0 });
+}
 
 /// Count a final settlement made by a layer.
 pub(crate) fn record_settlement(settlement: Settlement) {

@@ -165,3 +165,24 @@ async fn the_ack_layer_counts_messages_by_outcome() {
         (2, 1, 1)
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_leader_layer_records_leadership_as_a_gauge() {
+    use crate::leader::{LeaderLayer, LeaderMode};
+
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (leadership, gate) = tokio::sync::watch::channel(Some(7));
+    let service = LeaderLayer::new(gate, LeaderMode::Reject)
+        .layer(service_fn(|_: Message| async { Ok::<_, BoxError>(()) }));
+    let leader_gauge = format!("{}{{}}", super::LEADER);
+
+    let (msg, _) = Message::builder("orders", "{}").build();
+    service.clone().oneshot(msg).await.unwrap();
+    assert_eq!(recorder.gauge(&leader_gauge), 1.0);
+
+    leadership.send_replace(None);
+    let (msg, _) = Message::builder("orders", "{}").build();
+    assert!(service.oneshot(msg).await.is_err(), "a follower refuses");
+    assert_eq!(recorder.gauge(&leader_gauge), 0.0);
+}
