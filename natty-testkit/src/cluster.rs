@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::{free_port, ClusterBlock, READY_TIMEOUT};
+use crate::server::{free_ports, ClusterBlock, READY_TIMEOUT};
 use crate::{Error, Server, ServerBuilder};
 
 /// N servers in one cluster, each with JetStream; any node can be killed, paused or restarted.
@@ -38,9 +38,9 @@ impl Cluster {
         size: usize,
         configure: impl Fn(ServerBuilder) -> ServerBuilder,
     ) -> Result<Self, Error> {
-        let route_ports = (0..size)
-            .map(|_| free_port())
-            .collect::<Result<Vec<_>, _>>()?;
+        // Route, client and monitoring ports of every node, all distinct.
+        let ports = free_ports(size * 3)?;
+        let (route_ports, node_ports) = ports.split_at(size);
         let mut nodes = Vec::with_capacity(size);
         for (index, route_port) in route_ports.iter().enumerate() {
             let mut builder = configure(Server::builder().name(format!("n{index}")));
@@ -53,7 +53,7 @@ impl Cluster {
                     .filter(|p| p != route_port)
                     .collect(),
             });
-            builder.ports = Some((free_port()?, free_port()?));
+            builder.ports = Some((node_ports[2 * index], node_ports[2 * index + 1]));
             nodes.push(builder.launch()?);
         }
         for node in &nodes {

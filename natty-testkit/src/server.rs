@@ -144,7 +144,10 @@ impl ServerBuilder {
             .tempdir()?;
         let (port, http_port) = match self.ports {
             Some(ports) => ports,
-            None => (free_port()?, free_port()?),
+            None => {
+                let ports = free_ports(2)?; // exactly two, or an error
+                (ports[0], ports[1])
+            }
         };
         let config = dir.path().join("nats-server.conf");
         fs::write(&config, self.render(dir.path(), port, http_port))?;
@@ -436,9 +439,15 @@ fn process_stopped(stat: &Path) -> bool {
         .unwrap_or(true)
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub(crate) fn free_port() -> Result<u16, Error> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `count` distinct ports on 127.0.0.1 that were free a moment ago. All are held until all
+/// are found: a port released at once can be handed out again by the next bind.
+pub(crate) fn free_ports(count: usize) -> Result<Vec<u16>, Error> {
+    let held = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
 }
 
 fn http_get(port: u16, path: &str) -> Result<String, Error> {

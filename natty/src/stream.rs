@@ -123,11 +123,50 @@ fn check_filters(filters: &[String]) -> Result<(), StreamError> {
     Ok(())
 }
 
-fn classify(
-    err: impl std::error::Error + Send + Sync + 'static,
-    code: Option<ErrorCode>,
-) -> StreamError {
-    let kind = match code {
+/// The JetStream API error code an async-nats error kind carries, if it came from the server.
+trait ApiErrorCode {
+    fn api_error_code(&self) -> Option<ErrorCode>;
+}
+
+macro_rules! api_error_code {
+    ($($kind:ty),*) => {$(
+        impl ApiErrorCode for $kind {
+            fn api_error_code(&self) -> Option<ErrorCode> {
+                match self {
+                    Self::JetStream(err) => Some(err.error_code()),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+// `DeleteStreamErrorKind` is `GetStreamErrorKind` under another name.
+api_error_code!(
+    async_nats::jetstream::context::GetStreamErrorKind,
+    async_nats::jetstream::context::CreateStreamErrorKind,
+    async_nats::jetstream::stream::ConsumerErrorKind
+);
+
+impl ApiErrorCode for async_nats::jetstream::context::RequestErrorKind {
+    fn api_error_code(&self) -> Option<ErrorCode> {
+        None
+    }
+}
+
+/// Sort an async-nats stream or consumer error into natty's kinds, keeping it as the source.
+fn classify<K>(err: async_nats::error::Error<K>) -> StreamError
+where
+    K: ApiErrorCode
+        + Clone
+        + std::fmt::Debug
+        + std::fmt::Display
+        + PartialEq
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = match err.kind().api_error_code() {
         Some(ErrorCode::STREAM_NOT_FOUND) | Some(ErrorCode::CONSUMER_NOT_FOUND) => {
             StreamErrorKind::NotFound
         }
@@ -178,7 +217,7 @@ impl Natty {
         let js = self.jetstream();
         match js.get_stream(&config.name).await {
             Ok(mut existing) => {
-                let info = existing.info().await.map_err(|e| classify(e, None))?;
+                let info = existing.info().await.map_err(classify)?;
                 let mut have = info.config.subjects.clone();
                 let mut want = config.subjects.clone();
                 have.sort();
@@ -196,25 +235,10 @@ impl Natty {
                     ))
                 }
             }
-            Err(err) => {
-                let not_found = matches!(
-                    err.kind(),
-                    async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref js)
-                        if js.error_code() == ErrorCode::STREAM_NOT_FOUND
-                );
-                if !not_found {
-                    return Err(classify(err, None));
-                }
-                js.create_stream(config).await.map(drop).map_err(|e| {
-                    let code = match e.kind() {
-                        async_nats::jetstream::context::CreateStreamErrorKind::JetStream(js) => {
-                            Some(js.error_code())
-                        }
-                        _ => None,
-                    };
-                    classify(e, code)
-                })
+            Err(err) if err.kind().api_error_code() == Some(ErrorCode::STREAM_NOT_FOUND) => {
+                js.create_stream(config).await.map(drop).map_err(classify)
             }
+            Err(err) => Err(classify(err)),
         }
     }
 
@@ -228,15 +252,7 @@ impl Natty {
             .delete_stream(name)
             .await
             .map(drop)
-            .map_err(|e| {
-                let code = match e.kind() {
-                    async_nats::jetstream::context::DeleteStreamErrorKind::JetStream(js) => {
-                        Some(js.error_code())
-                    }
-                    _ => None,
-                };
-                classify(e, code)
-            })
+            .map_err(classify)
     }
 
     /// Create (or update) the durable pull consumer `durable` on `stream`, with explicit acks,
@@ -292,15 +308,7 @@ impl Natty {
         self.jetstream()
             .create_consumer_on_stream(options.to_config(durable, filters), stream)
             .await
-            .map_err(|e| {
-                let code = match e.kind() {
-                    async_nats::jetstream::stream::ConsumerErrorKind::JetStream(js) => {
-                        Some(js.error_code())
-                    }
-                    _ => None,
-                };
-                classify(e, code)
-            })
+            .map_err(classify)
     }
 
     /// Delete the durable consumer `durable` of `stream`.
@@ -314,19 +322,11 @@ impl Natty {
             .jetstream()
             .get_stream_no_info(stream)
             .await
-            .map_err(|e| classify(e, None))?;
+            .map_err(classify)?;
         handle
             .delete_consumer(durable)
             .await
             .map(drop)
-            .map_err(|e| {
-                let code = match e.kind() {
-                    async_nats::jetstream::stream::ConsumerErrorKind::JetStream(js) => {
-                        Some(js.error_code())
-                    }
-                    _ => None,
-                };
-                classify(e, code)
-            })
+            .map_err(classify)
     }
 }
