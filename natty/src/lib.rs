@@ -11,6 +11,10 @@
 //! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
 //! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
 //! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ... |
+//! | `AsLeader`, `HaveLeader`, `GetLeader` | [`Natty::as_leader`], [`Natty::have_leader`], [`Natty::get_leader`], and [`Natty::elect`] for a [`Leadership`] handle |
+//!
+//! Tower middleware for consumed messages lives in `natty-tower`, axum integration in
+//! `natty-axum`, and real `nats-server` processes for tests in `natty-testkit`.
 //!
 //! # Example
 //! ```no_run
