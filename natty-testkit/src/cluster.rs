@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::{free_ports, ClusterBlock, READY_TIMEOUT};
+use crate::server::{free_ports, ClusterBlock, READY_TIMEOUT, START_ATTEMPTS};
 use crate::{Error, Server, ServerBuilder};
 
 /// N servers in one cluster, each with JetStream; any node can be killed, paused or restarted.
@@ -38,6 +38,22 @@ impl Cluster {
         size: usize,
         configure: impl Fn(ServerBuilder) -> ServerBuilder,
     ) -> Result<Self, Error> {
+        let mut attempt = 1;
+        loop {
+            match Self::launch(size, &configure) {
+                Ok(cluster) => return Ok(cluster),
+                // A port picked for a node can be taken by another process before the node
+                // binds it; the cluster then never forms. Start over on fresh ports.
+                Err(_) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn launch(
+        size: usize,
+        configure: &impl Fn(ServerBuilder) -> ServerBuilder,
+    ) -> Result<Self, Error> {
         // Route, client and monitoring ports of every node, all distinct.
         let ports = free_ports(size * 3)?;
         let (route_ports, node_ports) = ports.split_at(size);
@@ -56,16 +72,18 @@ impl Cluster {
             builder.ports = Some((node_ports[2 * index], node_ports[2 * index + 1]));
             nodes.push(builder.launch()?);
         }
-        for node in &nodes {
+        // Dropping `cluster` on an error below kills every node it started.
+        let cluster = Self { nodes };
+        for node in &cluster.nodes {
             node.wait_ready(READY_TIMEOUT)?;
         }
-        let cluster = Self { nodes };
         cluster.wait_formed(READY_TIMEOUT)?;
         Ok(cluster)
     }
 
-    /// Wait until a meta leader is elected and every other node is a current peer of it, so
-    /// replicated streams can be placed at once (older servers report healthy before that).
+    /// Wait until a meta leader is elected and has heard from every other running node
+    /// recently, so replicated streams can be placed at once (older servers report healthy
+    /// before that).
     ///
     /// # Errors
     /// [`Error::Timeout`] when the cluster does not form in time.
@@ -82,13 +100,17 @@ impl Cluster {
                 };
                 let meta = &jsz["meta_cluster"];
                 let leader_known = meta["leader"].as_str().is_some_and(|l| !l.is_empty());
-                let current_peers = meta["replicas"].as_array().map_or(0, |peers| {
+                // Peers the leader has heard from recently (`active` is nanoseconds since).
+                let live_peers = meta["replicas"].as_array().map_or(0, |peers| {
                     peers
                         .iter()
-                        .filter(|peer| peer["current"].as_bool() == Some(true))
+                        .filter(|peer| {
+                            peer["offline"].as_bool() != Some(true)
+                                && peer["active"].as_u64().is_some_and(|ns| ns < 5_000_000_000)
+                        })
                         .count()
                 });
-                leader_known && current_peers + 1 >= running
+                leader_known && live_peers + 1 >= running
             });
             if formed {
                 return Ok(());

@@ -16,6 +16,9 @@ use tempfile::TempDir;
 use crate::{binary, Error};
 
 /// How long [`Server::start`] and [`Server::restart`] wait for `/healthz` by default.
+/// How often a start is tried when a port it picked was taken in between.
+pub(crate) const START_ATTEMPTS: u32 = 3;
+
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// TLS settings for a test server.
@@ -131,9 +134,23 @@ impl ServerBuilder {
     /// # Errors
     /// When the binary is missing, a port cannot be had, or the server does not get ready.
     pub fn start(self) -> Result<Server, Error> {
-        let server = self.launch()?;
-        server.wait_ready(READY_TIMEOUT)?;
-        Ok(server)
+        let mut attempt = 1;
+        loop {
+            let server = self.clone().launch()?;
+            match server.wait_ready(READY_TIMEOUT) {
+                Ok(()) => return Ok(server),
+                // Free ports are found by binding and releasing them, so another process can
+                // take one before the server binds it; then try again on fresh ports.
+                Err(Error::NotReady { log_tail })
+                    if self.ports.is_none()
+                        && attempt < START_ATTEMPTS
+                        && log_tail.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Spawn the process without waiting for it to be ready (cluster nodes need each other).
