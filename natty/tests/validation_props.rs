@@ -115,9 +115,12 @@ fn runner(cases: u32) -> TestRunner {
 const SUBJECT_CHARS: &[char] = &[
     'a', 'B', '7', '-', '_', '.', '.', '$', ' ', '\t', '\r', '\n', '*', '>', 'ü',
 ];
+// Alphabets mix allowed and forbidden characters, weighted so that every run draws inputs on
+// both sides of each rule (the tests assert that they did).
 const NAME_CHARS: &[char] = &[
-    'a', 'B', '7', '-', '_', '.', ' ', '*', '>', '/', '\\', '\n', 'é',
+    'a', 'B', '7', '-', '_', 'x', 'Z', 'é', '.', ' ', '*', '>', '/', '\\', '\n',
 ];
+const BUCKET_CHARS: &[char] = &['a', 'B', '7', '-', '_', 'x', 'Y', '0', '.', ' ', '*', '/'];
 const KEY_CHARS: &[char] = &[
     'a', 'B', '7', '-', '/', '_', '=', '.', '.', ' ', '*', '>', '$', 'é',
 ];
@@ -163,7 +166,7 @@ fn publish_subjects_accepted_by_natty_are_stored_by_the_server() {
 fn stream_names_accepted_by_natty_are_created_by_the_server() {
     let f = fixture();
     let n = AtomicUsize::new(0);
-    runner(48)
+    runner(96)
         .run(&text(NAME_CHARS, 10), |name| {
             let subject = format!("names.{}", n.fetch_add(1, Ordering::Relaxed));
             let result = f.runtime.block_on(f.natty.create_stream(&name, [subject]));
@@ -192,7 +195,7 @@ fn stream_names_accepted_by_natty_are_created_by_the_server() {
 fn buckets_and_keys_accepted_by_natty_are_stored_by_the_server() {
     let f = fixture();
     runner(48)
-        .run(&text(NAME_CHARS, 10), |bucket| {
+        .run(&text(BUCKET_CHARS, 10), |bucket| {
             let result = f.runtime.block_on(f.natty.put(&bucket, "k", "v".into()));
             f.tally(result.is_ok());
             match result {
