@@ -30,6 +30,9 @@ use tokio::time::{timeout, Instant};
 use tower::{service_fn, ServiceBuilder};
 
 /// The longest any single wait may take before the test fails.
+mod common;
+use common::{wait_count, Handled};
+
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Election lease of every election here.
 const TTL: Duration = Duration::from_secs(2);
@@ -238,55 +241,6 @@ async fn wait_drained(natty: &Natty, stream: &str, durable: &str) -> consumer::I
             consumer_info(natty, stream, durable).await
         ),
     }
-}
-
-/// Counts handled ids (and how often each was handled), reporting the number of distinct ids
-/// through a watch channel so tests wait on progress instead of sleeping.
-#[derive(Clone)]
-struct Handled {
-    ids: Arc<Mutex<HashMap<u64, u32>>>,
-    count: watch::Sender<usize>,
-}
-
-impl Handled {
-    fn new() -> (Self, watch::Receiver<usize>) {
-        let (count, rx) = watch::channel(0);
-        let handled = Self {
-            ids: Arc::default(),
-            count,
-        };
-        (handled, rx)
-    }
-
-    fn record(&self, id: u64) {
-        let mut ids = self.ids.lock().unwrap();
-        *ids.entry(id).or_default() += 1;
-        self.count.send_replace(ids.len());
-    }
-
-    fn ids(&self) -> HashSet<u64> {
-        self.ids.lock().unwrap().keys().copied().collect()
-    }
-
-    fn times(&self, id: u64) -> u32 {
-        self.ids.lock().unwrap().get(&id).copied().unwrap_or(0)
-    }
-
-    fn duplicates(&self) -> usize {
-        self.ids
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| **n > 1)
-            .count()
-    }
-}
-
-async fn wait_count(count: &mut watch::Receiver<usize>, n: usize) {
-    timeout(DEADLINE, count.wait_for(|seen| *seen >= n))
-        .await
-        .unwrap_or_else(|_| panic!("{n} distinct messages handled within {DEADLINE:?}"))
-        .expect("handler alive");
 }
 
 /// A stack that records each order's id and acks it.

@@ -1,6 +1,5 @@
 //! natty-tower stacks driven by natty's consumer driver (`Natty::serve`) against a real server.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +15,11 @@ use natty_tower::error::BoxError;
 use natty_tower::json::Json;
 use natty_tower::leader::FencingToken;
 use natty_tower::ServiceBuilderExt;
-use tokio::sync::watch;
 use tokio::time::timeout;
 use tower::{service_fn, ServiceBuilder};
+
+mod common;
+use common::{wait_count, Handled};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -90,52 +91,6 @@ async fn wait_ack_pending(
             consumer_info(natty, durable).await
         ),
     }
-}
-
-/// Counts handled ids and reports progress through a watch channel, so tests wait on events.
-#[derive(Clone)]
-struct Handled {
-    ids: Arc<Mutex<HashMap<u64, u32>>>,
-    count: watch::Sender<usize>,
-}
-
-impl Handled {
-    fn new() -> (Self, watch::Receiver<usize>) {
-        let (count, rx) = watch::channel(0);
-        (
-            Self {
-                ids: Arc::default(),
-                count,
-            },
-            rx,
-        )
-    }
-
-    fn record(&self, id: u64) {
-        let mut ids = self.ids.lock().unwrap();
-        *ids.entry(id).or_default() += 1;
-        self.count.send_replace(ids.len());
-    }
-
-    fn duplicates(&self) -> usize {
-        self.ids
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|n| **n > 1)
-            .count()
-    }
-
-    fn ids(&self) -> HashSet<u64> {
-        self.ids.lock().unwrap().keys().copied().collect()
-    }
-}
-
-async fn wait_count(count: &mut watch::Receiver<usize>, n: usize) {
-    timeout(DEADLINE, count.wait_for(|seen| *seen >= n))
-        .await
-        .unwrap_or_else(|_| panic!("{n} handled in time"))
-        .unwrap();
 }
 
 /// A poison message lands in the dead-letter subject after max deliveries, with its headers,
