@@ -26,11 +26,13 @@
 mod binary;
 mod cluster;
 mod error;
+mod process;
 mod proxy;
 mod server;
 
 pub use binary::{find_binary, server_version, PINNED_VERSION};
 pub use cluster::Cluster;
 pub use error::Error;
+pub use process::Process;
 pub use proxy::Proxy;
 pub use server::{Auth, Server, ServerBuilder, Tls};

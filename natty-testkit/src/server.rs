@@ -445,7 +445,7 @@ impl Drop for Server {
 }
 
 /// Whether `/proc/<pid>/stat` says the process is stopped (state `T`).
-fn process_stopped(stat: &Path) -> bool {
+pub(crate) fn process_stopped(stat: &Path) -> bool {
     fs::read_to_string(stat)
         .ok()
         .and_then(|text| {

@@ -445,6 +445,49 @@ impl Drop for DropSignal {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_put_on_the_key_ends_the_term_at_once() {
+    let server = server();
+    let bucket = unique("foreign");
+    let natty = connect(vec![server.url()]).await;
+    // A long TTL puts the next compare-and-set renew 10 s away: only the watch can end the
+    // term in time.
+    let ttl = Duration::from_secs(30);
+    let leadership = natty
+        .elect(ElectionConfig::new(&bucket, "leader", "node-a").ttl(ttl))
+        .await
+        .unwrap();
+    let term = timeout(Duration::from_secs(10), leadership.wait_leader())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A blind put, as Go natty's `AsLeader` or an operator with the nats CLI writes it.
+    let plain = async_nats::connect(server.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(plain)
+        .get_key_value(&bucket)
+        .await
+        .unwrap();
+    let put_at = Instant::now();
+    kv.put("leader", "intruder".into()).await.unwrap();
+    timeout(Duration::from_secs(2), term.ended())
+        .await
+        .expect("the term outlived a foreign write by 2 s (the next renew was 10 s away)");
+    let ended = term.ended_at().unwrap() - put_at;
+    assert!(!leadership.is_leader());
+    assert!(!term.is_current());
+    let mut states = leadership.subscribe();
+    let intruder = LeaderState::Follower {
+        leader: Some("intruder".into()),
+    };
+    timeout(Duration::from_secs(2), states.wait_for(|s| *s == intruder))
+        .await
+        .expect("the follower names the writer")
+        .unwrap();
+    println!("term ended {ended:?} after the foreign put");
+    leadership.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn released_key_lets_get_leader_see_nobody() {
     let server = server();
     let (bucket, terms) = (unique("release"), Terms::default());

@@ -103,8 +103,9 @@ impl LeaderGate for natty::election::Leadership {
     }
 
     fn changed(&self) -> impl Future<Output = ()> + Send + 'static {
+        // A fresh subscription counts only changes after this call, the lease running out
+        // included.
         let mut receiver = self.subscribe();
-        receiver.mark_unchanged();
         async move {
             if receiver.changed().await.is_err() {
                 std::future::pending::<()>().await;

@@ -223,7 +223,7 @@ impl Campaign {
         let mut deadline = won.sent + self.timings.acting;
         let mut next_renew = won.sent + self.timings.renew;
         let now = Instant::now();
-        self.slot.begin(Term::new(revision, now), deadline);
+        self.slot.begin(Term::new(revision, now, deadline));
         self.publish(LeaderState::Leader { term: revision });
         tracing::info!(key = %self.key, term = revision, "election: became leader");
         let retry = (self.timings.renew / 4).max(Duration::from_millis(50));
@@ -231,7 +231,7 @@ impl Campaign {
             tokio::select! {
                 biased;
                 _ = sleep_until(deadline) => {
-                    self.end_term("local lease expired");
+                    self.end_term_at(deadline, "local lease expired");
                     return TermEnd::Lost;
                 }
                 _ = self.shutdown.cancelled() => {
@@ -255,16 +255,22 @@ impl Campaign {
                     let write = tokio::select! {
                         write = self.write(revision) => write,
                         _ = sleep_until(deadline) => {
-                            self.end_term("renew outlived the local lease");
+                            self.end_term_at(deadline, "renew outlived the local lease");
                             return TermEnd::Lost;
                         }
                     };
                     match write {
                         Write::Done(renewed) => {
                             revision = renewed;
+                            // A handle may have seen the lease run out while the renew was
+                            // on its way (this task ran late): that term is over for good.
+                            if !self.slot.extend(sent + self.timings.acting) {
+                                self.end_term_at(deadline, "local lease expired");
+                                self.release(revision).await;
+                                return TermEnd::Lost;
+                            }
                             deadline = sent + self.timings.acting;
                             next_renew = sent + self.timings.renew;
-                            self.slot.extend(deadline);
                         }
                         Write::Conflict => {
                             self.end_term("key changed by someone else");
@@ -280,6 +286,14 @@ impl Campaign {
                         self.end_term("key deleted");
                         return TermEnd::Lost;
                     }
+                    // Someone else wrote the key (a blind put, Go natty's `AsLeader`, an
+                    // operator): they believe they lead, so this node stops now, not at its
+                    // next renew.
+                    Some(Ok(entry)) if entry.revision > revision && entry.value != self.node => {
+                        self.end_term("key written by someone else");
+                        self.publish(follower(&entry.value));
+                        return TermEnd::Lost;
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => *watch = None,
                 },
@@ -288,7 +302,12 @@ impl Campaign {
     }
 
     fn end_term(&self, why: &str) {
-        if let Some(term) = self.slot.end() {
+        self.end_term_at(Instant::now(), why);
+    }
+
+    /// End the term as of `at` (for an expired lease: its deadline, however late this runs).
+    fn end_term_at(&self, at: Instant, why: &str) {
+        if let Some(term) = self.slot.end_at(at) {
             tracing::info!(key = %self.key, term = term.fencing_token(), why, "election: stopped leading");
         }
         self.publish(LeaderState::Follower { leader: None });

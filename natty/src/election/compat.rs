@@ -45,13 +45,9 @@ impl Natty {
             let Some(term) = leadership.term() else {
                 continue;
             };
-            tokio::select! {
-                result = f() => {
-                    if let Err(err) = result {
-                        tracing::warn!(node = leadership.node(), error = %err, "as_leader: function failed");
-                    }
-                }
-                _ = term.ended() => {}
+            // Polled only within the term: a stall past the lease drops `f` at its next poll.
+            if let Some(Err(err)) = term.bound(f()).await {
+                tracing::warn!(node = leadership.node(), error = %err, "as_leader: function failed");
             }
         }
         leadership.stop().await;

@@ -8,11 +8,16 @@
 //! 1. A term is won with a create (a write expecting no value); the revision it returns is
 //!    the term's **fencing token**, strictly increasing across terms.
 //! 2. Renewals are compare-and-set writes on the last revision, every `ttl / 3`. A
-//!    wrong-revision answer ends the term at once.
+//!    wrong-revision answer ends the term at once, and so does a write by anyone else seen
+//!    on the key's watch (a blind put by Go natty's `AsLeader` or an operator).
 //! 3. The leader keeps a **local lease** on the monotonic clock, measured from when each
 //!    renew was *sent*: it acts as leader only while `last renew sent + ttl - safety margin`
 //!    is in the future, so it stops before the server can expire the key. Errors, timeouts
-//!    and disconnects keep it leader only until then.
+//!    and disconnects keep it leader only until then. Every way of asking checks the lease
+//!    itself ([`Leadership::is_leader`], [`Leadership::state`], [`Leadership::subscribe`],
+//!    [`Term::is_current`], [`Term::bound`], [`run_while_leader`]), so a process stopped past
+//!    its lease (SIGSTOP, a VM pause, a blocked runtime) does not act on resuming, even
+//!    before the campaign task runs again.
 //! 4. Each term has a [`CancellationToken`](tokio_util::sync::CancellationToken), cancelled
 //!    the moment the term ends; [`run_while_leader`] runs a task per term under it.
 //! 5. Shutdown (the configured token, [`Leadership::stop`], or dropping the last handle) and
@@ -70,7 +75,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use config::{ElectionConfig, DEFAULT_INTERVAL, DEFAULT_TTL};
 pub use error::{ElectionError, ElectionErrorKind};
-pub use leadership::{LeaderState, Leadership, Term};
+pub use leadership::{LeaderState, LeaderWatch, Leadership, Term};
 
 use crate::error::{Error, ValidationError};
 use crate::Natty;
@@ -178,9 +183,18 @@ impl Natty {
     }
 }
 
-/// Run a task made by `task` each time this node wins leadership, and drop it the moment
-/// the term ends. The task gets the [`Term`] (its fencing token and token). A task that
-/// finishes early is not restarted before the next term. Returns when the campaign stops.
+/// Run a task made by `task` each time this node wins leadership, only within the term.
+///
+/// The task runs under [`Term::bound`]: it is polled only while the term is current, and
+/// dropped at its first poll after the term ended or its local lease ran out, even when this
+/// node's campaign task has not run yet (after a stall of the whole process, say). A task
+/// that finishes early is not restarted before the next term. Returns when the campaign
+/// stops.
+///
+/// What runs when a term ends: the task future is dropped, so code after a pending `.await`
+/// in it (such as `term.ended().await; cleanup()`) never runs. Put cleanup in a value whose
+/// `Drop` does it (dropped with the task, right when the term ends), or after the loop that
+/// awaits `run_while_leader`.
 ///
 /// Holding `leadership` here keeps the campaign alive: stop it with its shutdown token or
 /// [`Leadership::stop`].
@@ -188,9 +202,19 @@ impl Natty {
 /// # Example
 /// ```no_run
 /// # async fn run(leadership: natty::Leadership) {
+/// struct Cleanup(u64);
+/// impl Drop for Cleanup {
+///     fn drop(&mut self) {
+///         println!("term {} is over: cleaning up", self.0);
+///     }
+/// }
+///
 /// natty::election::run_while_leader(leadership, |term| async move {
-///     println!("leading with fencing token {}", term.fencing_token());
-///     term.ended().await;
+///     let _cleanup = Cleanup(term.fencing_token());
+///     loop {
+///         println!("leading with fencing token {}", term.fencing_token());
+///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+///     }
 /// })
 /// .await;
 /// # }
@@ -201,10 +225,8 @@ where
     Fut: Future<Output = ()>,
 {
     while let Ok(term) = leadership.wait_leader().await {
-        let running = task(term.clone());
-        tokio::select! {
-            _ = running => term.ended().await,
-            _ = term.ended() => {}
+        if term.bound(task(term.clone())).await.is_some() {
+            term.ended().await;
         }
     }
 }
