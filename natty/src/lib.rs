@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod client;
 pub mod config;
 mod connect;

@@ -243,3 +243,151 @@ async fn hundred_thousand_messages_survive_a_server_restart_exactly_once() {
     assert!(failures.try_recv().is_err(), "no message failed");
     assert_eq!(stream_messages(&natty, "BULK").await, TOTAL as u64);
 }
+
+/// Every message of `stream`, in stream order, read by a plain async-nats ordered consumer
+/// (not through natty): `(subject, payload)`.
+async fn stored_in_order(server: &Server, stream: &str) -> Vec<(String, String)> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("plain client");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(stream).await.expect("stream");
+    let total = stream.info().await.expect("info").state.messages as usize;
+    let consumer = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut stored = Vec::with_capacity(total);
+    while stored.len() < total {
+        let message = timeout(DEADLINE, futures_util::StreamExt::next(&mut messages))
+            .await
+            .expect("stored messages arrive")
+            .expect("stream open")
+            .expect("message");
+        stored.push((
+            message.subject.to_string(),
+            String::from_utf8_lossy(&message.payload).into_owned(),
+        ));
+    }
+    stored
+}
+
+/// 100,000 messages over five subjects from four tasks, each payload `task:seq` with a
+/// sequence per task and subject: read back in stream order, no message of a (task, subject)
+/// is stored before one that task published earlier to that subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_one_subject_are_stored_in_publish_order() {
+    const TASKS: usize = 4;
+    const SUBJECTS: usize = 5;
+    const PER_TASK: usize = 25_000;
+    let server = Server::start().unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    natty.create_stream("ORDER", ["order.>"]).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let natty = natty.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PER_TASK {
+                let subject = format!("order.{}", n % SUBJECTS);
+                let seq = n / SUBJECTS;
+                natty
+                    .publish(&subject, format!("{task}:{seq}"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        timeout(DEADLINE, task).await.unwrap().unwrap();
+    }
+    timeout(DEADLINE, natty.flush()).await.expect("flush");
+
+    let stored = stored_in_order(&server, "ORDER").await;
+    assert_eq!(stored.len(), TASKS * PER_TASK, "every message stored once");
+    let mut last = std::collections::HashMap::new();
+    let mut inversions = 0usize;
+    for (subject, payload) in &stored {
+        let (task, seq) = payload.split_once(':').expect("task:seq");
+        let seq: usize = seq.parse().expect("seq");
+        let previous = last
+            .entry((task.to_owned(), subject.clone()))
+            .or_insert(seq);
+        if seq < *previous {
+            inversions += 1;
+        } else {
+            *previous = seq;
+        }
+    }
+    println!(
+        "publish order: {} stored, {inversions} stored after a later one",
+        stored.len()
+    );
+    assert_eq!(inversions, 0, "messages stored out of publish order");
+}
+
+/// Publishes dropped while they wait for room in a full queue (here by a timeout) leave
+/// nothing behind: `flush` and `shutdown` return, and every publish that returned `Ok` is
+/// stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_cancelled_while_waiting_for_room_never_wedge_flush_or_shutdown() {
+    let server = Server::start().unwrap();
+    let natty = connect(
+        &server,
+        PublishConfig::default().queue_capacity(2).window(1),
+    )
+    .await;
+    natty.create_stream("CANCEL", ["cancel"]).await.unwrap();
+    server.pause().unwrap();
+    let mut accepted = Vec::new();
+    let mut cancelled = 0;
+    for n in 0..50 {
+        let payload = format!("m{n}");
+        match timeout(
+            Duration::from_millis(20),
+            natty.publish("cancel", payload.clone()),
+        )
+        .await
+        {
+            Ok(result) => {
+                result.unwrap();
+                accepted.push(payload);
+            }
+            Err(_) => cancelled += 1,
+        }
+    }
+    assert!(
+        cancelled > 0,
+        "some publishes waited for room and were dropped"
+    );
+    server.resume().unwrap();
+
+    if timeout(DEADLINE, natty.flush()).await.is_err() {
+        panic!(
+            "flush did not return: {} accepted, {cancelled} cancelled, queued() = {}",
+            accepted.len(),
+            natty.queued()
+        );
+    }
+    timeout(DEADLINE, natty.shutdown())
+        .await
+        .expect("shutdown returns after cancelled publishes");
+    assert_eq!(natty.queued(), 0);
+
+    let stored: Vec<String> = stored_in_order(&server, "CANCEL")
+        .await
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect();
+    println!(
+        "cancelled publishes: {} accepted, {cancelled} cancelled, {} stored",
+        accepted.len(),
+        stored.len()
+    );
+    assert_eq!(
+        stored, accepted,
+        "every accepted publish stored once, in order"
+    );
+}
