@@ -4,9 +4,19 @@
 //! publishes whose acks are outstanding, retries a failed publish with backoff under the same
 //! `Nats-Msg-Id` (so the stream's duplicate window drops a copy whose first ack was lost), and
 //! exits after an idle timeout. Unlike Go natty, each subject's queue is bounded: `publish`
-//! waits for room and `try_publish` fails with [`PublishErrorKind::Full`]. A message that still
-//! fails after its last attempt is reported, never dropped silently: see
-//! [`Natty::publish_failures`](crate::Natty::publish_failures).
+//! waits for room and `try_publish` fails with [`PublishErrorKind::Full`].
+//!
+//! # Failures
+//!
+//! A message that still fails after its last attempt is reported, never dropped silently: to
+//! the [`ReportSender`] given to [`PublishConfig::failures`] (Go natty's `PublishErrorCh`),
+//! with its payload and headers so it can be resent with
+//! [`Natty::republish`](crate::Natty::republish). Without one, it is logged at `ERROR` with
+//! its subject and `Nats-Msg-Id`. The worker waits for room in a full report channel (unless
+//! the sender is [lossy](ReportSender::lossy)), and meanwhile sends nothing more for that
+//! subject, and `flush`/`shutdown` wait for the report to be taken: read reports concurrently,
+//! and do not wait on a `republish` to the same subject while reading them (its queue may
+//! only drain once the report channel does; resend after the outage, or from another task).
 //!
 //! # Order
 //!
@@ -60,7 +70,7 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::jittered;
 use crate::error::{Error, PublishErrorKind};
-use crate::report::Reports;
+use crate::report::ReportSender;
 use crate::validate;
 
 /// The error of a publish.
@@ -75,7 +85,7 @@ pub struct PublishConfig {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Duration,
     pub(crate) max_backoff: Duration,
-    pub(crate) report_capacity: usize,
+    pub(crate) failures: Option<ReportSender<PublishFailure>>,
 }
 
 impl Default for PublishConfig {
@@ -87,7 +97,7 @@ impl Default for PublishConfig {
             max_attempts: 8,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
-            report_capacity: 1024,
+            failures: None,
         }
     }
 }
@@ -122,10 +132,13 @@ impl PublishConfig {
         self
     }
 
-    /// Failure reports held for [`Natty::publish_failures`](crate::Natty::publish_failures)
-    /// before new ones are dropped and counted (default 1024).
-    pub fn report_capacity(mut self, capacity: usize) -> Self {
-        self.report_capacity = capacity.max(1);
+    /// Where messages that failed after every attempt are reported (Go natty's
+    /// `PublishErrorCh`): a tokio `mpsc::Sender` (every report delivered, waiting for room) or
+    /// a [`ReportSender::lossy`]. Without one (the default), each failure is logged at `ERROR`
+    /// with its subject and `Nats-Msg-Id`. See [Failures](self#failures) for the backpressure
+    /// a full channel exerts.
+    pub fn failures(mut self, failures: impl Into<ReportSender<PublishFailure>>) -> Self {
+        self.failures = Some(failures.into());
         self
     }
 }
@@ -180,7 +193,6 @@ pub(crate) struct Publisher {
     next_worker: AtomicU64,
     pending: AtomicUsize,
     idle: Notify,
-    pub(crate) failures: Reports<PublishFailure>,
 }
 
 impl Publisher {
@@ -189,7 +201,6 @@ impl Publisher {
         client: async_nats::Client,
         config: PublishConfig,
     ) -> Self {
-        let failures = Reports::new(config.report_capacity);
         Self {
             jetstream,
             client,
@@ -199,7 +210,6 @@ impl Publisher {
             next_worker: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             idle: Notify::new(),
-            failures,
         }
     }
 
@@ -316,7 +326,7 @@ impl Publisher {
         loop {
             tokio::select! {
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.finish(&subject, outcome);
+                    self.finish(&subject, outcome).await;
                 }
                 next = queue.recv(), if open && in_flight.len() < self.config.window => {
                     let Some(message) = next else {
@@ -332,7 +342,7 @@ impl Publisher {
                         tokio::select! {
                             sent = &mut send => break sent,
                             Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                                self.finish(&subject, outcome);
+                                self.finish(&subject, outcome).await;
                             }
                         }
                     };
@@ -359,23 +369,42 @@ impl Publisher {
         (result, message)
     }
 
-    fn finish(&self, subject: &Subject, outcome: (Result<PublishAck, PublishError>, Outgoing)) {
+    /// Report a failed message, then count it settled: `flush` returns only once every
+    /// report was handed over.
+    async fn finish(
+        &self,
+        subject: &Subject,
+        outcome: (Result<PublishAck, PublishError>, Outgoing),
+    ) {
         let (result, Outgoing { headers, payload }) = outcome;
         if let Err(error) = result {
             let message_id = headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
-            tracing::error!(target: "natty", %subject, %message_id, %error, "publish failed after every attempt");
-            self.failures.send(PublishFailure {
+            self.report(PublishFailure {
                 subject: subject.clone(),
                 message_id,
                 payload,
                 headers,
                 error,
-            });
+            })
+            .await;
         }
         self.settled_one();
+    }
+
+    async fn report(&self, failure: PublishFailure) {
+        let Some(failures) = &self.config.failures else {
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt (no failure channel configured)");
+            return;
+        };
+        tracing::warn!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt; reported");
+        if let Err(undelivered) = failures.send(failure).await {
+            let reason = undelivered.reason();
+            let failure = undelivered.into_inner();
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, reason, "publish failed after every attempt and its report was not delivered");
+        }
     }
 
     fn settled_one(&self) {
