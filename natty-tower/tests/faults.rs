@@ -15,7 +15,7 @@ use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use natty::{
     CancellationToken, Config, ConsumeConfig, ConsumerOptions, ElectionConfig, LeaderState,
-    Leadership, Natty, PublishConfig, PublishFailure, Term,
+    Leadership, Natty, PublishConfig, PublishFailure, ReportSender, Term,
 };
 use natty_testkit::{Cluster, Proxy, Server};
 use natty_tower::ack::AckLayer;
@@ -73,10 +73,14 @@ async fn connect(urls: Vec<String>, publish: PublishConfig) -> Natty {
 }
 
 /// A publisher whose retries outlast a server restart.
-fn patient(reports: usize) -> PublishConfig {
-    PublishConfig::default()
-        .retries(60, Duration::from_millis(50), Duration::from_millis(500))
-        .report_capacity(reports)
+fn patient() -> PublishConfig {
+    PublishConfig::default().retries(60, Duration::from_millis(50), Duration::from_millis(500))
+}
+
+/// A report channel that never drops (a kept clone reads the count of undelivered reports).
+fn reports(capacity: usize) -> (ReportSender<PublishFailure>, mpsc::Receiver<PublishFailure>) {
+    let (sender, receiver) = mpsc::channel(capacity);
+    (ReportSender::new(sender), receiver)
 }
 
 fn stream_config(name: &str, subjects: &[&str], replicas: usize) -> stream::Config {
@@ -349,8 +353,8 @@ async fn elect(natty: &Natty, bucket: &str, node: &str, replicas: usize) -> Lead
 async fn crash_during_publish_loses_and_duplicates_nothing() {
     const TOTAL: u64 = 50_000;
     let server = Server::start().unwrap();
-    let natty = connect(vec![server.url()], patient(TOTAL as usize)).await;
-    let mut failures = natty.publish_failures().unwrap();
+    let (reports, mut failures) = reports(TOTAL as usize);
+    let natty = connect(vec![server.url()], patient().failures(reports.clone())).await;
     natty
         .create_stream_with(stream_config("BULK", &["bulk"], 1))
         .await
@@ -379,7 +383,7 @@ async fn crash_during_publish_loses_and_duplicates_nothing() {
         .await
         .expect("flush");
     assert_eq!(accepted, TOTAL);
-    assert_eq!(natty.dropped_publish_failures(), 0);
+    assert_eq!(reports.dropped(), 0);
     let failed: HashSet<String> = drain(&mut failures)
         .into_iter()
         .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
@@ -413,18 +417,18 @@ async fn crash_during_publish_loses_and_duplicates_nothing() {
 async fn publishes_outlasting_their_retries_in_a_crash_are_reported_and_resend_exactly_once() {
     const TOTAL: u64 = 20_000;
     let server = Server::start().unwrap();
+    let (reports, mut failures) = reports(TOTAL as usize);
     let natty = Natty::connect(
         Config::new([server.url()])
             .request_timeout(Duration::from_millis(500))
             .publish(
                 PublishConfig::default()
                     .retries(3, Duration::from_millis(50), Duration::from_millis(100))
-                    .report_capacity(TOTAL as usize),
+                    .failures(reports.clone()),
             ),
     )
     .await
     .unwrap();
-    let mut failures = natty.publish_failures().unwrap();
     natty
         .create_stream_with(stream_config("BULK", &["bulk"], 1))
         .await
@@ -447,7 +451,7 @@ async fn publishes_outlasting_their_retries_in_a_crash_are_reported_and_resend_e
 
     timeout(DEADLINE, publishing).await.unwrap().unwrap();
     timeout(DEADLINE, natty.flush()).await.expect("flush");
-    assert_eq!(natty.dropped_publish_failures(), 0);
+    assert_eq!(reports.dropped(), 0);
     let failed = drain(&mut failures);
     let stored = stored_payloads(&natty, "BULK").await;
     let failed_payloads: HashSet<String> = failed
@@ -496,7 +500,7 @@ async fn crash_during_consume_handles_every_message_and_resumes_on_its_own() {
     let soak = soak();
     let total = 4_000 + 1_500 * soak.as_secs();
     let server = Server::start().unwrap();
-    let natty = connect(vec![server.url()], patient(1024)).await;
+    let natty = connect(vec![server.url()], patient()).await;
     natty.create_stream("ORDERS", ["orders.>"]).await.unwrap();
     publish_all(&natty, "orders.created", (0..total).map(order)).await;
 
@@ -580,8 +584,8 @@ async fn crash_during_consume_handles_every_message_and_resumes_on_its_own() {
 async fn losing_the_clients_cluster_node_loses_nothing_and_keeps_one_leader() {
     const TOTAL: u64 = 5_000;
     let cluster = Cluster::start(3).unwrap();
-    let natty = connect(cluster.urls(), patient(TOTAL as usize)).await;
-    let mut failures = natty.publish_failures().unwrap();
+    let (reports, mut failures) = reports(TOTAL as usize);
+    let natty = connect(cluster.urls(), patient().failures(reports)).await;
     placed("R3 stream", || {
         natty.create_stream_with(stream_config("ORDERS", &["orders.>"], 3))
     })
@@ -694,6 +698,7 @@ async fn a_cut_client_steps_down_reports_its_publishes_and_resumes_consuming() {
     const BEFORE: u64 = 100;
     const DURING: u64 = 200;
     let server = Server::start().unwrap();
+    let (reports, mut failures) = reports(1024);
     let proxy = Proxy::start(server.addr()).unwrap();
     // The cut client: publisher, consumer and first leader. Its retry budget (3 × 1 s plus
     // backoff) is shorter than the cut.
@@ -703,12 +708,11 @@ async fn a_cut_client_steps_down_reports_its_publishes_and_resumes_consuming() {
             .publish(
                 PublishConfig::default()
                     .retries(3, Duration::from_millis(50), Duration::from_millis(200))
-                    .report_capacity(1024),
+                    .failures(reports),
             ),
     )
     .await
     .unwrap();
-    let mut failures = cut.publish_failures().unwrap();
     let direct = connect(vec![server.url()], PublishConfig::default()).await;
     direct
         .create_stream_with(stream_config("ORDERS", &["orders.>"], 1))
@@ -1116,7 +1120,7 @@ async fn poison_storm_dead_letters_every_poison_once_and_handles_every_good_mess
     const TOTAL: u64 = 10_000;
     const MAX_DELIVER: u64 = 3;
     let server = Server::start().unwrap();
-    let natty = connect(vec![server.url()], patient(1024)).await;
+    let natty = connect(vec![server.url()], patient()).await;
     natty.create_stream("ORDERS", ["orders.>"]).await.unwrap();
     natty.create_stream("DLQ", ["dlq.>"]).await.unwrap();
 

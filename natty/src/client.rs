@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::connect::{self, ConnectError, ConnectionState};
@@ -121,7 +120,7 @@ impl Natty {
     /// # Errors
     /// `InvalidSubject` or `PayloadTooLarge` (nothing sent), `Closed` after
     /// [`Natty::shutdown`]. Failures after queueing are reported through
-    /// [`Natty::publish_failures`].
+    /// [`PublishConfig::failures`](crate::PublishConfig::failures).
     pub async fn publish(
         &self,
         subject: &str,
@@ -217,18 +216,6 @@ impl Natty {
             .await
     }
 
-    /// The stream of messages that failed after every attempt (Go natty's `PublishErrorCh`).
-    /// Reports never block publishing: when the channel is full they are dropped and counted
-    /// ([`Natty::dropped_publish_failures`]). Returns `None` after the first call.
-    pub fn publish_failures(&self) -> Option<mpsc::Receiver<PublishFailure>> {
-        self.inner.publisher.failures.take()
-    }
-
-    /// How many failure reports were dropped because their channel was full.
-    pub fn dropped_publish_failures(&self) -> u64 {
-        self.inner.publisher.failures.dropped()
-    }
-
     /// Messages accepted but not yet acked or reported failed.
     pub fn queued(&self) -> usize {
         self.inner.publisher.queued()
@@ -239,7 +226,9 @@ impl Natty {
         self.inner.publisher.workers()
     }
 
-    /// Wait until every message accepted so far is acked or reported failed.
+    /// Wait until every message accepted so far is acked or reported failed. A report waits
+    /// for room in a full failure channel, so read it concurrently (see
+    /// [`PublishConfig::failures`](crate::PublishConfig::failures)).
     pub async fn flush(&self) {
         self.inner.publisher.flush().await;
     }
@@ -251,7 +240,8 @@ impl Natty {
     }
 
     /// Refuse new publishes and wait until every accepted message is acked or reported
-    /// failed (Go natty's `ServiceShutdownContext`). Then flush the connection.
+    /// failed (Go natty's `ServiceShutdownContext`), like [`Natty::flush`]. Then flush the
+    /// connection.
     pub async fn shutdown(&self) {
         self.inner.publisher.shutdown().await;
         let _ = self.inner.client.flush().await;

@@ -41,13 +41,15 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::pull::Batch;
 use futures_util::stream::SelectAll;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
+use crate::backoff::jittered;
 use crate::error::{ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{Acker, Message};
+use crate::report::ReportSender;
 use crate::stream::ConsumerOptions;
 use crate::Natty;
 
@@ -171,7 +173,7 @@ pub struct ConsumeConfig {
     pub(crate) fetch_timeout: Duration,
     pub(crate) concurrency: usize,
     pub(crate) shutdown_grace: Duration,
-    pub(crate) errors: Option<mpsc::Sender<HandlerFailure>>,
+    pub(crate) errors: Option<ReportSender<HandlerFailure>>,
 }
 
 impl ConsumeConfig {
@@ -231,10 +233,12 @@ impl ConsumeConfig {
         self
     }
 
-    /// Also send each handler error here (never blocking: a full channel drops the report
-    /// and counts it in [`ConsumeSummary::dropped_reports`]).
-    pub fn errors(mut self, errors: mpsc::Sender<HandlerFailure>) -> Self {
-        self.errors = Some(errors);
+    /// Also send each handler error here (Go natty's `ErrorCh`): a tokio `mpsc::Sender`
+    /// delivers every report, and the consume loop waits (fetches nothing) while the channel
+    /// is full; a [`ReportSender::lossy`] never waits and counts what it dropped, also in
+    /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged at `WARN` either way.
+    pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.errors = Some(errors.into());
         self
     }
 }
@@ -253,7 +257,8 @@ pub struct ConsumeSummary {
     pub cancelled: u64,
     /// Messages fetched but never started because shutdown came first (nak'd).
     pub returned: u64,
-    /// Handler error reports dropped because the error channel was full.
+    /// Handler error reports not delivered: dropped by a full [lossy](ReportSender::lossy)
+    /// error channel, or sent after its receiver was dropped (each logged at `ERROR`).
     pub dropped_reports: u64,
 }
 
@@ -365,7 +370,7 @@ impl Natty {
 
         loop {
             while let Some(done) = tasks.try_join_next() {
-                record(&config, &mut summary, done);
+                record(&config, &mut summary, done).await;
             }
             tokio::select! {
                 biased;
@@ -467,7 +472,7 @@ impl Natty {
         loop {
             tokio::select! {
                 done = tasks.join_next() => match done {
-                    Some(done) => record(&config, &mut summary, done),
+                    Some(done) => record(&config, &mut summary, done).await,
                     None => break,
                 },
                 () = &mut deadline => {
@@ -513,7 +518,7 @@ impl Natty {
     ) {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(*backoff) => {}
+            () = tokio::time::sleep(jittered(*backoff)) => {}
         }
         *backoff = (*backoff * 2).min(Duration::from_secs(2));
         // Create-or-update is idempotent: it brings back a deleted durable and is harmless
@@ -527,7 +532,7 @@ impl Natty {
     }
 }
 
-fn record(
+async fn record(
     config: &ConsumeConfig,
     summary: &mut ConsumeSummary,
     done: Result<(Outcome, Option<HandlerFailure>), tokio::task::JoinError>,
@@ -555,8 +560,11 @@ fn record(
     if let Some(failure) = failure {
         tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error = %failure.error, "handler failed");
         if let Some(errors) = &config.errors {
-            if errors.try_send(failure).is_err() {
+            if let Err(undelivered) = errors.send(failure).await {
                 summary.dropped_reports += 1;
+                let reason = undelivered.reason();
+                let failure = undelivered.into_inner();
+                tracing::error!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, error = %failure.error, reason, "handler error report not delivered");
             }
         }
     }

@@ -8,6 +8,7 @@
 //! | Go natty | natty |
 //! |---|---|
 //! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`] |
+//! | `PublishErrorCh`, `ErrorCh` | [`PublishConfig::failures`], [`ConsumeConfig::errors`] (a [`ReportSender`]) |
 //! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
 //! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
 //! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ... |
@@ -43,6 +44,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod client;
 pub mod config;
 mod connect;
@@ -52,7 +54,7 @@ pub mod error;
 pub mod kv;
 pub mod message;
 pub mod publish;
-mod report;
+pub mod report;
 pub mod stream;
 pub mod validate;
 
@@ -64,6 +66,7 @@ pub use election::{ElectionConfig, ElectionError, LeaderState, Leadership, Term}
 pub use kv::{KvEntry, KvError, KvOperation};
 pub use message::Message;
 pub use publish::{PublishConfig, PublishError, PublishFailure};
+pub use report::ReportSender;
 pub use stream::{ConsumerOptions, StreamError};
 
 pub use async_nats;

@@ -4,11 +4,38 @@
 //! publishes whose acks are outstanding, retries a failed publish with backoff under the same
 //! `Nats-Msg-Id` (so the stream's duplicate window drops a copy whose first ack was lost), and
 //! exits after an idle timeout. Unlike Go natty, each subject's queue is bounded: `publish`
-//! waits for room and `try_publish` fails with [`PublishErrorKind::Full`]. A message that still
-//! fails after its last attempt is reported, never dropped silently: see
-//! [`Natty::publish_failures`](crate::Natty::publish_failures).
+//! waits for room and `try_publish` fails with [`PublishErrorKind::Full`].
 //!
-//! Messages of one subject reach the stream in publish order unless one of them is retried.
+//! # Failures
+//!
+//! A message that still fails after its last attempt is reported, never dropped silently: to
+//! the [`ReportSender`] given to [`PublishConfig::failures`] (Go natty's `PublishErrorCh`),
+//! with its payload and headers so it can be resent with
+//! [`Natty::republish`](crate::Natty::republish). Without one, it is logged at `ERROR` with
+//! its subject and `Nats-Msg-Id`. The worker waits for room in a full report channel (unless
+//! the sender is [lossy](ReportSender::lossy)), and meanwhile sends nothing more for that
+//! subject, and `flush`/`shutdown` wait for the report to be taken: read reports concurrently,
+//! and do not wait on a `republish` to the same subject while reading them (its queue may
+//! only drain once the report channel does; resend after the outage, or from another task).
+//!
+//! # Order
+//!
+//! A subject's worker writes its messages to the connection one at a time, in the order they
+//! entered the subject's queue (for one task, the order of its `publish` calls), and only
+//! waits for their acks concurrently; so the stream stores them in that order. The exception
+//! is a retry: a message whose attempt failed (no ack in time, a disconnect) is written again
+//! after its backoff, when later messages of the same subject may already be stored, so it is
+//! stored *after* them (and if its first attempt did reach the stream after all, the retry is
+//! dropped as a duplicate and the message keeps its first place). Messages of different
+//! subjects are not ordered with each other. Where order must hold across failures too, use
+//! [`Natty::publish_acked`](crate::Natty::publish_acked) one message at a time.
+//!
+//! # Cancellation
+//!
+//! `publish` only ever waits for room in the queue; dropped while waiting (a timeout, a
+//! `select!`, a cancelled HTTP request), it has queued and counted nothing, so
+//! [`Natty::flush`](crate::Natty::flush) and [`Natty::shutdown`](crate::Natty::shutdown) do not
+//! wait for it. Once `publish` returned `Ok`, the message is sent or reported.
 //!
 //! # Example
 //! ```no_run
@@ -29,7 +56,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind as NatsPublishErrorKind;
+use async_nats::jetstream::context::{
+    PublishAckFuture, PublishError as NatsPublishError, PublishErrorKind as NatsPublishErrorKind,
+};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, Subject};
@@ -39,8 +68,9 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::backoff::jittered;
 use crate::error::{Error, PublishErrorKind};
-use crate::report::Reports;
+use crate::report::ReportSender;
 use crate::validate;
 
 /// The error of a publish.
@@ -55,7 +85,7 @@ pub struct PublishConfig {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Duration,
     pub(crate) max_backoff: Duration,
-    pub(crate) report_capacity: usize,
+    pub(crate) failures: Option<ReportSender<PublishFailure>>,
 }
 
 impl Default for PublishConfig {
@@ -67,7 +97,7 @@ impl Default for PublishConfig {
             max_attempts: 8,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
-            report_capacity: 1024,
+            failures: None,
         }
     }
 }
@@ -92,7 +122,9 @@ impl PublishConfig {
     }
 
     /// Attempts per message before it is reported failed (default 8), with exponential
-    /// backoff from `backoff` up to `max_backoff` between them (defaults 50 ms and 2 s).
+    /// backoff from `backoff` up to `max_backoff` between them (defaults 50 ms and 2 s). Each
+    /// delay is drawn between half and all of its nominal value, so clients that failed
+    /// together (a server restart) do not retry in lockstep.
     pub fn retries(mut self, max_attempts: u32, backoff: Duration, max_backoff: Duration) -> Self {
         self.max_attempts = max_attempts.max(1);
         self.backoff = backoff;
@@ -100,10 +132,13 @@ impl PublishConfig {
         self
     }
 
-    /// Failure reports held for [`Natty::publish_failures`](crate::Natty::publish_failures)
-    /// before new ones are dropped and counted (default 1024).
-    pub fn report_capacity(mut self, capacity: usize) -> Self {
-        self.report_capacity = capacity.max(1);
+    /// Where messages that failed after every attempt are reported (Go natty's
+    /// `PublishErrorCh`): a tokio `mpsc::Sender` (every report delivered, waiting for room) or
+    /// a [`ReportSender::lossy`]. Without one (the default), each failure is logged at `ERROR`
+    /// with its subject and `Nats-Msg-Id`. See [Failures](self#failures) for the backpressure
+    /// a full channel exerts.
+    pub fn failures(mut self, failures: impl Into<ReportSender<PublishFailure>>) -> Self {
+        self.failures = Some(failures.into());
         self
     }
 }
@@ -133,6 +168,15 @@ struct Outgoing {
     payload: Bytes,
 }
 
+impl Outgoing {
+    /// One attempt's copy (cheap: the payload is shared, the header map is small).
+    fn to_publish(&self) -> PublishMessage {
+        PublishMessage::build()
+            .headers(self.headers.clone())
+            .payload(self.payload.clone())
+    }
+}
+
 struct Worker {
     id: u64,
     sender: mpsc::Sender<Outgoing>,
@@ -149,7 +193,6 @@ pub(crate) struct Publisher {
     next_worker: AtomicU64,
     pending: AtomicUsize,
     idle: Notify,
-    pub(crate) failures: Reports<PublishFailure>,
 }
 
 impl Publisher {
@@ -158,7 +201,6 @@ impl Publisher {
         client: async_nats::Client,
         config: PublishConfig,
     ) -> Self {
-        let failures = Reports::new(config.report_capacity);
         Self {
             jetstream,
             client,
@@ -168,7 +210,6 @@ impl Publisher {
             next_worker: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             idle: Notify::new(),
-            failures,
         }
     }
 
@@ -181,41 +222,32 @@ impl Publisher {
         wait: bool,
     ) -> Result<(), PublishError> {
         let subject = self.check(subject, &payload)?;
-        let mut message = Outgoing {
+        let message = Outgoing {
             headers: with_message_id(headers),
             payload,
         };
-        self.pending.fetch_add(1, Ordering::AcqRel);
         loop {
-            let (id, sender) = match self.sender_for(&subject) {
-                Ok(found) => found,
-                Err(err) => {
-                    self.settled_one();
-                    return Err(err);
-                }
-            };
-            let sent = if wait {
-                sender
-                    .send(message)
-                    .await
-                    .map_err(|closed| (closed.0, false))
+            let (id, sender) = self.sender_for(&subject)?;
+            // Waiting for room is the only await: a publish dropped there (a timeout, a
+            // `select!`, a cancelled request) has reserved nothing and counted nothing.
+            let slot = if wait {
+                sender.reserve().await.map_err(|_closed| false)
             } else {
-                sender.try_send(message).map_err(|err| match err {
-                    mpsc::error::TrySendError::Full(m) => (m, true),
-                    mpsc::error::TrySendError::Closed(m) => (m, false),
+                sender.try_reserve().map_err(|err| match err {
+                    mpsc::error::TrySendError::Full(()) => true,
+                    mpsc::error::TrySendError::Closed(()) => false,
                 })
             };
-            match sent {
-                Ok(()) => return Ok(()),
-                Err((_, true)) => {
-                    self.settled_one();
-                    return Err(Error::new(PublishErrorKind::Full));
+            match slot {
+                Ok(slot) => {
+                    // Counted before the worker can see it, so it cannot settle uncounted.
+                    self.pending.fetch_add(1, Ordering::AcqRel);
+                    slot.send(message);
+                    return Ok(());
                 }
-                // The worker went idle between lookup and send: replace it and try again.
-                Err((returned, false)) => {
-                    message = returned;
-                    self.forget_worker(&subject, id);
-                }
+                Err(true) => return Err(Error::new(PublishErrorKind::Full)),
+                // The worker went idle between lookup and reserve: replace it and try again.
+                Err(false) => self.forget_worker(&subject, id),
             }
         }
     }
@@ -228,14 +260,15 @@ impl Publisher {
         payload: Bytes,
     ) -> Result<PublishAck, PublishError> {
         let subject = self.check(subject, &payload)?;
-        send_with_retries(
-            &self.jetstream,
-            &self.config,
-            subject,
-            &with_message_id(headers),
-            &payload,
-        )
-        .await
+        let message = Outgoing {
+            headers: with_message_id(headers),
+            payload,
+        };
+        let sent = self
+            .jetstream
+            .send_publish(subject.clone(), message.to_publish())
+            .await;
+        confirm(&self.jetstream, &self.config, &subject, &message, sent).await
     }
 
     fn check(&self, subject: &str, payload: &Bytes) -> Result<Subject, PublishError> {
@@ -293,13 +326,27 @@ impl Publisher {
         loop {
             tokio::select! {
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.finish(&subject, outcome);
+                    self.finish(&subject, outcome).await;
                 }
                 next = queue.recv(), if open && in_flight.len() < self.config.window => {
-                    match next {
-                        Some(message) => in_flight.push(self.send(subject.clone(), message)),
-                        None => open = false,
-                    }
+                    let Some(message) = next else {
+                        open = false;
+                        continue;
+                    };
+                    // Written one at a time, in queue order, so the stream stores the
+                    // subject's messages in publish order; earlier acks are still collected
+                    // meanwhile, since the write may wait for async-nats' ack permits.
+                    let send = self.jetstream.send_publish(subject.clone(), message.to_publish());
+                    tokio::pin!(send);
+                    let sent = loop {
+                        tokio::select! {
+                            sent = &mut send => break sent,
+                            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                                self.finish(&subject, outcome).await;
+                            }
+                        }
+                    };
+                    in_flight.push(self.confirm_sent(&subject, message, sent));
                 }
                 () = tokio::time::sleep(self.config.idle_timeout), if open && in_flight.is_empty() => {
                     // Refuse new sends, then drain what was queued before the refusal.
@@ -312,43 +359,52 @@ impl Publisher {
         tracing::debug!(target: "natty", %subject, "publish worker exited");
     }
 
-    async fn send(
-        &self,
-        subject: Subject,
-        message: Outgoing,
-    ) -> (Result<PublishAck, PublishError>, HeaderMap, Bytes) {
-        let result = send_with_retries(
-            &self.jetstream,
-            &self.config,
-            subject,
-            &message.headers,
-            &message.payload,
-        )
-        .await;
-        (result, message.headers, message.payload)
-    }
-
-    fn finish(
+    async fn confirm_sent(
         &self,
         subject: &Subject,
-        outcome: (Result<PublishAck, PublishError>, HeaderMap, Bytes),
+        message: Outgoing,
+        sent: Result<PublishAckFuture, NatsPublishError>,
+    ) -> (Result<PublishAck, PublishError>, Outgoing) {
+        let result = confirm(&self.jetstream, &self.config, subject, &message, sent).await;
+        (result, message)
+    }
+
+    /// Report a failed message, then count it settled: `flush` returns only once every
+    /// report was handed over.
+    async fn finish(
+        &self,
+        subject: &Subject,
+        outcome: (Result<PublishAck, PublishError>, Outgoing),
     ) {
-        let (result, headers, payload) = outcome;
+        let (result, Outgoing { headers, payload }) = outcome;
         if let Err(error) = result {
             let message_id = headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
-            tracing::error!(target: "natty", %subject, %message_id, %error, "publish failed after every attempt");
-            self.failures.send(PublishFailure {
+            self.report(PublishFailure {
                 subject: subject.clone(),
                 message_id,
                 payload,
                 headers,
                 error,
-            });
+            })
+            .await;
         }
         self.settled_one();
+    }
+
+    async fn report(&self, failure: PublishFailure) {
+        let Some(failures) = &self.config.failures else {
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt (no failure channel configured)");
+            return;
+        };
+        tracing::warn!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt; reported");
+        if let Err(undelivered) = failures.send(failure).await {
+            let reason = undelivered.reason();
+            let failure = undelivered.into_inner();
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, reason, "publish failed after every attempt and its report was not delivered");
+        }
     }
 
     fn settled_one(&self) {
@@ -419,20 +475,22 @@ fn with_message_id(headers: Option<HeaderMap>) -> HeaderMap {
     headers
 }
 
-async fn send_with_retries(
+/// Wait for the ack of a message already written (`sent`), then retry it under the same
+/// `Nats-Msg-Id` with jittered exponential backoff until it is acked, refused for good, or out
+/// of attempts. A retry is written when its delay is over, so it may be stored after messages
+/// of the same subject published later.
+async fn confirm(
     jetstream: &async_nats::jetstream::Context,
     config: &PublishConfig,
-    subject: Subject,
-    headers: &HeaderMap,
-    payload: &Bytes,
+    subject: &Subject,
+    message: &Outgoing,
+    sent: Result<PublishAckFuture, NatsPublishError>,
 ) -> Result<PublishAck, PublishError> {
+    let mut sent = sent;
     let mut backoff = config.backoff;
     let mut attempt = 1;
     loop {
-        let publish = PublishMessage::build()
-            .headers(headers.clone())
-            .payload(payload.clone());
-        let result = match jetstream.send_publish(subject.clone(), publish).await {
+        let result = match sent {
             Ok(ack) => ack.await,
             Err(err) => Err(err),
         };
@@ -456,8 +514,11 @@ async fn send_with_retries(
             return Err(Error::with_source(kind, err));
         }
         tracing::debug!(target: "natty", %subject, attempt, error = %err, "publish failed; retrying");
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(config.max_backoff);
         attempt += 1;
+        sent = jetstream
+            .send_publish(subject.clone(), message.to_publish())
+            .await;
     }
 }

@@ -129,13 +129,14 @@ async fn try_publish_reports_full_when_the_bounded_queue_is_full() {
 #[tokio::test]
 async fn a_message_without_a_stream_is_reported_not_dropped() {
     let server = Server::start().unwrap();
+    let (failures_tx, mut failures) = tokio::sync::mpsc::channel(1);
     let natty = connect(
         &server,
-        PublishConfig::default().retries(2, Duration::from_millis(10), Duration::from_millis(10)),
+        PublishConfig::default()
+            .retries(2, Duration::from_millis(10), Duration::from_millis(10))
+            .failures(failures_tx),
     )
     .await;
-    let mut failures = natty.publish_failures().expect("first take");
-    assert!(natty.publish_failures().is_none(), "taken once");
     natty.publish("nowhere.to.go", "lost?").await.unwrap();
     timeout(DEADLINE, natty.flush()).await.expect("flush");
     let failure = timeout(DEADLINE, failures.recv()).await.unwrap().unwrap();
@@ -200,12 +201,14 @@ async fn idle_workers_exit_and_come_back_on_demand() {
 async fn hundred_thousand_messages_survive_a_server_restart_exactly_once() {
     const TOTAL: usize = 100_000;
     let server = Server::start().unwrap();
+    let (failures_tx, mut failures) = tokio::sync::mpsc::channel(TOTAL);
     let natty = connect(
         &server,
-        PublishConfig::default().retries(60, Duration::from_millis(50), Duration::from_millis(500)),
+        PublishConfig::default()
+            .retries(60, Duration::from_millis(50), Duration::from_millis(500))
+            .failures(failures_tx),
     )
     .await;
-    let mut failures = natty.publish_failures().unwrap();
     natty
         .create_stream_with(async_nats::jetstream::stream::Config {
             name: "BULK".into(),
@@ -242,4 +245,274 @@ async fn hundred_thousand_messages_survive_a_server_restart_exactly_once() {
         .expect("flush");
     assert!(failures.try_recv().is_err(), "no message failed");
     assert_eq!(stream_messages(&natty, "BULK").await, TOTAL as u64);
+}
+
+/// Every message of `stream`, in stream order, read by a plain async-nats ordered consumer
+/// (not through natty): `(subject, payload)`.
+async fn stored_in_order(server: &Server, stream: &str) -> Vec<(String, String)> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("plain client");
+    let jetstream = async_nats::jetstream::new(client);
+    let mut stream = jetstream.get_stream(stream).await.expect("stream");
+    let total = stream.info().await.expect("info").state.messages as usize;
+    let consumer = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut stored = Vec::with_capacity(total);
+    while stored.len() < total {
+        let message = timeout(DEADLINE, futures_util::StreamExt::next(&mut messages))
+            .await
+            .expect("stored messages arrive")
+            .expect("stream open")
+            .expect("message");
+        stored.push((
+            message.subject.to_string(),
+            String::from_utf8_lossy(&message.payload).into_owned(),
+        ));
+    }
+    stored
+}
+
+/// 100,000 messages over five subjects from four tasks, each payload `task:seq` with a
+/// sequence per task and subject: read back in stream order, no message of a (task, subject)
+/// is stored before one that task published earlier to that subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_one_subject_are_stored_in_publish_order() {
+    const TASKS: usize = 4;
+    const SUBJECTS: usize = 5;
+    const PER_TASK: usize = 25_000;
+    let server = Server::start().unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    natty.create_stream("ORDER", ["order.>"]).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let natty = natty.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PER_TASK {
+                let subject = format!("order.{}", n % SUBJECTS);
+                let seq = n / SUBJECTS;
+                natty
+                    .publish(&subject, format!("{task}:{seq}"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        timeout(DEADLINE, task).await.unwrap().unwrap();
+    }
+    timeout(DEADLINE, natty.flush()).await.expect("flush");
+
+    let stored = stored_in_order(&server, "ORDER").await;
+    assert_eq!(stored.len(), TASKS * PER_TASK, "every message stored once");
+    let mut last = std::collections::HashMap::new();
+    let mut inversions = 0usize;
+    for (subject, payload) in &stored {
+        let (task, seq) = payload.split_once(':').expect("task:seq");
+        let seq: usize = seq.parse().expect("seq");
+        let previous = last
+            .entry((task.to_owned(), subject.clone()))
+            .or_insert(seq);
+        if seq < *previous {
+            inversions += 1;
+        } else {
+            *previous = seq;
+        }
+    }
+    println!(
+        "publish order: {} stored, {inversions} stored after a later one",
+        stored.len()
+    );
+    assert_eq!(inversions, 0, "messages stored out of publish order");
+}
+
+/// Publishes dropped while they wait for room in a full queue (here by a timeout) leave
+/// nothing behind: `flush` and `shutdown` return, and every publish that returned `Ok` is
+/// stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_cancelled_while_waiting_for_room_never_wedge_flush_or_shutdown() {
+    let server = Server::start().unwrap();
+    let natty = connect(
+        &server,
+        PublishConfig::default().queue_capacity(2).window(1),
+    )
+    .await;
+    natty.create_stream("CANCEL", ["cancel"]).await.unwrap();
+    server.pause().unwrap();
+    let mut accepted = Vec::new();
+    let mut cancelled = 0;
+    for n in 0..50 {
+        let payload = format!("m{n}");
+        match timeout(
+            Duration::from_millis(20),
+            natty.publish("cancel", payload.clone()),
+        )
+        .await
+        {
+            Ok(result) => {
+                result.unwrap();
+                accepted.push(payload);
+            }
+            Err(_) => cancelled += 1,
+        }
+    }
+    assert!(
+        cancelled > 0,
+        "some publishes waited for room and were dropped"
+    );
+    server.resume().unwrap();
+
+    if timeout(DEADLINE, natty.flush()).await.is_err() {
+        panic!(
+            "flush did not return: {} accepted, {cancelled} cancelled, queued() = {}",
+            accepted.len(),
+            natty.queued()
+        );
+    }
+    timeout(DEADLINE, natty.shutdown())
+        .await
+        .expect("shutdown returns after cancelled publishes");
+    assert_eq!(natty.queued(), 0);
+
+    let stored: Vec<String> = stored_in_order(&server, "CANCEL")
+        .await
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect();
+    println!(
+        "cancelled publishes: {} accepted, {cancelled} cancelled, {} stored",
+        accepted.len(),
+        stored.len()
+    );
+    assert_eq!(
+        stored, accepted,
+        "every accepted publish stored once, in order"
+    );
+}
+
+/// Reports gathered by a reader that takes `pause` per report, as a slow application would.
+fn read_slowly(
+    mut failures: tokio::sync::mpsc::Receiver<natty::PublishFailure>,
+    pause: Duration,
+) -> std::sync::Arc<std::sync::Mutex<Vec<natty::PublishFailure>>> {
+    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&read);
+    tokio::spawn(async move {
+        while let Some(failure) = failures.recv().await {
+            sink.lock().unwrap().push(failure);
+            tokio::time::sleep(pause).await;
+        }
+    });
+    read
+}
+
+/// A network cut while 20 subjects × 100 messages are in flight, reported through a channel
+/// of 16 read slowly: every unconfirmed message is reported (none dropped behind the reader's
+/// back), and republishing the reports stores each message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_on_many_subjects_reports_every_failure_to_a_slow_reader() {
+    const SUBJECTS: usize = 20;
+    const PER_SUBJECT: usize = 100;
+    const TOTAL: usize = SUBJECTS * PER_SUBJECT;
+    let server = Server::start().unwrap();
+    let proxy = natty_testkit::Proxy::start(server.addr()).unwrap();
+    let (failures_tx, failures_rx) = tokio::sync::mpsc::channel(16);
+    let natty = Natty::connect(
+        Config::new([proxy.url()])
+            .request_timeout(Duration::from_millis(500))
+            .publish(
+                PublishConfig::default()
+                    .retries(2, Duration::from_millis(10), Duration::from_millis(20))
+                    .failures(failures_tx),
+            ),
+    )
+    .await
+    .unwrap();
+    let read = read_slowly(failures_rx, Duration::from_millis(1));
+    natty.create_stream("OUTAGE", ["outage.>"]).await.unwrap();
+
+    proxy.cut();
+    for n in 0..PER_SUBJECT {
+        for s in 0..SUBJECTS {
+            natty
+                .publish(&format!("outage.{s}"), format!("{s}:{n}"))
+                .await
+                .unwrap();
+        }
+    }
+    timeout(Duration::from_secs(60), natty.flush())
+        .await
+        .expect("every message acked or reported");
+    let reported = timeout(DEADLINE, async {
+        loop {
+            let reported = read.lock().unwrap().len();
+            if reported >= TOTAL {
+                return reported;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} of {TOTAL} failures reached the reader",
+            read.lock().unwrap().len()
+        )
+    });
+    println!("outage: {reported} of {TOTAL} failures reported");
+    assert_eq!(reported, TOTAL, "nothing could be confirmed during the cut");
+
+    proxy.restore();
+    let failed: Vec<natty::PublishFailure> = std::mem::take(&mut *read.lock().unwrap());
+    for failure in failed {
+        natty.republish(failure).await.unwrap();
+    }
+    timeout(DEADLINE, natty.flush()).await.expect("republished");
+    let stored = stored_in_order(&server, "OUTAGE").await;
+    let distinct: std::collections::HashSet<&String> = stored.iter().map(|(_, p)| p).collect();
+    println!(
+        "outage: {} stored, {} distinct",
+        stored.len(),
+        distinct.len()
+    );
+    assert_eq!(stored.len(), TOTAL, "each message stored once");
+    assert_eq!(distinct.len(), TOTAL, "each message stored once");
+}
+
+/// A lossy report channel nobody reads never holds publishing back, and counts every report
+/// it could not take: delivered plus dropped is every unconfirmed message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_report_channel_counts_every_report_it_drops() {
+    const TOTAL: usize = 200;
+    let server = Server::start().unwrap();
+    let (sender, mut unread) = tokio::sync::mpsc::channel(16);
+    let lossy = natty::ReportSender::lossy(sender);
+    let natty = connect(
+        &server,
+        PublishConfig::default()
+            .retries(1, Duration::from_millis(10), Duration::from_millis(10))
+            .failures(lossy.clone()),
+    )
+    .await;
+    for n in 0..TOTAL {
+        natty
+            .publish(&format!("nowhere.{}", n % 10), n.to_string())
+            .await
+            .unwrap();
+    }
+    timeout(DEADLINE, natty.flush())
+        .await
+        .expect("a full lossy channel does not hold flush back");
+    let mut delivered = 0;
+    while unread.try_recv().is_ok() {
+        delivered += 1;
+    }
+    println!("lossy: {delivered} delivered, {} dropped", lossy.dropped());
+    assert_eq!(delivered, 16);
+    assert_eq!(lossy.dropped(), (TOTAL - delivered) as u64);
 }
