@@ -85,7 +85,9 @@ async fn create_order(
         "sequence": ack.sequence,
         "duplicate": ack.duplicate,
     });
-    let location = format!("/orders/{}", order.id);
+    // A key token may hold `/`, which would split the path segment: send it encoded (axum's
+    // `Path` decodes it back).
+    let location = format!("/orders/{}", order.id.replace('/', "%2F"));
     Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(body)).into_response())
 }
 
