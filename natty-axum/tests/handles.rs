@@ -125,7 +125,10 @@ fn app(state: NattyState) -> Router {
         .route("/status/{id}", get(status_by_id))
         .route("/kv/{bucket}", get(kv_keys))
         .route("/kv/{bucket}/{key}", get(kv_get).put(kv_put))
-        .route("/items/{id}", post(put_item).layer(DefaultBodyLimit::max(1024)))
+        .route(
+            "/items/{id}",
+            post(put_item).layer(DefaultBodyLimit::max(1024)),
+        )
         .route("/raw", post(raw).layer(DefaultBodyLimit::max(16)))
         .route("/unstored", post(unstored))
         .route(

@@ -264,7 +264,20 @@ mod tests {
         }
         let long = "k".repeat(257);
         for bad in [
-            "", "a.b", "é", "🦀", "#", "+", ":", "%", "$JS", "a\\b", "a\"b", "a b", "*", ">",
+            "",
+            "a.b",
+            "é",
+            "🦀",
+            "#",
+            "+",
+            ":",
+            "%",
+            "$JS",
+            "a\\b",
+            "a\"b",
+            "a b",
+            "*",
+            ">",
             long.as_str(),
         ] {
             assert!(key_token(bad).is_err(), "{bad:?}");
