@@ -440,6 +440,17 @@ async fn health_routes_answer_json_and_an_outage_is_503_everywhere() {
     .await;
 }
 
+/// method, path, headers, body, then the status, `error` text and whether a `detail` is sent.
+type RefusalCase<'a> = (
+    Method,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    String,
+    StatusCode,
+    &'a str,
+    bool,
+);
+
 /// Every class of refusal an app built with natty-axum gives, axum's own included: status,
 /// `application/json`, and a body with `error` (and `detail` where the client can act on it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,7 +462,7 @@ async fn every_refusal_class_answers_its_status_with_the_json_shape() {
     let over_limit = format!(r#"{{"name":"{}","quantity":1}}"#, "x".repeat(2048));
     let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
     #[rustfmt::skip]
-    let cases: Vec<(Method, &str, &[(&str, &str)], String, StatusCode, &str, bool)> = vec![
+    let cases: Vec<RefusalCase> = vec![
         (post.clone(), "/items/1", &json, "{\"name\":".into(), StatusCode::BAD_REQUEST, "malformed json body", true),
         (post.clone(), "/items/1", &json, "not json".into(), StatusCode::BAD_REQUEST, "malformed json body", true),
         (post.clone(), "/items/1", &json, r#"{"name":"tea"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "json body does not match the expected shape", true),
