@@ -16,7 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// A running `order-service --serve`, killed when dropped.
+/// A running `order-service --serve`, stopped with SIGTERM when dropped (a SIGKILL would
+/// orphan the nats-server it started).
 pub struct Service {
     pub child: Child,
     pub url: String,
@@ -63,6 +64,24 @@ impl Service {
     pub fn pid(&self) -> i32 {
         let pid = self.child.id().expect("the service is running");
         i32::try_from(pid).expect("a pid fits an i32")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return; // already exited and reaped
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // kill_on_drop is the last resort.
     }
 }
 
