@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::rejection::{
     cause, BucketOutOfScope, InvalidKey, InvalidStoredValue, KeyConflict, KeyNotFound, KvRejection,
-    NatsFailure, NatsUnavailable, PayloadTooLarge,
+    NatsFailure, NatsUnavailable, PayloadTooLarge, ValueNotSerializable,
 };
 use crate::subject::shorten;
 use crate::NattyState;
@@ -128,7 +128,8 @@ impl Bucket {
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, KvRejection> {
         let value = self.get(key).await?;
         serde_json::from_slice(&value).map_err(|err| {
-            InvalidStoredValue::with_detail(format_args!("key {key:?}: {err}")).into()
+            let cause = format!("bucket {:?} key {:?}: {err}", self.name, shorten(key));
+            InvalidStoredValue::with_cause(cause).into()
         })
     }
 
@@ -149,13 +150,13 @@ impl Bucket {
     /// Write `value` as JSON under `key`. Returns the revision.
     ///
     /// # Errors
-    /// See [`Bucket::put`]; 500 [`NatsFailure`] when `value` does not serialize.
+    /// See [`Bucket::put`]; 500 [`ValueNotSerializable`] when `value` does not serialize.
     pub async fn put_json<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
     ) -> Result<u64, KvRejection> {
-        let value = serde_json::to_vec(value).map_err(NatsFailure::with_detail)?;
+        let value = serde_json::to_vec(value).map_err(ValueNotSerializable::with_cause)?;
         self.put(key, value).await
     }
 
@@ -223,14 +224,17 @@ impl Bucket {
             ConnectionState::Connected => Ok(()),
             _ => Err(NatsUnavailable::new(
                 self.state.retry_after_secs(),
-                Some("not connected".to_owned()),
+                "not connected",
+                None,
             )),
         }
     }
 
     fn rejection(&self, err: KvError) -> KvRejection {
-        let unavailable =
-            || NatsUnavailable::new(self.state.retry_after_secs(), Some(err.to_string())).into();
+        let retry_after = self.state.retry_after_secs();
+        let unavailable = |reason, err: KvError| {
+            NatsUnavailable::new(retry_after, reason, Some(err.into())).into()
+        };
         match err.kind() {
             KvErrorKind::InvalidKey => InvalidKey::with_detail(cause(&err)).into(),
             KvErrorKind::PayloadTooLarge => PayloadTooLarge::with_detail(cause(&err)).into(),
@@ -240,9 +244,9 @@ impl Bucket {
             KvErrorKind::AlreadyExists | KvErrorKind::Conflict => {
                 KeyConflict::with_detail(err).into()
             }
-            KvErrorKind::TimedOut => unavailable(),
-            _ if self.connected().is_err() => unavailable(),
-            _ => NatsFailure::with_detail(err).into(),
+            KvErrorKind::TimedOut => unavailable("nats did not answer in time", err),
+            _ if self.connected().is_err() => unavailable("not connected", err),
+            _ => NatsFailure::with_cause(err).into(),
         }
     }
 }

@@ -9,27 +9,38 @@
 //! | [`Kv`] | read and write allowed buckets ([`kv`]) |
 //! | [`leader::LeaderStatus`], [`leader::RequireLeader`], [`leader::LeaderOnlyLayer`] | leadership and leader-only routes ([`leader`]) |
 //! | [`health::router`] | liveness, readiness and leader as JSON ([`health`]) |
+//! | [`extract::Json`], [`extract::Path`], [`extract::Bytes`] | axum's extractors, refusing in natty-axum's JSON shape ([`extract`]) |
+//! | [`fallback`] | JSON answers for no route (404), a wrong method (405) and a timeout (408) |
 //!
 //! Request input never widens what a handler reaches: subjects must match the filters the
 //! application allowed and can never be wildcards or reserved (`$JS`, `$KV`, `$SYS`,
-//! `_INBOX`); buckets must be on its list. Every refusal is a [`rejection`] type with a status
-//! and a JSON body: 400 for bad input, 403 out of scope, 404 missing key, 409 conflict, 413
-//! too large, 503 for a NATS outage or a follower.
+//! `_INBOX`); buckets must be on its list; ids that become both a subject token and a KV key
+//! are checked for both ([`subject::key_token`]).
+//!
+//! Every refusal is a [`rejection`] type with a status and one JSON shape,
+//! `{"error": "...", "detail": "..."}`: 400 for bad input, 403 out of scope, 404 missing key
+//! or route, 405, 408, 409 conflict, 413 too large, 415, 422 for a JSON body of the wrong
+//! shape or a reused `Idempotency-Key`, 503 for a NATS outage or a follower. An application
+//! gets that shape for axum's own refusals too when it takes bodies and paths through
+//! [`extract`] and installs the [`fallback`] handlers. Every rejection is logged at TRACE
+//! under `natty_axum::rejection`; a 5xx answers a generic message and logs its cause at
+//! ERROR.
 //!
 //! The extractors ask for `NattyState: FromRef<S>`, like axum's own library extractors, so
 //! [`NattyState`] can be the router state or a field of the application's state.
 //!
 //! # Example
 //! ```no_run
-//! use axum::{extract::Path, routing::{get, post}, Router};
+//! use axum::{routing::{get, post}, Router};
+//! use natty_axum::extract::{Bytes, Path};
 //! use natty_axum::leader::{LeaderOnlyLayer, RequireLeader};
 //! use natty_axum::rejection::{KvRejection, PublishRejection};
-//! use natty_axum::{health, IdempotencyKey, Kv, NattyState, Publisher};
+//! use natty_axum::{fallback, health, subject, IdempotencyKey, Kv, NattyState, Publisher};
 //!
 //! async fn create(
 //!     publisher: Publisher,
 //!     key: Option<IdempotencyKey>,
-//!     body: bytes::Bytes,
+//!     Bytes(body): Bytes,
 //! ) -> Result<String, PublishRejection> {
 //!     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
 //!     let ack = publisher.publish_with_headers("orders.created", headers, body).await?;
@@ -37,7 +48,7 @@
 //! }
 //!
 //! async fn status(kv: Kv, Path(id): Path<String>) -> Result<bytes::Bytes, KvRejection> {
-//!     kv.bucket("order_status")?.get(&id).await
+//!     kv.bucket("order_status")?.get(subject::key_token(&id)?).await
 //! }
 //!
 //! async fn reindex(leader: RequireLeader) -> String {
@@ -65,6 +76,8 @@
 //!             .route_layer(LeaderOnlyLayer::new(state.clone())),
 //!     )
 //!     .nest("/health", health::router())
+//!     .fallback(fallback::not_found)
+//!     .method_not_allowed_fallback(fallback::method_not_allowed)
 //!     .with_state(state);
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -73,6 +86,8 @@
 //! # }
 //! ```
 
+pub mod extract;
+pub mod fallback;
 pub mod health;
 pub mod idempotency;
 pub mod kv;
@@ -86,3 +101,9 @@ pub use idempotency::IdempotencyKey;
 pub use kv::Kv;
 pub use publish::Publisher;
 pub use state::{NattyState, NattyStateBuilder};
+
+// The README's Rust snippets, compiled as doc tests so they cannot drift from the API. This
+// crate's dev-dependencies cover every crate they use.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

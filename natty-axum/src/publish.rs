@@ -34,13 +34,16 @@ use std::convert::Infallible;
 use axum::extract::{FromRef, FromRequestParts};
 use bytes::Bytes;
 use http::request::Parts;
+use natty::async_nats::header::NATS_MESSAGE_ID;
 use natty::async_nats::jetstream::publish::PublishAck;
+use natty::async_nats::jetstream::stream::RawMessageErrorKind;
 use natty::async_nats::HeaderMap;
 use natty::error::PublishErrorKind;
 use natty::{ConnectionState, PublishError};
 
 use crate::rejection::{
-    InvalidSubject, NatsFailure, NatsUnavailable, PayloadTooLarge, PublishRejection,
+    cause, IdempotencyKeyReused, InvalidSubject, NatsFailure, NatsUnavailable, PayloadTooLarge,
+    PublishRejection,
 };
 use crate::{subject, NattyState};
 
@@ -84,10 +87,17 @@ impl Publisher {
     /// Publish with headers; a `Nats-Msg-Id` among them is kept (the stream drops a second
     /// message with the same id inside its duplicate window), otherwise one is generated.
     ///
+    /// A kept id is bound to its request: when the stream answers "duplicate", the first
+    /// message stored under the id is read back, and a different subject or payload is
+    /// refused with 422 [`IdempotencyKeyReused`]; the same request gets the first message's
+    /// ack (same sequence, `duplicate: true`). The binding lasts as long as the stream's
+    /// duplicate window (2 minutes by default).
+    ///
     /// # Errors
     /// 400 [`InvalidSubject`], 403 [`SubjectOutOfScope`](crate::rejection::SubjectOutOfScope),
-    /// 413 [`PayloadTooLarge`], 503 [`NatsUnavailable`] when disconnected or timed out, and
-    /// 500 [`NatsFailure`] for the rest (such as no stream capturing the subject).
+    /// 413 [`PayloadTooLarge`], 422 [`IdempotencyKeyReused`], 503 [`NatsUnavailable`] when
+    /// disconnected or timed out, and 500 [`NatsFailure`] for the rest (such as no stream
+    /// capturing the subject).
     pub async fn publish_with_headers(
         &self,
         subject: &str,
@@ -106,30 +116,80 @@ impl Publisher {
         }
         let natty = self.state.natty();
         if natty.connection_state() != ConnectionState::Connected {
-            return Err(self.unavailable("not connected").into());
+            return Err(self.unavailable("not connected", None).into());
         }
-        natty
-            .publish_acked_with_headers(subject, headers, payload)
+        let keyed = headers.get(NATS_MESSAGE_ID).is_some();
+        let ack = natty
+            .publish_acked_with_headers(subject, headers, payload.clone())
             .await
-            .map_err(|err| self.rejection(err))
+            .map_err(|err| self.rejection(err))?;
+        if ack.duplicate && keyed {
+            self.check_same_request(&ack, subject, &payload).await?;
+        }
+        Ok(ack)
     }
 
-    fn unavailable(&self, detail: &str) -> NatsUnavailable {
-        NatsUnavailable::new(self.state.retry_after_secs(), Some(detail.to_owned()))
+    /// A duplicate ack names the first message stored under the id; the id is bound to that
+    /// request, so a different subject or payload is refused (IETF httpapi Idempotency-Key
+    /// draft: 422). Costs one request, on duplicates only.
+    async fn check_same_request(
+        &self,
+        ack: &PublishAck,
+        subject: &str,
+        payload: &Bytes,
+    ) -> Result<(), PublishRejection> {
+        let jetstream = self.state.natty().jetstream();
+        let stream = jetstream
+            .get_stream_no_info(&ack.stream)
+            .await
+            .map_err(NatsFailure::with_cause)?;
+        let first = match stream.get_raw_message(ack.sequence).await {
+            Ok(first) => first,
+            // Removed since (limits, work queue): nothing left to compare with, the stream
+            // still stored the id once.
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+            Err(err) => return Err(self.failure(err)),
+        };
+        if first.subject.as_str() == subject && first.payload == *payload {
+            Ok(())
+        } else {
+            Err(IdempotencyKeyReused::with_detail(
+                "the key was first used with another subject or payload",
+            )
+            .into())
+        }
+    }
+
+    fn unavailable(&self, reason: &'static str, cause: Option<PublishError>) -> NatsUnavailable {
+        NatsUnavailable::new(self.state.retry_after_secs(), reason, cause.map(Into::into))
+    }
+
+    /// A NATS error that is not the request's fault: 503 while disconnected, 500 otherwise.
+    fn failure(
+        &self,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> PublishRejection {
+        if self.state.natty().connection_state() != ConnectionState::Connected {
+            NatsUnavailable::new(
+                self.state.retry_after_secs(),
+                "not connected",
+                Some(err.into()),
+            )
+            .into()
+        } else {
+            NatsFailure::with_cause(err).into()
+        }
     }
 
     fn rejection(&self, err: PublishError) -> PublishRejection {
-        let detail = crate::rejection::cause(&err);
         match err.kind() {
-            PublishErrorKind::InvalidSubject => InvalidSubject::with_detail(detail).into(),
-            PublishErrorKind::PayloadTooLarge => PayloadTooLarge::with_detail(detail).into(),
-            PublishErrorKind::TimedOut | PublishErrorKind::Closed => {
-                self.unavailable(&err.to_string()).into()
-            }
-            _ if self.state.natty().connection_state() != ConnectionState::Connected => {
-                self.unavailable(&err.to_string()).into()
-            }
-            _ => NatsFailure::with_detail(err).into(),
+            PublishErrorKind::InvalidSubject => InvalidSubject::with_detail(cause(&err)).into(),
+            PublishErrorKind::PayloadTooLarge => PayloadTooLarge::with_detail(cause(&err)).into(),
+            PublishErrorKind::TimedOut => self
+                .unavailable("nats did not answer in time", Some(err))
+                .into(),
+            PublishErrorKind::Closed => self.unavailable("not connected", Some(err)).into(),
+            _ => self.failure(err),
         }
     }
 }

@@ -8,14 +8,27 @@
 //!
 //! | rejection | status |
 //! |---|---|
-//! | [`InvalidSubject`], [`InvalidKey`], [`InvalidIdempotencyKey`] | 400 Bad Request |
+//! | [`InvalidSubject`], [`InvalidKey`], [`InvalidId`], [`InvalidIdempotencyKey`], [`MissingIdempotencyKey`] | 400 Bad Request |
+//! | [`MalformedJson`], [`BodyNotRead`], [`InvalidPathParameter`] | 400 Bad Request |
 //! | [`SubjectOutOfScope`], [`BucketOutOfScope`] | 403 Forbidden |
-//! | [`KeyNotFound`] | 404 Not Found |
+//! | [`KeyNotFound`], [`RouteNotFound`] | 404 Not Found |
+//! | [`MethodNotAllowed`] | 405 Method Not Allowed |
+//! | [`RequestTimeout`] | 408 Request Timeout |
 //! | [`KeyConflict`] | 409 Conflict |
 //! | [`PayloadTooLarge`] | 413 Payload Too Large |
+//! | [`UnsupportedContentType`] | 415 Unsupported Media Type |
+//! | [`JsonShapeMismatch`], [`IdempotencyKeyReused`] | 422 Unprocessable Content |
 //! | [`NatsUnavailable`] | 503 Service Unavailable, with `Retry-After` |
 //! | [`NotLeader`] | 503 with `Retry-After` and [`LEADER_HEADER`], or 307 to the leader |
-//! | [`NoElection`], [`InvalidStoredValue`], [`NatsFailure`] | 500 Internal Server Error |
+//! | [`NoElection`], [`InvalidStoredValue`], [`ValueNotSerializable`], [`NatsFailure`], [`PathMismatch`] | 500 Internal Server Error |
+//!
+//! # Logging
+//! As axum does for its own rejections, every rejection is logged at TRACE under
+//! [`LOG_TARGET`] (`natty_axum::rejection`) when it becomes a response. A 5xx answers with a
+//! generic body (`{"error": "nats request failed"}`) and logs its cause (the error's
+//! `source`) at ERROR under the same target, so nothing internal (server addresses, account
+//! names, stream state) reaches a client. [`NotLeader`] is routine on a follower and stays at
+//! TRACE.
 //!
 //! # Example
 //! ```
@@ -40,6 +53,48 @@ use http::{HeaderName, HeaderValue, StatusCode};
 /// The response header naming the current leader on answers from a follower
 /// (`natty-leader: node-2`).
 pub const LEADER_HEADER: HeaderName = HeaderName::from_static("natty-leader");
+
+/// The `tracing` target every rejection is logged under (as axum logs its own under
+/// `axum::rejection`): `RUST_LOG=natty_axum::rejection=trace` shows each refusal.
+pub const LOG_TARGET: &str = "natty_axum::rejection";
+
+/// The error a 5xx rejection keeps as its `source`, logged and never sent.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Log a refusal at TRACE, and the cause of a server-side failure at ERROR.
+fn log(status: StatusCode, body_text: &str, type_name: &str, cause: Option<&Cause>) {
+    tracing::trace!(
+        target: LOG_TARGET,
+        status = status.as_u16(),
+        body = body_text,
+        rejection_type = type_name,
+        "rejecting request",
+    );
+    if let Some(cause) = cause {
+        tracing::error!(
+            target: LOG_TARGET,
+            status = status.as_u16(),
+            rejection_type = type_name,
+            error = %ErrorChain(&**cause),
+            "{body_text}",
+        );
+    }
+}
+
+/// An error and its sources, `a: b: c`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
 
 /// A JSON error response: `{"error": error, "detail": detail}` plus `extra` fields.
 fn json_error(
@@ -80,6 +135,7 @@ fn body_text(error: &str, detail: Option<&str>) -> String {
     }
 }
 
+/// A refusal caused by the request: the detail says what is wrong with it and is sent.
 macro_rules! rejection {
     ($(#[$meta:meta])* $name:ident, $status:ident, $error:literal) => {
         $(#[$meta])*
@@ -120,7 +176,61 @@ macro_rules! rejection {
 
         impl IntoResponse for $name {
             fn into_response(self) -> Response {
+                log(self.status(), &self.body_text(), stringify!($name), None);
                 json_error(self.status(), $error, self.detail.as_deref(), None)
+            }
+        }
+    };
+}
+
+/// A server-side failure: answered with a generic body, its cause kept as `source` and logged
+/// at ERROR, never sent (it may name hosts, accounts or internal state).
+macro_rules! internal_rejection {
+    ($(#[$meta:meta])* $name:ident, $error:literal) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name {
+            cause: Option<Cause>,
+        }
+
+        impl $name {
+            #[allow(dead_code)]
+            pub(crate) fn new() -> Self {
+                Self { cause: None }
+            }
+
+            #[allow(dead_code)]
+            pub(crate) fn with_cause(cause: impl Into<Cause>) -> Self {
+                Self { cause: Some(cause.into()) }
+            }
+
+            /// The HTTP status it answers with.
+            pub fn status(&self) -> StatusCode {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+
+            /// What the client is told: a generic message; the cause is this error's `source`.
+            pub fn body_text(&self) -> String {
+                $error.to_owned()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($error)
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.cause.as_deref().map(|cause| cause as _)
+            }
+        }
+
+        impl IntoResponse for $name {
+            fn into_response(self) -> Response {
+                log(self.status(), $error, stringify!($name), self.cause.as_ref());
+                json_error(self.status(), $error, None, None)
             }
         }
     };
@@ -163,20 +273,85 @@ rejection! {
     PayloadTooLarge, PAYLOAD_TOO_LARGE, "payload too large"
 }
 
-rejection! {
+internal_rejection! {
     /// The stored value could not be decoded as the type asked for.
-    InvalidStoredValue, INTERNAL_SERVER_ERROR, "stored value cannot be decoded"
+    InvalidStoredValue, "stored value cannot be decoded"
 }
 
-rejection! {
+internal_rejection! {
+    /// The value to store could not be serialized (a `Serialize` impl failed, or a map with
+    /// non-string keys).
+    ValueNotSerializable, "value cannot be serialized"
+}
+
+internal_rejection! {
     /// NATS answered with an error that is not the request's fault.
-    NatsFailure, INTERNAL_SERVER_ERROR, "nats request failed"
+    NatsFailure, "nats request failed"
 }
 
-rejection! {
+internal_rejection! {
     /// A leadership extractor was used but the [`NattyState`](crate::NattyState) has no
     /// election.
-    NoElection, INTERNAL_SERVER_ERROR, "no leader election configured"
+    NoElection, "no leader election configured"
+}
+
+internal_rejection! {
+    /// A path extractor does not fit its route (no parameters to extract): a bug in the
+    /// application, not in the request.
+    PathMismatch, "route and path extractor do not match"
+}
+
+rejection! {
+    /// An id from the request is not one token usable both in a subject and as a KV key
+    /// ([`natty::validate::key_token`]: `[-/_=A-Za-z0-9]+`, at most 256 bytes).
+    InvalidId, BAD_REQUEST, "invalid id"
+}
+
+rejection! {
+    /// The `Idempotency-Key` was used before with a different request (another subject or
+    /// payload), inside the stream's duplicate window.
+    IdempotencyKeyReused, UNPROCESSABLE_ENTITY, "idempotency-key reused with a different request"
+}
+
+rejection! {
+    /// The body is not syntactically valid JSON.
+    MalformedJson, BAD_REQUEST, "malformed json body"
+}
+
+rejection! {
+    /// The body is JSON but not of the shape the handler expects (a missing field, a wrong
+    /// type).
+    JsonShapeMismatch, UNPROCESSABLE_ENTITY, "json body does not match the expected shape"
+}
+
+rejection! {
+    /// The request has no `Content-Type: application/json` (or a `+json` type).
+    UnsupportedContentType, UNSUPPORTED_MEDIA_TYPE, "expected content-type application/json"
+}
+
+rejection! {
+    /// The request body could not be read (the client aborted or sent a broken body).
+    BodyNotRead, BAD_REQUEST, "request body could not be read"
+}
+
+rejection! {
+    /// A path parameter does not parse as the type the handler asks for.
+    InvalidPathParameter, BAD_REQUEST, "invalid path parameter"
+}
+
+rejection! {
+    /// No route matches the request's path.
+    RouteNotFound, NOT_FOUND, "no such route"
+}
+
+rejection! {
+    /// The route exists but not for the request's method.
+    MethodNotAllowed, METHOD_NOT_ALLOWED, "method not allowed"
+}
+
+rejection! {
+    /// The request took longer than the application allows.
+    RequestTimeout, REQUEST_TIMEOUT, "request timed out"
 }
 
 rejection! {
@@ -190,17 +365,20 @@ rejection! {
 }
 
 /// NATS cannot be reached right now (disconnected, or it did not answer in time). Answers 503
-/// with `Retry-After`.
+/// with `Retry-After` and a short public reason (`"not connected"`, `"nats did not answer in
+/// time"`); the underlying error is its `source`, logged at ERROR and never sent.
 #[derive(Debug)]
 pub struct NatsUnavailable {
-    detail: Option<String>,
+    reason: &'static str,
+    cause: Option<Cause>,
     retry_after: u64,
 }
 
 impl NatsUnavailable {
-    pub(crate) fn new(retry_after: u64, detail: Option<String>) -> Self {
+    pub(crate) fn new(retry_after: u64, reason: &'static str, cause: Option<Cause>) -> Self {
         Self {
-            detail,
+            reason,
+            cause,
             retry_after,
         }
     }
@@ -210,9 +388,9 @@ impl NatsUnavailable {
         StatusCode::SERVICE_UNAVAILABLE
     }
 
-    /// What went wrong, and the detail when there is one.
+    /// What the client is told: `nats unavailable` and the short reason.
     pub fn body_text(&self) -> String {
-        body_text("nats unavailable", self.detail.as_deref())
+        body_text("nats unavailable", Some(self.reason))
     }
 
     /// The seconds sent in `Retry-After`.
@@ -227,16 +405,20 @@ impl fmt::Display for NatsUnavailable {
     }
 }
 
-impl std::error::Error for NatsUnavailable {}
+impl std::error::Error for NatsUnavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|cause| cause as _)
+    }
+}
 
 impl IntoResponse for NatsUnavailable {
     fn into_response(self) -> Response {
-        let mut response = json_error(
-            self.status(),
-            "nats unavailable",
-            self.detail.as_deref(),
-            None,
-        );
+        let status = self.status();
+        let body_text = self.body_text();
+        // A disconnect without an error behind it is still a failure worth an ERROR line.
+        let cause = self.cause.unwrap_or_else(|| self.reason.into());
+        log(status, &body_text, "NatsUnavailable", Some(&cause));
+        let mut response = json_error(status, "nats unavailable", Some(self.reason), None);
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(self.retry_after));
@@ -303,6 +485,8 @@ impl std::error::Error for NotLeader {}
 
 impl IntoResponse for NotLeader {
     fn into_response(self) -> Response {
+        // Routine on a follower, not a failure: TRACE only, like every other refusal.
+        log(self.status(), &self.body_text(), "NotLeader", None);
         let leader = self
             .leader
             .as_deref()
@@ -397,10 +581,14 @@ composite_rejection! {
     PublishRejection {
         /// 400: not a valid publish subject.
         InvalidSubject,
+        /// 400: an id for the subject is not a valid id token.
+        InvalidId,
         /// 403: reserved or not allowed.
         SubjectOutOfScope,
         /// 413: over the server's `max_payload`.
         PayloadTooLarge,
+        /// 422: the `Nats-Msg-Id` (an `Idempotency-Key`) was used for another request.
+        IdempotencyKeyReused,
         /// 503: NATS cannot be reached.
         NatsUnavailable,
         /// 500: any other failure (for example no stream captures the subject).
@@ -415,6 +603,8 @@ composite_rejection! {
         BucketOutOfScope,
         /// 400: not a valid key.
         InvalidKey,
+        /// 400: an id for the key is not a valid id token.
+        InvalidId,
         /// 404: the key has no value.
         KeyNotFound,
         /// 409: the key exists (create) or changed (update).
@@ -423,6 +613,8 @@ composite_rejection! {
         PayloadTooLarge,
         /// 500: the value does not decode as asked.
         InvalidStoredValue,
+        /// 500: the value to store does not serialize.
+        ValueNotSerializable,
         /// 503: NATS cannot be reached.
         NatsUnavailable,
         /// 500: any other failure.
@@ -448,5 +640,50 @@ composite_rejection! {
         NotLeader,
         /// 500: the state has no election.
         NoElection,
+    }
+}
+
+composite_rejection! {
+    /// Why the [`Json`](crate::extract::Json) extractor refused a request.
+    JsonRejection {
+        /// 400: not JSON.
+        MalformedJson,
+        /// 422: JSON of another shape.
+        JsonShapeMismatch,
+        /// 415: no JSON content type.
+        UnsupportedContentType,
+        /// 413: over the route's body limit (`DefaultBodyLimit`).
+        PayloadTooLarge,
+        /// 400: the body could not be read.
+        BodyNotRead,
+    }
+}
+
+composite_rejection! {
+    /// Why the [`Bytes`](crate::extract::Bytes) extractor refused a request.
+    BytesRejection {
+        /// 413: over the route's body limit (`DefaultBodyLimit`).
+        PayloadTooLarge,
+        /// 400: the body could not be read.
+        BodyNotRead,
+    }
+}
+
+impl From<BytesRejection> for JsonRejection {
+    fn from(rejection: BytesRejection) -> Self {
+        match rejection {
+            BytesRejection::PayloadTooLarge(inner) => inner.into(),
+            BytesRejection::BodyNotRead(inner) => inner.into(),
+        }
+    }
+}
+
+composite_rejection! {
+    /// Why the [`Path`](crate::extract::Path) extractor refused a request.
+    PathRejection {
+        /// 400: a parameter does not parse.
+        InvalidPathParameter,
+        /// 500: the route has no parameters for the extractor.
+        PathMismatch,
     }
 }

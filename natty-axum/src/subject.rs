@@ -19,10 +19,13 @@
 //! assert_eq!(subject, "orders.o-17.created");
 //! assert!(subject::token("1.paid").is_err());
 //! assert!(subject::token(">").is_err());
+//! // An id that names a subject and a KV key must fit both:
+//! assert_eq!(subject::key_token("o-17").ok(), Some("o-17"));
+//! assert!(subject::key_token("o#17").is_err());
 //! # Ok::<(), natty_axum::rejection::InvalidSubject>(())
 //! ```
 
-use crate::rejection::{InvalidSubject, PublishRejection, SubjectOutOfScope};
+use crate::rejection::{InvalidId, InvalidSubject, PublishRejection, SubjectOutOfScope};
 
 /// `value` if it is one valid subject token (no dot, wildcard, whitespace or control
 /// character, not empty, at most 256 bytes); a 400 rejection otherwise.
@@ -34,6 +37,22 @@ pub fn token(value: &str) -> Result<&str, InvalidSubject> {
         .map(|()| value)
         .map_err(|err| {
             InvalidSubject::with_detail(format_args!("token {:?} {}", shorten(value), err.reason()))
+        })
+}
+
+/// `value` if it is one token usable both in a subject and as a KV key
+/// ([`natty::validate::key_token`]: `[-/_=A-Za-z0-9]+`, at most 256 bytes); a 400 rejection
+/// otherwise. Check ids with it when they become both, as an order id becomes
+/// `orders.{id}.created` and the key of the order's status: an id that passes [`token`] but is
+/// not a key (`é`, `#`, `:`) would be published and then never readable.
+///
+/// # Errors
+/// [`InvalidId`], naming the value and the reason.
+pub fn key_token(value: &str) -> Result<&str, InvalidId> {
+    natty::validate::key_token(value)
+        .map(|()| value)
+        .map_err(|err| {
+            InvalidId::with_detail(format_args!("id {:?} {}", shorten(value), err.reason()))
         })
 }
 
@@ -124,6 +143,14 @@ mod tests {
         let long = "x".repeat(257);
         for bad in ["", "a.b", "*", ">", "a>", "a b", "a\nb", long.as_str()] {
             assert!(token(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn key_tokens() {
+        assert_eq!(key_token("o-1").ok(), Some("o-1"));
+        for bad in ["é", "#", "+", ":", "%", "$JS", "a\\b", "a\"b", "a.b", ""] {
+            assert!(key_token(bad).is_err(), "{bad:?}");
         }
     }
 

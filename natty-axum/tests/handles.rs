@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use axum::extract::Path;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
@@ -13,15 +14,16 @@ use common::{eventually, listener, serve, Http, Served};
 use http::{Method, StatusCode};
 use natty::{Config, ConnectionState, ElectionConfig, Natty};
 use natty_axum::rejection::{KvRejection, PublishRejection};
-use natty_axum::{health, subject, IdempotencyKey, Kv, NattyState, Publisher};
+use natty_axum::{extract, fallback, health, subject, IdempotencyKey, Kv, NattyState, Publisher};
 use natty_testkit::Server;
 use serde_json::json;
+use tower::ServiceBuilder;
 
 async fn publish(
     publisher: Publisher,
     key: Option<IdempotencyKey>,
     Path(subject): Path<String>,
-    body: Bytes,
+    extract::Bytes(body): extract::Bytes,
 ) -> Result<axum::Json<serde_json::Value>, PublishRejection> {
     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
     let ack = publisher
@@ -37,7 +39,7 @@ async fn publish(
 async fn create_order(
     publisher: Publisher,
     Path(id): Path<String>,
-    body: Bytes,
+    extract::Bytes(body): extract::Bytes,
 ) -> Result<String, PublishRejection> {
     let subject = format!("orders.{}.created", subject::token(&id)?);
     Ok(publisher
@@ -54,7 +56,7 @@ async fn kv_get(kv: Kv, Path((bucket, key)): Path<(String, String)>) -> Result<B
 async fn kv_put(
     kv: Kv,
     Path((bucket, key)): Path<(String, String)>,
-    body: Bytes,
+    extract::Bytes(body): extract::Bytes,
 ) -> Result<String, KvRejection> {
     Ok(kv.bucket(&bucket)?.put(&key, body).await?.to_string())
 }
@@ -68,13 +70,78 @@ async fn kv_keys(
     Ok(axum::Json(keys))
 }
 
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Item {
+    name: String,
+    quantity: u32,
+}
+
+/// JSON in, an id from the path, and a write whose value does not serialize on demand.
+async fn put_item(
+    kv: Kv,
+    extract::Path(id): extract::Path<u32>,
+    extract::Json(item): extract::Json<Item>,
+) -> Result<extract::Json<Item>, KvRejection> {
+    let bucket = kv.bucket("order_status")?;
+    if item.name == "unserializable" {
+        let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        bucket.put_json("x", &map).await?;
+    }
+    bucket.put_json(&id.to_string(), &item).await?;
+    Ok(extract::Json(item))
+}
+
+async fn raw(extract::Bytes(body): extract::Bytes) -> String {
+    body.len().to_string()
+}
+
+/// Publish to a subject in scope that no stream captures: a NATS failure, not the client's.
+async fn unstored(publisher: Publisher) -> Result<String, PublishRejection> {
+    Ok(publisher
+        .publish("nostream.x", "x")
+        .await?
+        .sequence
+        .to_string())
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    "late"
+}
+
+async fn status_by_id(
+    kv: Kv,
+    extract::Path(id): extract::Path<String>,
+) -> Result<Bytes, KvRejection> {
+    kv.bucket("order_status")?
+        .get(subject::key_token(&id)?)
+        .await
+}
+
 fn app(state: NattyState) -> Router {
     Router::new()
         .route("/publish/{subject}", post(publish))
         .route("/orders/{id}", post(create_order))
+        .route("/status/{id}", get(status_by_id))
         .route("/kv/{bucket}", get(kv_keys))
         .route("/kv/{bucket}/{key}", get(kv_get).put(kv_put))
+        .route(
+            "/items/{id}",
+            post(put_item).layer(DefaultBodyLimit::max(1024)),
+        )
+        .route("/raw", post(raw).layer(DefaultBodyLimit::max(16)))
+        .route("/unstored", post(unstored))
+        .route(
+            "/slow",
+            get(slow).layer(
+                ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(fallback::timed_out))
+                    .timeout(Duration::from_millis(200)),
+            ),
+        )
         .nest("/health", health::router())
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
         .with_state(state)
 }
 
@@ -99,6 +166,7 @@ async fn start() -> Fixture {
         .unwrap();
     let state = NattyState::builder(natty.clone())
         .allow_subjects("orders.>")
+        .allow_subjects("nostream.>")
         .allow_bucket("order_status")
         .leadership(leadership)
         .build()
@@ -370,4 +438,139 @@ async fn health_routes_answer_json_and_an_outage_is_503_everywhere() {
         },
     )
     .await;
+}
+
+/// method, path, headers, body, then the status, `error` text and whether a `detail` is sent.
+type RefusalCase<'a> = (
+    Method,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    String,
+    StatusCode,
+    &'a str,
+    bool,
+);
+
+/// Every class of refusal an app built with natty-axum gives, axum's own included: status,
+/// `application/json`, and a body with `error` (and `detail` where the client can act on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_class_answers_its_status_with_the_json_shape() {
+    let logs = common::capture_logs();
+    let f = start().await;
+    let json = [("content-type", "application/json")];
+    let item = r#"{"name":"tea","quantity":2}"#;
+    let over_limit = format!(r#"{{"name":"{}","quantity":1}}"#, "x".repeat(2048));
+    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    #[rustfmt::skip]
+    let cases: Vec<RefusalCase> = vec![
+        (post.clone(), "/items/1", &json, "{\"name\":".into(), StatusCode::BAD_REQUEST, "malformed json body", true),
+        (post.clone(), "/items/1", &json, "not json".into(), StatusCode::BAD_REQUEST, "malformed json body", true),
+        (post.clone(), "/items/1", &json, r#"{"name":"tea"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "json body does not match the expected shape", true),
+        (post.clone(), "/items/1", &json, r#"{"name":1,"quantity":2}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "json body does not match the expected shape", true),
+        (post.clone(), "/items/1", &[], item.into(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected content-type application/json", false),
+        (post.clone(), "/items/1", &[("content-type", "text/plain")], item.into(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected content-type application/json", false),
+        (post.clone(), "/items/1", &json, over_limit, StatusCode::PAYLOAD_TOO_LARGE, "payload too large", true),
+        (post.clone(), "/raw", &[], "x".repeat(17), StatusCode::PAYLOAD_TOO_LARGE, "payload too large", true),
+        (post.clone(), "/items/seven", &json, item.into(), StatusCode::BAD_REQUEST, "invalid path parameter", true),
+        (post.clone(), "/items/-1", &json, item.into(), StatusCode::BAD_REQUEST, "invalid path parameter", true),
+        (get.clone(), "/status/%C3%A9", &[], String::new(), StatusCode::BAD_REQUEST, "invalid id", true),
+        (get.clone(), "/status/a%3Ab", &[], String::new(), StatusCode::BAD_REQUEST, "invalid id", true),
+        (get.clone(), "/no/such/route", &[], String::new(), StatusCode::NOT_FOUND, "no such route", false),
+        (delete.clone(), "/items/1", &[], String::new(), StatusCode::METHOD_NOT_ALLOWED, "method not allowed", false),
+        (get.clone(), "/slow", &[], String::new(), StatusCode::REQUEST_TIMEOUT, "request timed out", false),
+        // 5xx: a generic message, nothing internal.
+        (post.clone(), "/unstored", &[], String::new(), StatusCode::INTERNAL_SERVER_ERROR, "nats request failed", false),
+        (post.clone(), "/items/2", &json, r#"{"name":"unserializable","quantity":1}"#.into(), StatusCode::INTERNAL_SERVER_ERROR, "value cannot be serialized", false),
+    ];
+    for (method, path, headers, body, status, error, has_detail) in cases {
+        let answer = f
+            .http
+            .send(method.clone(), &f.served.url(path), headers, body)
+            .await;
+        let what = format!("{method} {path}");
+        assert_eq!(answer.status, status, "{what}: {answer:?}");
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/json"),
+            "{what}: {answer:?}"
+        );
+        let body = answer.json();
+        assert_eq!(body["error"], error, "{what}: {body}");
+        assert_eq!(body["detail"].is_string(), has_detail, "{what}: {body}");
+    }
+    let answer = f
+        .http
+        .send(Method::POST, &f.served.url("/items/3"), &json, item)
+        .await;
+    assert_eq!(
+        (answer.status, answer.json()),
+        (StatusCode::OK, json!({"name": "tea", "quantity": 2}))
+    );
+
+    // Each refusal is logged at TRACE; a 5xx logs its cause at ERROR, and only there.
+    let logs = logs.text();
+    for status in [400, 404, 405, 408, 413, 415, 422] {
+        assert!(
+            logs.lines().any(|l| l.contains("TRACE")
+                && l.contains("natty_axum::rejection")
+                && l.contains(&format!("status={status}"))),
+            "no TRACE line for {status} in:\n{logs}"
+        );
+    }
+    let failure = logs
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("nats request failed"))
+        .unwrap_or_else(|| panic!("no ERROR line for the NATS failure in:\n{logs}"));
+    assert!(failure.contains("error="), "the cause is logged: {failure}");
+    assert!(logs
+        .lines()
+        .any(|l| l.contains("ERROR") && l.contains("value cannot be serialized")));
+}
+
+/// The IETF httpapi Idempotency-Key draft: a key is bound to its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_reused_with_another_request_is_refused_with_422() {
+    let f = start().await;
+    let url = f.served.url("/publish/orders.created");
+    let key = [("Idempotency-Key", "k-1")];
+    let first = f.http.send(Method::POST, &url, &key, "order one").await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    let again = f.http.send(Method::POST, &url, &key, "order one").await;
+    assert_eq!(
+        (again.status, again.json()["sequence"].clone()),
+        (StatusCode::OK, first.json()["sequence"].clone())
+    );
+
+    let other_body = f.http.send(Method::POST, &url, &key, "order two").await;
+    assert_eq!(
+        other_body.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{other_body:?}"
+    );
+    assert_eq!(other_body.header("content-type"), Some("application/json"));
+    assert_eq!(
+        other_body.json()["error"],
+        "idempotency-key reused with a different request"
+    );
+    let other_subject = f
+        .http
+        .send(
+            Method::POST,
+            &f.served.url("/publish/orders.paid"),
+            &key,
+            "order one",
+        )
+        .await;
+    assert_eq!(
+        other_subject.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{other_subject:?}"
+    );
+
+    let mut stream = f.natty.jetstream().get_stream("ORDERS").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "one message for one key"
+    );
 }

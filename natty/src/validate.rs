@@ -13,6 +13,8 @@
 //! assert!(validate::publish_subject("orders.*").is_err());
 //! assert!(validate::subject_token("o-17").is_ok());
 //! assert!(validate::subject_token("1.paid").is_err());
+//! assert!(validate::key_token("o-17").is_ok());
+//! assert!(validate::key_token("o#17").is_err()); // a subject token, but not a KV key
 //! let err = validate::key("..").unwrap_err();
 //! assert_eq!(err.reason(), "starts or ends with a dot");
 //! ```
@@ -92,6 +94,31 @@ pub fn subject_token(token: &str) -> Result<(), ValidationError> {
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return invalid("contains whitespace or a control character");
+    }
+    Ok(())
+}
+
+/// One token usable both as a subject token and as a KV key, for ids that name a message's
+/// subject (`orders.{id}.created`) and the key its state is kept under: `[-/_=A-Za-z0-9]+`,
+/// at most 256 bytes. The intersection of [`subject_token`] and [`key`]: a value that passes
+/// one but not the other (`é`, `#`, `+`, `:`, `$JS`, `a.b`) would be accepted on one side
+/// and refused, or misread, on the other.
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn key_token(token: &str) -> Result<(), ValidationError> {
+    let invalid = |reason| Err(ValidationError::new("id", token, reason));
+    if token.is_empty() {
+        return invalid("is empty");
+    }
+    if token.len() > 256 {
+        return invalid("is longer than 256 bytes");
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'='))
+    {
+        return invalid("may only contain A-Z, a-z, 0-9 and - / _ =");
     }
     Ok(())
 }
@@ -226,6 +253,34 @@ mod tests {
         assert!(publish_subject(&long).is_err(), "a 10 kB subject");
         for bad in ["", ".a", "a.", "a..b", "a b", "a*", "a>", long.as_str()] {
             assert!(key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn key_tokens_are_both_subject_tokens_and_keys() {
+        for ok in ["o-1", "A_b=c/d", "0"] {
+            assert!(key_token(ok).is_ok(), "{ok}");
+            assert!(subject_token(ok).is_ok() && key(ok).is_ok(), "{ok}");
+        }
+        let long = "k".repeat(257);
+        for bad in [
+            "",
+            "a.b",
+            "é",
+            "🦀",
+            "#",
+            "+",
+            ":",
+            "%",
+            "$JS",
+            "a\\b",
+            "a\"b",
+            "a b",
+            "*",
+            ">",
+            long.as_str(),
+        ] {
+            assert!(key_token(bad).is_err(), "{bad:?}");
         }
     }
 

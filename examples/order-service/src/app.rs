@@ -1,14 +1,23 @@
 //! The HTTP side: routes, handlers and the order types they exchange.
 
-use axum::extract::{DefaultBodyLimit, Path};
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header::LOCATION, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+use natty_axum::extract::{Json, Path};
 use natty_axum::leader::{LeaderOnlyLayer, RequireLeader};
 use natty_axum::rejection::{KvRejection, PublishRejection};
-use natty_axum::{health, subject, IdempotencyKey, Kv, NattyState, Publisher};
+use natty_axum::{fallback, health, subject, IdempotencyKey, Kv, NattyState, Publisher};
 use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+
+/// A request (headers read, body, handler, answer) gets this long; then 408. Publishing and
+/// KV calls have their own, shorter bounds, so this catches slow bodies.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where orders are published: `orders.{id}.created`.
 pub(crate) const ORDER_SUBJECTS: &str = "orders.>";
@@ -44,18 +53,27 @@ pub(crate) fn router(state: NattyState) -> Router {
         .route("/orders/{id}", get(order_status))
         .merge(admin)
         .nest("/health", health::router())
-        // axum refuses larger bodies with 413 before the handler runs.
+        .fallback(fallback::not_found)
+        .method_not_allowed_fallback(fallback::method_not_allowed)
+        // Larger bodies are refused with 413 before the handler runs.
         .layer(DefaultBodyLimit::max(state.max_payload()))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(fallback::timed_out))
+                .timeout(REQUEST_TIMEOUT),
+        )
         .with_state(state)
 }
 
-/// `POST /orders`: publish the order; a repeated `Idempotency-Key` is stored once.
+/// `POST /orders`: publish the order; a repeated `Idempotency-Key` is stored once, and one
+/// reused for another order is refused with 422. The id must be usable in the subject and as
+/// the status key, or the order could never be read back.
 async fn create_order(
     publisher: Publisher,
     key: Option<IdempotencyKey>,
     Json(order): Json<Order>,
 ) -> Result<Response, PublishRejection> {
-    let subject = format!("orders.{}.created", subject::token(&order.id)?);
+    let subject = format!("orders.{}.created", subject::key_token(&order.id)?);
     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
     let payload = serde_json::to_vec(&order).expect("an Order of strings and numbers serializes");
     let ack = publisher
@@ -67,13 +85,16 @@ async fn create_order(
         "sequence": ack.sequence,
         "duplicate": ack.duplicate,
     });
-    let location = format!("/orders/{}", order.id);
+    // A key token may hold `/`, which would split the path segment: send it encoded (axum's
+    // `Path` decodes it back).
+    let location = format!("/orders/{}", order.id.replace('/', "%2F"));
     Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(body)).into_response())
 }
 
 /// `GET /orders/{id}`: the status the consumer wrote, 404 until it has.
 async fn order_status(kv: Kv, Path(id): Path<String>) -> Result<Json<OrderStatus>, KvRejection> {
-    Ok(Json(kv.bucket(STATUS_BUCKET)?.get_json(&id).await?))
+    let id = subject::key_token(&id)?;
+    Ok(Json(kv.bucket(STATUS_BUCKET)?.get_json(id).await?))
 }
 
 /// `POST /admin/reindex`, leader only: count the orders by status and store the index under

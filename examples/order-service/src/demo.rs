@@ -176,14 +176,37 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
         retry.json()["duplicate"] == true,
         "the retried o-1 was not a duplicate",
     );
-    println!("# an id that would change the subject is refused");
+    println!("# the same Idempotency-Key with another order is refused");
+    demo.step(
+        &b,
+        post.clone(),
+        "/orders",
+        &[("Idempotency-Key", "o-1")],
+        r#"{"id":"o-6","item":"tea","quantity":9}"#,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await?;
+    println!("# ids that would change the subject, or could not be a KV key, are refused");
+    for id in ["o.4", "o#4", "é"] {
+        let body = format!(r#"{{"id":"{id}","item":"cake","quantity":1}}"#);
+        demo.step(
+            &a,
+            post.clone(),
+            "/orders",
+            &[],
+            &body,
+            StatusCode::BAD_REQUEST,
+        )
+        .await?;
+    }
+    println!("# a body that is not an order: 422, in the same JSON shape");
     demo.step(
         &a,
         post.clone(),
         "/orders",
         &[],
-        r#"{"id":"o.4","item":"cake","quantity":1}"#,
-        StatusCode::BAD_REQUEST,
+        r#"{"id":"o-5","item":"cake"}"#,
+        StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await?;
 
@@ -264,7 +287,8 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
         return Err(format!("demo failed: {}", demo.failures.join("; ")).into());
     }
     println!(
-        "\ndemo ok: 3 orders accepted over HTTP (a retried Idempotency-Key stored once), \
+        "\ndemo ok: 3 orders accepted over HTTP (a retried Idempotency-Key stored once, a \
+         reused one refused), bad ids and bodies refused as JSON, \
          handled by the natty-tower consumer and read back from KV; /admin/reindex served \
          by the leader only; node-b took over when node-a stopped"
     );

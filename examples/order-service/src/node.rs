@@ -7,10 +7,11 @@ use std::time::Duration;
 use natty::{CancellationToken, Config, ElectionConfig, Leadership, Natty};
 use natty_axum::NattyState;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
 use crate::app::{self, INDEX_BUCKET, ORDER_SUBJECTS, STATUS_BUCKET};
-use crate::worker;
+use crate::{server, worker};
 
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -20,8 +21,9 @@ pub(crate) struct Node {
     pub(crate) addr: SocketAddr,
     pub(crate) leadership: Leadership,
     natty: Natty,
-    shutdown: CancellationToken,
-    http: JoinHandle<std::io::Result<()>>,
+    stop_http: CancellationToken,
+    stop_consuming: CancellationToken,
+    http: JoinHandle<()>,
     consumer: JoinHandle<Result<natty::ConsumeSummary, natty::ConsumeError>>,
 }
 
@@ -49,21 +51,26 @@ impl Node {
         }
         let state = state.build()?;
 
-        let shutdown = CancellationToken::new();
-        let consumer = tokio::spawn(worker::run(natty.clone(), name.into(), shutdown.clone()));
+        let stop_consuming = CancellationToken::new();
+        let consumer = tokio::spawn(worker::run(
+            natty.clone(),
+            name.into(),
+            stop_consuming.clone(),
+        ));
         let addr = listener.local_addr()?;
-        let stop = shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app::router(state))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let stop_http = CancellationToken::new();
+        let http = tokio::spawn(server::serve(
+            listener,
+            app::router(state),
+            stop_http.clone(),
+        ));
         Ok(Self {
             name: name.into(),
             addr,
             leadership,
             natty,
-            shutdown,
+            stop_http,
+            stop_consuming,
             http,
             consumer,
         })
@@ -74,19 +81,29 @@ impl Node {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Stop serving and consuming, release leadership, and flush.
+    /// Stop in the order an orchestrator relies on: release leadership first (a watching
+    /// node takes over at once instead of after the TTL), then drain HTTP within
+    /// [`server::DRAIN_DEADLINE`], then stop consuming and flush what was published.
     pub(crate) async fn stop(self) -> Result<(), Error> {
-        self.shutdown.cancel();
-        self.http.await??;
-        self.consumer.await??;
         self.leadership.stop().await;
+        self.stop_http.cancel();
+        self.http.await?;
+        self.stop_consuming.cancel();
+        self.consumer.await??;
         self.natty.shutdown().await;
         Ok(())
     }
 
-    /// Until Ctrl-C.
-    pub(crate) async fn serve_until_ctrl_c(self) -> Result<(), Error> {
-        tokio::signal::ctrl_c().await?;
-        self.stop().await
+    /// Until Ctrl-C or SIGTERM (what docker, Kubernetes and systemd send), then [`Node::stop`].
+    pub(crate) async fn serve_until_signalled(self) -> Result<(), Error> {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let signal = tokio::select! {
+            result = tokio::signal::ctrl_c() => result.map(|()| "Ctrl-C")?,
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(node = %self.name, "{signal} received; stopping");
+        self.stop().await?;
+        tracing::info!("stopped");
+        Ok(())
     }
 }
