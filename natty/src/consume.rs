@@ -6,9 +6,12 @@
 //! calls at once; retries fetches across disconnects and server restarts, recreating the
 //! durable consumer if it disappeared; and settles every message exactly once: a message the
 //! handler left unsettled is acked after `Ok`, nak'd after `Err`, and nak'd when its call
-//! panics or is cancelled. On shutdown it stops fetching, reads the open pull request to its
-//! end (at most `fetch_timeout`) nak'ing what arrives, gives in-flight calls `shutdown_grace`
-//! to finish, and returns a [`ConsumeSummary`]. At most `concurrency` messages are held at
+//! panics (in `call` itself or in its future; the panic is reported with the message's
+//! subject, sequence and delivery count) or is cancelled. On shutdown it stops fetching, reads
+//! the open pull request to its end (at most `fetch_timeout`) nak'ing what arrives, gives
+//! in-flight calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service
+//! whose `poll_ready` fails ends the run the same way, then returns
+//! [`ConsumeErrorKind::NotReady`] carrying the summary ([`ConsumeSummary::from_error`]). At most `concurrency` messages are held at
 //! once; the server may briefly count one more, because it applies acks asynchronously (use
 //! double acks where that matters).
 //!
@@ -34,13 +37,16 @@
 //! # }
 //! ```
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::Batch;
 use futures_util::stream::SelectAll;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -115,29 +121,101 @@ fn spawn_call<S>(
     S::Error: Into<BoxError>,
 {
     let guard = SettleGuard(Some(message.acker().clone()));
-    let meta = (
-        message.subject().to_string(),
-        message.info().stream_sequence,
-        message.info().delivered,
-    );
-    let call = service.call(message);
+    let subject = message.subject().to_string();
+    let (stream_sequence, delivered) = (message.info().stream_sequence, message.info().delivered);
+    // A panic in `call` itself (a closure parsing before its `async` block) would otherwise
+    // unwind through the driver and stop consuming with messages left ack-pending.
+    let call = catch_unwind(AssertUnwindSafe(|| service.call(message)));
     tasks.spawn(async move {
-        let result = call.await.map(drop).map_err(Into::<BoxError>::into);
-        guard.settle(result.is_ok()).await;
-        drop(slot);
-        match result {
-            Ok(()) => (Outcome::Handled, None),
-            Err(err) => (
+        let result = match call {
+            Ok(call) => AssertUnwindSafe(call)
+                .catch_unwind()
+                .await
+                .map(|result| result.map(drop).map_err(Into::<BoxError>::into)),
+            Err(panic) => Err(panic),
+        };
+        let (outcome, error) = match result {
+            Ok(Ok(())) => (Outcome::Handled, None),
+            Ok(Err(err)) => (
                 Outcome::Failed,
-                Some(HandlerFailure {
-                    subject: meta.0,
-                    stream_sequence: meta.1,
-                    delivered: meta.2,
-                    error: Error::with_source(ConsumeErrorKind::Handler, err),
-                }),
+                Some(Error::with_source(ConsumeErrorKind::Handler, err)),
             ),
-        }
+            Err(panic) => (
+                Outcome::Panicked,
+                Some(Error::with_source(
+                    ConsumeErrorKind::Panicked,
+                    PanicText::from_payload(panic.as_ref()),
+                )),
+            ),
+        };
+        guard.settle(matches!(outcome, Outcome::Handled)).await;
+        drop(slot);
+        let failure = error.map(|error| HandlerFailure {
+            subject,
+            stream_sequence,
+            delivered,
+            error,
+        });
+        (outcome, failure)
     });
+}
+
+/// The text of a caught panic, as the source of a `Panicked` error.
+#[derive(Debug)]
+struct PanicText(String);
+
+impl PanicText {
+    fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        let text = match payload.downcast_ref::<&str>() {
+            Some(text) => (*text).to_owned(),
+            None => match payload.downcast_ref::<String>() {
+                Some(text) => text.clone(),
+                None => "a panic without a message".to_owned(),
+            },
+        };
+        Self(text)
+    }
+}
+
+impl fmt::Display for PanicText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PanicText {}
+
+/// The source of a [`ConsumeErrorKind::NotReady`] error: what the run did before it stopped,
+/// and why the service was not ready.
+#[derive(Debug)]
+pub struct NotReadyError {
+    summary: ConsumeSummary,
+    error: BoxError,
+}
+
+impl NotReadyError {
+    /// What the run did, drain included.
+    pub fn summary(&self) -> &ConsumeSummary {
+        &self.summary
+    }
+
+    /// The error the service's `poll_ready` returned.
+    pub fn service_error(&self) -> &BoxError {
+        &self.error
+    }
+}
+
+impl fmt::Display for NotReadyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for NotReadyError {
+    // Display already shows the service's error, so the chain goes on from its cause.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// The error of [`Natty::consume`] and [`Natty::serve`].
@@ -155,8 +233,8 @@ pub struct HandlerFailure {
     pub stream_sequence: u64,
     /// How often it has been delivered.
     pub delivered: u64,
-    /// What went wrong (`ConsumeErrorKind::Handler` or `Panicked`, the handler's error as
-    /// source).
+    /// What went wrong (`ConsumeErrorKind::Handler` with the handler's error as source, or
+    /// `Panicked` with the panic's text).
     pub error: ConsumeError,
 }
 
@@ -257,9 +335,20 @@ pub struct ConsumeSummary {
     pub dropped_reports: u64,
 }
 
+impl ConsumeSummary {
+    /// The summary a [`ConsumeErrorKind::NotReady`] error carries: a run stopped by its
+    /// service still drains, and what it did is not lost.
+    pub fn from_error(err: &ConsumeError) -> Option<&ConsumeSummary> {
+        std::error::Error::source(err)?
+            .downcast_ref::<NotReadyError>()
+            .map(NotReadyError::summary)
+    }
+}
+
 enum Outcome {
     Handled,
     Failed,
+    Panicked,
 }
 
 /// Naks the message if it is still unsettled when dropped: covers panics and cancellation.
@@ -322,8 +411,9 @@ impl Natty {
     /// module docs for the guarantees.
     ///
     /// # Errors
-    /// Only for problems that retrying cannot fix: invalid names, a missing stream, a service
-    /// whose `poll_ready` fails.
+    /// Only for problems that retrying cannot fix: invalid names, a missing stream
+    /// (returned at once); a service whose `poll_ready` fails (`NotReady`, returned after
+    /// draining as on shutdown, with the [`ConsumeSummary`] in its source).
     pub fn serve<S>(
         &self,
         config: ConsumeConfig,
@@ -362,6 +452,8 @@ impl Natty {
         let mut last_message = Instant::now();
         let mut last_check = Instant::now();
         let batch_deadline = config.fetch_timeout + BATCH_GRACE;
+        // Set when the service's `poll_ready` fails: the run then drains as on shutdown.
+        let mut not_ready: Option<BoxError> = None;
 
         loop {
             while let Some(done) = tasks.try_join_next() {
@@ -387,15 +479,15 @@ impl Natty {
                     last_message = Instant::now();
                     let ready = tokio::select! {
                         () = shutdown.cancelled() => None,
-                        ready = service.ready() => Some(ready.map(drop).map_err(|err| {
-                            Error::with_source(ConsumeErrorKind::Handler, err.into())
-                        })),
+                        ready = service.ready() => Some(ready.map(drop).map_err(Into::<BoxError>::into)),
                     };
                     match ready {
                         Some(Ok(())) => {}
                         Some(Err(err)) => {
                             let _ = message.nak(None).await;
-                            return Err(err);
+                            summary.returned += 1;
+                            not_ready = Some(err);
+                            break;
                         }
                         None => {
                             let _ = message.nak(None).await;
@@ -416,11 +508,12 @@ impl Natty {
                     // A stack that is not ready (a follower, a saturated limit) fetches nothing.
                     let ready = tokio::select! {
                         () = shutdown.cancelled() => break,
-                        ready = service.ready() => ready.map(drop).map_err(|err| {
-                            Error::with_source(ConsumeErrorKind::Handler, err.into())
-                        }),
+                        ready = service.ready() => ready.map(drop).map_err(Into::<BoxError>::into),
                     };
-                    ready?;
+                    if let Err(err) = ready {
+                        not_ready = Some(err);
+                        break;
+                    }
                     let batch = consumer
                         .batch()
                         .max_messages(reserved.num_permits())
@@ -478,7 +571,13 @@ impl Natty {
                 }
             }
         }
-        Ok(summary)
+        match not_ready {
+            None => Ok(summary),
+            Some(error) => Err(Error::with_source(
+                ConsumeErrorKind::NotReady,
+                NotReadyError { summary, error },
+            )),
+        }
     }
 
     async fn consumer_for(
@@ -541,6 +640,11 @@ fn record(
             summary.failed += 1;
             failure
         }
+        Ok((Outcome::Panicked, failure)) => {
+            summary.panicked += 1;
+            failure
+        }
+        // Calls catch their own panics; this is natty's own settling code panicking.
         Err(err) if err.is_panic() => {
             summary.panicked += 1;
             Some(HandlerFailure {
