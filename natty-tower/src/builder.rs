@@ -25,7 +25,7 @@
 //!     .trace_messages()
 //!     .report_errors()
 //!     .ack_messages()
-//!     .in_progress(Duration::from_secs(30))
+//!     .in_progress()
 //!     .catch_panic()
 //!     .timeout(Duration::from_secs(60))
 //!     .decode_json::<OrderCreated>()
@@ -39,8 +39,6 @@
 //! assert_eq!(recorder.outcome(), Some(Settlement::Ack));
 //! # }
 //! ```
-
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tower::layer::util::Stack;
@@ -96,9 +94,9 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
         subject: impl Into<String>,
     ) -> ServiceBuilder<Stack<DeadLetterLayer<K>, L>>;
 
-    /// Send "in progress" every half `ack_wait` while a handler runs; see
+    /// Send "in progress" every half the consumer's ack wait while a handler runs; see
     /// [`in_progress`](crate::in_progress).
-    fn in_progress(self, ack_wait: Duration) -> ServiceBuilder<Stack<InProgressLayer, L>>;
+    fn in_progress(self) -> ServiceBuilder<Stack<InProgressLayer, L>>;
 
     /// Retry retryable failures in process, at most `max_attempts` calls; see
     /// [`retry`](crate::retry).
@@ -151,8 +149,8 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(DeadLetterLayer::new(sink, subject))
     }
 
-    fn in_progress(self, ack_wait: Duration) -> ServiceBuilder<Stack<InProgressLayer, L>> {
-        self.layer(InProgressLayer::new(ack_wait))
+    fn in_progress(self) -> ServiceBuilder<Stack<InProgressLayer, L>> {
+        self.layer(InProgressLayer::from_consumer())
     }
 
     fn retry_messages(

@@ -28,7 +28,7 @@ async fn the_whole_stack_settles_each_message_once() {
         .trace_messages()
         .report_errors_to(reports)
         .ack_messages()
-        .in_progress(Duration::from_secs(30))
+        .in_progress()
         .require_leader(gate)
         .catch_panic()
         .timeout(Duration::from_secs(5))

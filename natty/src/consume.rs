@@ -13,7 +13,9 @@
 //! whose `poll_ready` fails ends the run the same way, then returns
 //! [`ConsumeErrorKind::NotReady`] carrying the summary ([`ConsumeSummary::from_error`]). At most `concurrency` messages are held at
 //! once; the server may briefly count one more, because it applies acks asynchronously (use
-//! double acks where that matters).
+//! double acks where that matters). Every message carries the consumer's
+//! [`ConsumerSettings`] in its extensions, read once from the consumer's info and again
+//! whenever the driver recreates the consumer, so middleware never asks for them twice.
 //!
 //! # Example
 //! ```no_run
@@ -52,6 +54,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
+use crate::consumer::ConsumerSettings;
 use crate::error::{ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{Acker, Message};
 use crate::stream::ConsumerOptions;
@@ -442,6 +445,7 @@ impl Natty {
         S::Error: Into<BoxError>,
     {
         let mut consumer = self.consumer_for(&config).await?;
+        let mut settings = self.settings_of(&consumer).await?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut pulls = SelectAll::new();
         // Pull requests not yet over (a finished one leaves `pulls` only when next polled).
@@ -469,10 +473,15 @@ impl Natty {
                         continue;
                     };
                     let message = match next {
-                        Ok(message) => Message::from_jetstream(message),
+                        Ok(message) => {
+                            let mut message = Message::from_jetstream(message);
+                            message.extensions_mut().insert(settings.clone());
+                            message
+                        }
                         Err(err) => {
                             tracing::warn!(target: "natty", error = %err, "message stream error; refetching");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                            settings = refreshed(&settings, &consumer);
                             continue;
                         }
                     };
@@ -530,6 +539,7 @@ impl Natty {
                             drop(reserved);
                             tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %err, "fetch failed; retrying");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                            settings = refreshed(&settings, &consumer);
                         }
                     }
                     let idle = Duration::from_secs(5);
@@ -538,6 +548,7 @@ impl Natty {
                         last_check = Instant::now();
                         if consumer.info().await.is_err() {
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                            settings = refreshed(&settings, &consumer);
                         }
                     }
                 }
@@ -603,6 +614,22 @@ impl Natty {
         })
     }
 
+    /// The settings every message of this run carries: the consumer's, as created, and the
+    /// subjects of its stream.
+    async fn settings_of(
+        &self,
+        consumer: &async_nats::jetstream::consumer::PullConsumer,
+    ) -> Result<ConsumerSettings, ConsumeError> {
+        let info = consumer.cached_info();
+        let stream = self
+            .jetstream()
+            .get_stream(&info.stream_name)
+            .await
+            .map_err(|err| Error::with_source(ConsumeErrorKind::Fetch, err))?;
+        let subjects = stream.cached_info().config.subjects.clone();
+        Ok(ConsumerSettings::from_info(info, subjects))
+    }
+
     async fn pause_then_recreate(
         &self,
         config: &ConsumeConfig,
@@ -623,6 +650,22 @@ impl Natty {
                 tracing::debug!(target: "natty", error = %err, "consumer not reachable yet")
             }
         }
+    }
+}
+
+/// The settings of `consumer` after a recreation (its configuration may have changed; the
+/// stream's subjects are kept from the start of the run).
+fn refreshed(
+    settings: &ConsumerSettings,
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+) -> ConsumerSettings {
+    let fresh =
+        ConsumerSettings::from_info(consumer.cached_info(), settings.stream_subjects().to_vec());
+    // Most recreations change nothing; keep sharing the old allocation then.
+    if fresh == *settings {
+        settings.clone()
+    } else {
+        fresh
     }
 }
 

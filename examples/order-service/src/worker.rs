@@ -32,11 +32,8 @@ pub(crate) async fn run(
         .trace_messages()
         .report_errors()
         .ack_messages()
-        .layer(
-            natty_tower::dead_letter::DeadLetterLayer::new(natty.clone(), "orders.dead")
-                .max_deliveries(MAX_DELIVER as u64),
-        )
-        .in_progress(ACK_WAIT)
+        .dead_letter(natty.clone(), "orders.dead") // after the consumer's MAX_DELIVER
+        .in_progress() // every half the consumer's ACK_WAIT
         .retry_messages(3)
         .catch_panic()
         .decode_json::<Order>()

@@ -7,6 +7,7 @@ use pin_project_lite::pin_project;
 
 use super::{settlement_for, AckLayer};
 use crate::classify::ClassifyError;
+use crate::dead_letter::DeadLetterAbove;
 use crate::settle::{log_settle_error, settle, SettleFuture};
 
 pin_project! {
@@ -16,6 +17,7 @@ pin_project! {
         state: State<F>,
         acker: Acker,
         delivered: u64,
+        dead_letter_above: Option<DeadLetterAbove>,
         layer: AckLayer<C>,
     }
 }
@@ -29,11 +31,18 @@ pin_project! {
 }
 
 impl<F: Future, C> ResponseFuture<F, C> {
-    pub(super) fn new(future: F, acker: Acker, delivered: u64, layer: AckLayer<C>) -> Self {
+    pub(super) fn new(
+        future: F,
+        acker: Acker,
+        delivered: u64,
+        dead_letter_above: Option<DeadLetterAbove>,
+        layer: AckLayer<C>,
+    ) -> Self {
         Self {
             state: State::Calling { future },
             acker,
             delivered,
+            dead_letter_above,
             layer,
         }
     }
@@ -57,6 +66,12 @@ where
                         Ok(_) => Settlement::Ack,
                         Err(err) => {
                             let decision = this.layer.classifier.classify(err);
+                            if this
+                                .dead_letter_above
+                                .is_some_and(|above| above.takes(decision))
+                            {
+                                return Poll::Ready(output);
+                            }
                             settlement_for(decision, *this.delivered, &this.layer.nak_backoff)
                         }
                     };

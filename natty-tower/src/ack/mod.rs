@@ -10,7 +10,9 @@
 //! | `Err` | [`Ack`](Decision::Ack) | ack |
 //!
 //! A message the handler (or a layer below, such as [dead letter](crate::dead_letter)) already
-//! settled is left alone. The handler's result is passed on unchanged, so layers above still
+//! settled is left alone. Under a dead-letter layer (one *above* this layer), a failure the
+//! dead-letter layer takes (given up, or retryable on the last delivery) is left unsettled for
+//! it, so the order of the two layers does not matter. The handler's result is passed on unchanged, so layers above still
 //! see the error. A settlement that cannot be sent is logged; the server redelivers the message
 //! after its ack wait.
 //!
@@ -61,6 +63,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::AckLayer;
 use crate::backoff::Backoff;
 use crate::classify::{ClassifyError, Decision, DefaultClassifier};
+use crate::dead_letter::DeadLetterAbove;
 
 /// Settles each message from its handler's result; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -107,7 +110,14 @@ where
     fn call(&mut self, msg: Message) -> Self::Future {
         let acker = msg.acker().clone();
         let delivered = msg.info().delivered;
-        ResponseFuture::new(self.inner.call(msg), acker, delivered, self.layer.clone())
+        let dead_letter_above = msg.extensions().get::<DeadLetterAbove>().copied();
+        ResponseFuture::new(
+            self.inner.call(msg),
+            acker,
+            delivered,
+            dead_letter_above,
+            self.layer.clone(),
+        )
     }
 }
 

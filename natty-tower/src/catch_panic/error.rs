@@ -11,7 +11,7 @@ use crate::error::Error;
 pub struct PanicMessage(String);
 
 impl PanicMessage {
-    pub(super) fn from_payload(payload: &(dyn Any + Send)) -> Self {
+    pub(crate) fn from_payload(payload: &(dyn Any + Send)) -> Self {
         let text = if let Some(text) = payload.downcast_ref::<&'static str>() {
             (*text).to_owned()
         } else if let Some(text) = payload.downcast_ref::<String>() {

@@ -1,5 +1,7 @@
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -12,10 +14,11 @@ use pin_project_lite::pin_project;
 
 use super::layer::Config;
 use super::{
-    DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER, ORIGINAL_SEQUENCE, ORIGINAL_STREAM,
-    ORIGINAL_SUBJECT,
+    DeadLetterAbove, DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER, ORIGINAL_SEQUENCE,
+    ORIGINAL_STREAM, ORIGINAL_SUBJECT,
 };
-use crate::classify::{ClassifyError, Decision};
+use crate::catch_panic::PanicMessage;
+use crate::classify::ClassifyError;
 use crate::settle::log_settle_error;
 
 /// The longest error text put in the [`ERROR`] header.
@@ -29,16 +32,18 @@ pub(super) struct Original {
     payload: Bytes,
     info: DeliveryInfo,
     acker: Acker,
+    last_delivery: bool,
 }
 
 impl Original {
-    pub(super) fn of(msg: &Message) -> Self {
+    pub(super) fn of(msg: &Message, last_delivery: bool) -> Self {
         Self {
             subject: msg.subject().clone(),
             headers: msg.headers().clone(),
             payload: msg.payload().clone(),
             info: msg.info().clone(),
             acker: msg.acker().clone(),
+            last_delivery,
         }
     }
 
@@ -75,6 +80,15 @@ fn one_line(text: &str, max: usize) -> String {
     text[..end].replace(['\r', '\n'], " ")
 }
 
+/// A caught panic, resumed once its message is dealt with.
+type Panic = Box<dyn Any + Send>;
+
+/// What the inner service ended with.
+enum Ended<O> {
+    Output(O),
+    Panicked(Panic),
+}
+
 pin_project! {
     /// The response future of [`DeadLetter`](super::DeadLetter).
     pub struct ResponseFuture<F: Future, K, C> {
@@ -89,9 +103,10 @@ pin_project! {
     #[project = StateProj]
     enum State<F: Future> {
         Calling { #[pin] future: F },
+        CallPanicked { panic: Option<Panic> },
         DeadLettering {
             work: Pin<Box<dyn Future<Output = ()> + Send>>,
-            output: Option<F::Output>,
+            ended: Option<Ended<F::Output>>,
         },
     }
 }
@@ -100,6 +115,14 @@ impl<F: Future, K, C> ResponseFuture<F, K, C> {
     pub(super) fn new(future: F, original: Original, config: Arc<Config<K, C>>) -> Self {
         Self {
             state: State::Calling { future },
+            original: Some(original),
+            config,
+        }
+    }
+
+    pub(super) fn panicked(panic: Panic, original: Original, config: Arc<Config<K, C>>) -> Self {
+        Self {
+            state: State::CallPanicked { panic: Some(panic) },
             original: Some(original),
             config,
         }
@@ -118,42 +141,70 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
+            let (ended, error) = match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let output = ready!(future.poll(cx));
-                    let Err(err) = &output else {
-                        return Poll::Ready(output);
-                    };
-                    let Some(original) = this.original.take() else {
-                        return Poll::Ready(output);
-                    };
-                    let config = &*this.config;
-                    let last_delivery = config
-                        .max_deliveries
-                        .is_some_and(|max| original.info.delivered >= max);
-                    let give_up = match config.classifier.classify(err) {
-                        Decision::GiveUp => true,
-                        decision => decision.is_retry() && last_delivery,
-                    };
-                    if !give_up || original.acker.is_settled() {
-                        return Poll::Ready(output);
+                    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(output)) => {
+                            let Err(err) = &output else {
+                                return Poll::Ready(output);
+                            };
+                            let decision = this.config.classifier.classify(err);
+                            let last_delivery =
+                                this.original.as_ref().is_some_and(|o| o.last_delivery);
+                            if !(DeadLetterAbove { last_delivery }).takes(decision) {
+                                return Poll::Ready(output);
+                            }
+                            let error = err.to_string();
+                            (Ended::Output(output), error)
+                        }
+                        Err(panic) => panicked(panic, this.original.as_ref()),
                     }
-                    let work = Box::pin(dead_letter(original, err.to_string(), config.clone()));
-                    this.state.set(State::DeadLettering {
-                        work,
-                        output: Some(output),
-                    });
                 }
-                StateProj::DeadLettering { work, output } => {
-                    ready!(work.as_mut().poll(cx));
-                    let output = output
+                StateProj::CallPanicked { panic } => {
+                    let panic = panic
                         .take()
                         .expect("dead_letter::ResponseFuture polled after it completed");
-                    return Poll::Ready(output);
+                    panicked(panic, this.original.as_ref())
                 }
-            }
+                StateProj::DeadLettering { work, ended } => {
+                    ready!(work.as_mut().poll(cx));
+                    match ended
+                        .take()
+                        .expect("dead_letter::ResponseFuture polled after it completed")
+                    {
+                        Ended::Output(output) => return Poll::Ready(output),
+                        Ended::Panicked(panic) => resume_unwind(panic),
+                    }
+                }
+            };
+            let original = this.original.take().filter(|o| !o.acker.is_settled());
+            let Some(original) = original else {
+                // Settled below already, or not to be dead-lettered: pass it on.
+                match ended {
+                    Ended::Output(output) => return Poll::Ready(output),
+                    Ended::Panicked(panic) => resume_unwind(panic),
+                }
+            };
+            let work = Box::pin(dead_letter(original, error, this.config.clone()));
+            this.state.set(State::DeadLettering {
+                work,
+                ended: Some(ended),
+            });
         }
     }
+}
+
+/// A panic below: dead-lettered like a retryable error on the last delivery, else resumed.
+fn panicked<O>(panic: Panic, original: Option<&Original>) -> (Ended<O>, String) {
+    if !original.is_some_and(|o| o.last_delivery) {
+        resume_unwind(panic);
+    }
+    let message = PanicMessage::from_payload(panic.as_ref());
+    (
+        Ended::Panicked(panic),
+        format!("handler panicked: {message}"),
+    )
 }
 
 /// Publish `original` to the dead-letter subject and terminate it, or nak it if that fails.

@@ -1,8 +1,10 @@
 //! Move messages that will never succeed to a dead-letter subject, so nothing is silently lost.
 //!
 //! A failed message is dead-lettered when the [classifier](crate::classify) gives it up, or
-//! when it was to be retried but this was its last delivery ([`DeadLetterLayer::max_deliveries`],
-//! which should match the consumer's `max_deliver`). It is then:
+//! when it was to be retried (a panic counts as that) but this was its last delivery. The
+//! consumer's `max_deliver` is said once, on the consumer: the layer reads it from the
+//! [`ConsumerSettings`](natty::ConsumerSettings) natty's driver attaches to each message;
+//! [`DeadLetterLayer::max_deliveries`] overrides it. It is then:
 //!
 //! 1. published to the dead-letter subject through a [`DeadLetterSink`], with its payload, its
 //!    headers (less the `Nats-*` publish controls such as `Nats-Expected-Stream`, which would
@@ -14,6 +16,17 @@
 //! If the publish fails the message is nak'd instead (after the nak [`Backoff`](crate::backoff::Backoff)), so it comes back
 //! rather than vanish. The handler's result is passed on unchanged; layers above see the message
 //! settled. The publish is boxed: it only happens to failing messages.
+//!
+//! # Layer order
+//! The last delivery is dead-lettered wherever this layer sits in the stack:
+//! - an [ack layer](crate::ack) *below* it leaves the failures this layer takes unsettled (the
+//!   layer marks each message in its extensions), so they are not nak'd or termed first;
+//! - a panic below it (with or without a [catch-panic layer](crate::catch_panic) above) is
+//!   dead-lettered on the last delivery, then unwinds on to whatever catches it (natty's driver
+//!   does), so nothing else changes.
+//!
+//! In-process [retries](crate::retry) belong below it and below the ack layer: an attempt
+//! settled by a layer below the retry is not retried (see the retry module).
 //!
 //! The sink is a trait so that any publisher works: it is implemented for [`natty::Natty`]
 //! (`publish_acked_with_headers`, with its retries) and async-nats' `jetstream::Context`.
@@ -43,6 +56,7 @@ mod future;
 mod layer;
 mod sink;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -55,7 +69,7 @@ pub use self::future::ResponseFuture;
 use self::layer::Config;
 pub use self::layer::DeadLetterLayer;
 pub use self::sink::DeadLetterSink;
-use crate::classify::{ClassifyError, DefaultClassifier};
+use crate::classify::{ClassifyError, Decision, DefaultClassifier};
 
 /// Header: the subject the message was published to.
 pub const ORIGINAL_SUBJECT: &str = "Natty-Original-Subject";
@@ -131,9 +145,38 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, msg: Message) -> Self::Future {
-        let original = Original::of(&msg);
-        ResponseFuture::new(self.inner.call(msg), original, self.config.clone())
+    fn call(&mut self, mut msg: Message) -> Self::Future {
+        let delivered = msg.info().delivered;
+        let last_delivery = match self.config.max_deliveries {
+            Some(max) => delivered >= max,
+            None => msg
+                .consumer_settings()
+                .is_some_and(|settings| settings.is_last_delivery(delivered)),
+        };
+        let original = Original::of(&msg, last_delivery);
+        // Tells an ack layer below to leave what this layer takes to it, whatever the order.
+        msg.extensions_mut()
+            .insert(DeadLetterAbove { last_delivery });
+        // A panic in the inner `call` is dead-lettered on the last delivery too, then goes on.
+        match catch_unwind(AssertUnwindSafe(|| self.inner.call(msg))) {
+            Ok(future) => ResponseFuture::new(future, original, self.config.clone()),
+            Err(panic) => ResponseFuture::panicked(panic, original, self.config.clone()),
+        }
+    }
+}
+
+/// Marks a message as passing through a dead-letter layer, for the layers below it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeadLetterAbove {
+    /// Whether this is the message's last delivery, as the dead-letter layer counts.
+    pub(crate) last_delivery: bool,
+}
+
+impl DeadLetterAbove {
+    /// Whether the dead-letter layer above takes a failure decided as `decision`: a layer
+    /// below must then leave the message unsettled for it.
+    pub(crate) fn takes(self, decision: Decision) -> bool {
+        decision == Decision::GiveUp || (decision.is_retry() && self.last_delivery)
     }
 }
 

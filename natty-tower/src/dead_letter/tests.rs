@@ -170,3 +170,61 @@ async fn under_an_ack_layer_the_dead_letter_term_wins() {
     assert_eq!(recorder.settlements(), [Settlement::Term]);
     assert_eq!(sink.published().len(), 1);
 }
+
+/// A message on the last delivery its consumer settings allow.
+fn message_from_consumer(payload: &'static str, delivered: u64) -> (Message, Recorder) {
+    let settings = natty::ConsumerSettings::new("ORDERS", "billing").with_max_deliver(Some(3));
+    Message::builder("orders.paid", payload)
+        .delivered(delivered)
+        .consumer_settings(settings)
+        .build()
+}
+
+#[tokio::test]
+async fn without_a_max_the_consumers_max_deliver_is_used() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink.clone(), "dlq"));
+    let (msg, recorder) = message_from_consumer("flaky", 2);
+    let _ = service.clone().oneshot(msg).await;
+    assert!(recorder.settlements().is_empty(), "not the last delivery");
+    let (msg, recorder) = message_from_consumer("flaky", 3);
+    let _ = service.oneshot(msg).await;
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    assert_eq!(sink.published().len(), 1);
+}
+
+#[tokio::test]
+async fn above_an_ack_layer_the_dead_letter_term_still_wins() {
+    let sink = FakeSink::default();
+    let layer = DeadLetterLayer::new(sink.clone(), "dlq");
+    let service = layer.layer(AckLayer::new().layer(service_fn(|_: Message| async {
+        Err::<(), BoxError>(HandlerError::retry("database down").into())
+    })));
+    let (msg, recorder) = message_from_consumer("flaky", 3);
+    let _ = service.clone().oneshot(msg).await;
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    assert_eq!(sink.published().len(), 1);
+    // Before the last delivery the ack layer below still naks as usual.
+    let (msg, recorder) = message_from_consumer("flaky", 1);
+    let _ = service.oneshot(msg).await;
+    assert!(matches!(recorder.outcome(), Some(Settlement::Nak(Some(_)))));
+}
+
+#[tokio::test]
+async fn a_panic_on_the_last_delivery_is_dead_lettered_then_unwinds_on() {
+    let sink = FakeSink::default();
+    let service = DeadLetterLayer::new(sink.clone(), "dlq").layer(service_fn(|_: Message| async {
+        panic!("handler bug");
+        #[allow(unreachable_code)]
+        Ok::<_, BoxError>(())
+    }));
+    let (msg, recorder) = message_from_consumer("any", 3);
+    let call = tokio::spawn(service.oneshot(msg));
+    assert!(call.await.unwrap_err().is_panic(), "the panic goes on");
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    let published = sink.published();
+    assert_eq!(
+        published[0].1.get(ERROR).unwrap().as_str(),
+        "handler panicked: handler bug"
+    );
+}
