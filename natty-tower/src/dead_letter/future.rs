@@ -14,8 +14,8 @@ use pin_project_lite::pin_project;
 
 use super::layer::Config;
 use super::{
-    DeadLetterAbove, DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER, ORIGINAL_SEQUENCE,
-    ORIGINAL_STREAM, ORIGINAL_SUBJECT,
+    message_id, DeadLetterAbove, DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER,
+    ORIGINAL_MESSAGE_ID, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
 };
 use crate::catch_panic::PanicMessage;
 use crate::classify::ClassifyError;
@@ -47,19 +47,26 @@ impl Original {
         }
     }
 
-    /// The dead letter's headers: the original's, less publish controls, plus where it came
-    /// from and why it failed.
+    /// The dead letter's headers: the original's, less `Nats-*` publish controls, plus its own
+    /// `Nats-Msg-Id`, where it came from and why it failed.
     fn dead_letter_headers(&self, error: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, values) in self.headers.iter() {
             let name: &str = name.as_ref();
-            let control = name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-");
-            if control && !name.eq_ignore_ascii_case(async_nats::header::NATS_MESSAGE_ID.as_ref()) {
+            if name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-") {
                 continue;
             }
             for value in values {
                 headers.append(name, value.clone());
             }
+        }
+        // The original's id would make the stream drop the dead letter as its duplicate.
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id(&self.info).as_str(),
+        );
+        if let Some(id) = self.headers.get(async_nats::header::NATS_MESSAGE_ID) {
+            headers.insert(ORIGINAL_MESSAGE_ID, id.as_str());
         }
         headers.insert(ORIGINAL_SUBJECT, self.subject.as_str());
         headers.insert(ORIGINAL_STREAM, self.info.stream.as_str());
@@ -124,6 +131,28 @@ impl<F: Future, K, C> ResponseFuture<F, K, C> {
         Self {
             state: State::CallPanicked { panic: Some(panic) },
             original: Some(original),
+            config,
+        }
+    }
+}
+
+impl<F, K, C, T, E> ResponseFuture<F, K, C>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    /// A call refused before it started: nak the message, then fail with `error`.
+    pub(super) fn refused(acker: Acker, error: E, config: Arc<Config<K, C>>) -> Self {
+        let work = Box::pin(async move {
+            if let Err(err) = acker.nak(None).await {
+                log_settle_error(Settlement::Nak(None), &err);
+            }
+        });
+        Self {
+            state: State::DeadLettering {
+                work,
+                ended: Some(Ended::Output(Err(error))),
+            },
+            original: None,
             config,
         }
     }

@@ -107,7 +107,12 @@ async fn a_given_up_message_is_published_with_its_origin_then_termed() {
     assert_eq!(header(DELIVERY_COUNT).as_deref(), Some("1"));
     assert_eq!(header(ERROR).as_deref(), Some("cannot parse line 2"));
     assert_eq!(header("tenant").as_deref(), Some("acme"));
-    assert_eq!(header("Nats-Msg-Id").as_deref(), Some("order-41"));
+    assert_eq!(
+        header("Nats-Msg-Id").as_deref(),
+        Some("natty-dead-letter:ORDERS:billing:41"),
+        "an id of its own"
+    );
+    assert_eq!(header(ORIGINAL_MESSAGE_ID).as_deref(), Some("order-41"));
     assert_eq!(
         header("Nats-Expected-Stream"),
         None,
@@ -227,4 +232,35 @@ async fn a_panic_on_the_last_delivery_is_dead_lettered_then_unwinds_on() {
         published[0].1.get(ERROR).unwrap().as_str(),
         "handler panicked: handler bug"
     );
+}
+
+#[tokio::test]
+async fn a_subject_its_consumer_would_deliver_back_is_refused_before_the_handler_runs() {
+    let sink = FakeSink::default();
+    let mut service = handler(DeadLetterLayer::new(sink.clone(), "orders.dead"));
+    let settings =
+        natty::ConsumerSettings::new("ORDERS", "billing").with_stream_subjects(["orders.>"]);
+    let (msg, recorder) = Message::builder("orders.paid", "fine")
+        .consumer_settings(settings)
+        .build();
+    let err = service.ready().await.unwrap().call(msg).await.unwrap_err();
+    assert!(err.to_string().contains("delivered back"), "{err}");
+    assert_eq!(recorder.settlements(), [Settlement::Nak(None)], "sent back");
+    let err = service.ready().await.err().expect("no longer ready");
+    let kind = err.downcast_ref::<DeadLetterError>().map(|e| e.kind());
+    assert_eq!(kind, Some(DeadLetterErrorKind::DeliveredBack));
+    assert!(sink.published().is_empty());
+}
+
+#[tokio::test]
+async fn a_subject_of_another_stream_is_accepted() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink, "dead.orders"));
+    let settings =
+        natty::ConsumerSettings::new("ORDERS", "billing").with_stream_subjects(["orders.>"]);
+    let (msg, recorder) = Message::builder("orders.paid", "fine")
+        .consumer_settings(settings)
+        .build();
+    service.oneshot(msg).await.unwrap();
+    assert!(recorder.settlements().is_empty());
 }
