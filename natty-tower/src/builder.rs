@@ -42,7 +42,6 @@
 
 use tokio::sync::mpsc;
 use tower::layer::util::Stack;
-use tower::retry::RetryLayer;
 use tower::ServiceBuilder;
 
 use crate::ack::AckLayer;
@@ -52,7 +51,7 @@ use crate::in_progress::InProgressLayer;
 use crate::json::JsonLayer;
 use crate::leader::{LeaderLayer, LeaderMode};
 use crate::report::{ErrorReport, ReportErrorsLayer};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryMessagesLayer, RetryPolicy};
 use crate::trace::TraceLayer;
 
 mod sealed {
@@ -100,8 +99,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// Retry retryable failures in process, at most `max_attempts` calls; see
     /// [`retry`](crate::retry).
-    fn retry_messages(self, max_attempts: u32)
-        -> ServiceBuilder<Stack<RetryLayer<RetryPolicy>, L>>;
+    fn retry_messages(self, max_attempts: u32) -> ServiceBuilder<Stack<RetryMessagesLayer, L>>;
 
     /// Turn handler panics into errors; see [`catch_panic`](crate::catch_panic).
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>>;
@@ -153,11 +151,8 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(InProgressLayer::from_consumer())
     }
 
-    fn retry_messages(
-        self,
-        max_attempts: u32,
-    ) -> ServiceBuilder<Stack<RetryLayer<RetryPolicy>, L>> {
-        self.layer(RetryLayer::new(RetryPolicy::new(max_attempts)))
+    fn retry_messages(self, max_attempts: u32) -> ServiceBuilder<Stack<RetryMessagesLayer, L>> {
+        self.layer(RetryMessagesLayer::new(RetryPolicy::new(max_attempts)))
     }
 
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>> {

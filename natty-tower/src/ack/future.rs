@@ -5,9 +5,9 @@ use std::task::{ready, Context, Poll};
 use natty::message::{Acker, Settlement};
 use pin_project_lite::pin_project;
 
+use super::LayersAbove;
 use super::{settlement_for, AckLayer};
 use crate::classify::ClassifyError;
-use crate::dead_letter::DeadLetterAbove;
 use crate::settle::{log_settle_error, settle, SettleFuture};
 
 pin_project! {
@@ -17,7 +17,7 @@ pin_project! {
         state: State<F>,
         acker: Acker,
         delivered: u64,
-        dead_letter_above: Option<DeadLetterAbove>,
+        above: LayersAbove,
         layer: AckLayer<C>,
     }
 }
@@ -35,14 +35,14 @@ impl<F: Future, C> ResponseFuture<F, C> {
         future: F,
         acker: Acker,
         delivered: u64,
-        dead_letter_above: Option<DeadLetterAbove>,
+        above: LayersAbove,
         layer: AckLayer<C>,
     ) -> Self {
         Self {
             state: State::Calling { future },
             acker,
             delivered,
-            dead_letter_above,
+            above,
             layer,
         }
     }
@@ -66,10 +66,7 @@ where
                         Ok(_) => Settlement::Ack,
                         Err(err) => {
                             let decision = this.layer.classifier.classify(err);
-                            if this
-                                .dead_letter_above
-                                .is_some_and(|above| above.takes(decision))
-                            {
+                            if this.above.take(decision) {
                                 return Poll::Ready(output);
                             }
                             settlement_for(decision, *this.delivered, &this.layer.nak_backoff)

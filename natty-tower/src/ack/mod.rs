@@ -10,9 +10,10 @@
 //! | `Err` | [`Ack`](Decision::Ack) | ack |
 //!
 //! A message the handler (or a layer below, such as [dead letter](crate::dead_letter)) already
-//! settled is left alone. Under a dead-letter layer (one *above* this layer), a failure the
-//! dead-letter layer takes (given up, or retryable on the last delivery) is left unsettled for
-//! it, so the order of the two layers does not matter. The handler's result is passed on unchanged, so layers above still
+//! settled is left alone. Under a dead-letter or retry layer (one *above* this layer), a failure
+//! that layer takes (given up or retryable on the last delivery, for dead letters; retryable
+//! with attempts left, for [`RetryMessagesLayer`](crate::retry::RetryMessagesLayer)) is left
+//! unsettled for it, so the order of the layers does not matter. The handler's result is passed on unchanged, so layers above still
 //! see the error. A settlement that cannot be sent is logged; the server redelivers the message
 //! after its ack wait.
 //!
@@ -64,6 +65,30 @@ pub use self::layer::AckLayer;
 use crate::backoff::Backoff;
 use crate::classify::{ClassifyError, Decision, DefaultClassifier};
 use crate::dead_letter::DeadLetterAbove;
+use crate::retry::RetryAbove;
+
+/// The settling layers above this one, which a failure may be left to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayersAbove {
+    dead_letter: Option<DeadLetterAbove>,
+    retry: Option<RetryAbove>,
+}
+
+impl LayersAbove {
+    fn of(msg: &Message) -> Self {
+        Self {
+            dead_letter: msg.extensions().get::<DeadLetterAbove>().copied(),
+            retry: msg.extensions().get::<RetryAbove>().copied(),
+        }
+    }
+
+    /// Whether a layer above takes a failure decided as `decision`: a retry that calls again,
+    /// or a dead-letter layer that dead-letters it.
+    pub(crate) fn take(self, decision: Decision) -> bool {
+        self.retry.is_some_and(|retry| retry.retries(decision))
+            || self.dead_letter.is_some_and(|dead| dead.takes(decision))
+    }
+}
 
 /// Settles each message from its handler's result; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -110,12 +135,12 @@ where
     fn call(&mut self, msg: Message) -> Self::Future {
         let acker = msg.acker().clone();
         let delivered = msg.info().delivered;
-        let dead_letter_above = msg.extensions().get::<DeadLetterAbove>().copied();
+        let above = LayersAbove::of(&msg);
         ResponseFuture::new(
             self.inner.call(msg),
             acker,
             delivered,
-            dead_letter_above,
+            above,
             self.layer.clone(),
         )
     }

@@ -18,7 +18,8 @@ use super::{
     ORIGINAL_MESSAGE_ID, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
 };
 use crate::catch_panic::PanicMessage;
-use crate::classify::ClassifyError;
+use crate::classify::{ClassifyError, Decision};
+use crate::retry::RetryAbove;
 use crate::settle::log_settle_error;
 
 /// The longest error text put in the [`ERROR`] header.
@@ -33,6 +34,7 @@ pub(super) struct Original {
     info: DeliveryInfo,
     acker: Acker,
     last_delivery: bool,
+    retry_above: Option<RetryAbove>,
 }
 
 impl Original {
@@ -44,7 +46,20 @@ impl Original {
             info: msg.info().clone(),
             acker: msg.acker().clone(),
             last_delivery,
+            retry_above: msg.extensions().get::<RetryAbove>().copied(),
         }
+    }
+
+    /// Whether this layer dead-letters a failure decided as `decision`: one a retry layer
+    /// above will try again is left to it.
+    fn takes(&self, decision: Decision) -> bool {
+        let retried = self
+            .retry_above
+            .is_some_and(|retry| retry.retries(decision));
+        let above = DeadLetterAbove {
+            last_delivery: self.last_delivery,
+        };
+        !retried && above.takes(decision)
     }
 
     /// The dead letter's headers: the original's, less `Nats-*` publish controls, plus its own
@@ -179,9 +194,7 @@ where
                                 return Poll::Ready(output);
                             };
                             let decision = this.config.classifier.classify(err);
-                            let last_delivery =
-                                this.original.as_ref().is_some_and(|o| o.last_delivery);
-                            if !(DeadLetterAbove { last_delivery }).takes(decision) {
+                            if !this.original.as_ref().is_some_and(|o| o.takes(decision)) {
                                 return Poll::Ready(output);
                             }
                             let error = err.to_string();
