@@ -11,9 +11,9 @@
 //! the open pull request to its end (at most `fetch_timeout`) nak'ing what arrives, gives
 //! in-flight calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service
 //! whose `poll_ready` fails ends the run the same way, then returns
-//! [`ConsumeErrorKind::NotReady`] carrying the summary ([`ConsumeSummary::from_error`]). At most `concurrency` messages are held at
-//! once; the server may briefly count one more, because it applies acks asynchronously (use
-//! double acks where that matters). Every message carries the consumer's
+//! [`ConsumeErrorKind::NotReady`] carrying the summary ([`ConsumeSummary::from_error`]). At
+//! most `concurrency` messages are held at once; the server may briefly count one more,
+//! because it applies acks asynchronously (use double acks where that matters). Every message carries the consumer's
 //! [`ConsumerSettings`] in its extensions, read once from the consumer's info and again
 //! whenever the driver recreates the consumer, so middleware never asks for them twice.
 //!
@@ -145,10 +145,7 @@ fn spawn_call<S>(
             ),
             Err(panic) => (
                 Outcome::Panicked,
-                Some(Error::with_source(
-                    ConsumeErrorKind::Panicked,
-                    PanicText::from_payload(panic.as_ref()),
-                )),
+                Some(PanicMessage::from_payload(panic.as_ref()).into()),
             ),
         };
         guard.settle(matches!(outcome, Outcome::Handled)).await;
@@ -163,30 +160,44 @@ fn spawn_call<S>(
     });
 }
 
-/// The text of a caught panic, as the source of a `Panicked` error.
-#[derive(Debug)]
-struct PanicText(String);
+/// The text a handler panicked with: the `source` of a
+/// [`Panicked`](ConsumeErrorKind::Panicked) error, from natty's driver or natty-tower's
+/// catch-panic layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanicMessage(String);
 
-impl PanicText {
-    fn from_payload(payload: &(dyn Any + Send)) -> Self {
-        let text = match payload.downcast_ref::<&str>() {
-            Some(text) => (*text).to_owned(),
-            None => match payload.downcast_ref::<String>() {
-                Some(text) => text.clone(),
-                None => "a panic without a message".to_owned(),
-            },
+impl PanicMessage {
+    /// The text of a caught panic's payload (`panic!` with a string or a format).
+    pub fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        let text = if let Some(text) = payload.downcast_ref::<&'static str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a non-string panic payload".to_owned()
         };
         Self(text)
     }
+
+    /// The panic's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-impl fmt::Display for PanicText {
+impl fmt::Display for PanicMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for PanicText {}
+impl std::error::Error for PanicMessage {}
+
+impl From<PanicMessage> for ConsumeError {
+    fn from(message: PanicMessage) -> Self {
+        Error::with_source(ConsumeErrorKind::Panicked, message)
+    }
+}
 
 /// The source of a [`ConsumeErrorKind::NotReady`] error: what the run did before it stopped,
 /// and why the service was not ready.
