@@ -101,9 +101,7 @@ fn layers(c: &mut Criterion) {
         &mut group,
         &runtime,
         "in_progress",
-        ServiceBuilder::new()
-            .in_progress(Duration::from_secs(30))
-            .service(handler()),
+        ServiceBuilder::new().in_progress().service(handler()),
     );
     case(
         &mut group,

@@ -25,7 +25,7 @@
 //!     .trace_messages()
 //!     .report_errors()
 //!     .ack_messages()
-//!     .in_progress(Duration::from_secs(30))
+//!     .in_progress()
 //!     .catch_panic()
 //!     .timeout(Duration::from_secs(60))
 //!     .decode_json::<OrderCreated>()
@@ -40,11 +40,8 @@
 //! # }
 //! ```
 
-use std::time::Duration;
-
 use tokio::sync::mpsc;
 use tower::layer::util::Stack;
-use tower::retry::RetryLayer;
 use tower::ServiceBuilder;
 
 use crate::ack::AckLayer;
@@ -54,7 +51,7 @@ use crate::in_progress::InProgressLayer;
 use crate::json::JsonLayer;
 use crate::leader::{LeaderLayer, LeaderMode};
 use crate::report::{ErrorReport, ReportErrorsLayer};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryMessagesLayer, RetryPolicy};
 use crate::trace::TraceLayer;
 
 mod sealed {
@@ -96,14 +93,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
         subject: impl Into<String>,
     ) -> ServiceBuilder<Stack<DeadLetterLayer<K>, L>>;
 
-    /// Send "in progress" every half `ack_wait` while a handler runs; see
+    /// Send "in progress" every half the consumer's ack wait while a handler runs; see
     /// [`in_progress`](crate::in_progress).
-    fn in_progress(self, ack_wait: Duration) -> ServiceBuilder<Stack<InProgressLayer, L>>;
+    fn in_progress(self) -> ServiceBuilder<Stack<InProgressLayer, L>>;
 
     /// Retry retryable failures in process, at most `max_attempts` calls; see
     /// [`retry`](crate::retry).
-    fn retry_messages(self, max_attempts: u32)
-        -> ServiceBuilder<Stack<RetryLayer<RetryPolicy>, L>>;
+    fn retry_messages(self, max_attempts: u32) -> ServiceBuilder<Stack<RetryMessagesLayer, L>>;
 
     /// Turn handler panics into errors; see [`catch_panic`](crate::catch_panic).
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>>;
@@ -151,15 +147,12 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(DeadLetterLayer::new(sink, subject))
     }
 
-    fn in_progress(self, ack_wait: Duration) -> ServiceBuilder<Stack<InProgressLayer, L>> {
-        self.layer(InProgressLayer::new(ack_wait))
+    fn in_progress(self) -> ServiceBuilder<Stack<InProgressLayer, L>> {
+        self.layer(InProgressLayer::from_consumer())
     }
 
-    fn retry_messages(
-        self,
-        max_attempts: u32,
-    ) -> ServiceBuilder<Stack<RetryLayer<RetryPolicy>, L>> {
-        self.layer(RetryLayer::new(RetryPolicy::new(max_attempts)))
+    fn retry_messages(self, max_attempts: u32) -> ServiceBuilder<Stack<RetryMessagesLayer, L>> {
+        self.layer(RetryMessagesLayer::new(RetryPolicy::new(max_attempts)))
     }
 
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>> {

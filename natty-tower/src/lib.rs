@@ -14,13 +14,34 @@
 //! | [`ack`] | [`AckLayer`](ack::AckLayer) | ack, nak with backoff, or term, as the [`classify`] decision says |
 //! | [`dead_letter`] | [`DeadLetterLayer`](dead_letter::DeadLetterLayer) | publish given-up messages to a dead-letter subject, then term |
 //! | [`in_progress`] | [`InProgressLayer`](in_progress::InProgressLayer) | "in progress" while a handler runs past half the ack wait |
-//! | [`retry`] | [`RetryPolicy`](retry::RetryPolicy) | in-process retries with backoff, on tower's `Retry` |
+//! | [`retry`] | [`RetryMessagesLayer`](retry::RetryMessagesLayer) | in-process retries with backoff, on tower's `Retry` |
 //! | [`catch_panic`] | [`CatchPanicLayer`](catch_panic::CatchPanicLayer) | a panicking handler becomes an error |
 //! | [`leader`] | [`LeaderLayer`](leader::LeaderLayer) | run only while this node leads |
 //! | [`json`] | [`JsonLayer`](json::JsonLayer) | decode JSON payloads; bad input is given up |
 //!
-//! Layers listed first go outside: the ack layer must sit above the layers whose errors it
-//! settles, and dead letter below ack, so it terms a message before ack would nak it.
+//! # Layer order
+//! Layers listed first go outside. The order of natty's layers does not decide whether they
+//! work: each layer marks the messages it passes in their extensions, and the settling layers
+//! below it leave it what it takes.
+//! - [`ack`] and [`dead_letter`], either way round: a failure the dead-letter layer takes
+//!   (given up, or retryable on the last delivery) is left unsettled by an ack layer below it.
+//! - [`retry`] (through [`retry_messages`](ServiceBuilderExt::retry_messages)) above or below
+//!   either: a failure it will try again is left unsettled by the layers below it, and only the
+//!   last attempt is settled or dead-lettered.
+//! - [`dead_letter`] and panics: a panic below the dead-letter layer (caught by
+//!   [`catch_panic`] above it, by natty's driver, or not at all) is dead-lettered on the last
+//!   delivery, then unwinds on.
+//! - [`in_progress`] sends heartbeats until the message is settled, wherever it sits.
+//!
+//! What the order still changes: a panic caught above an ack or report layer passes them as an
+//! unwind, not an error, so the ack layer does not settle it (natty's driver naks it without a
+//! delay) and the report layer does not see it (the driver reports it); put
+//! [`catch_panic`] below them, as in the example, to have panics settled and reported like
+//! errors.
+//!
+//! Each message carries its consumer's [`ConsumerSettings`](natty::ConsumerSettings), so the
+//! in-progress and dead-letter layers take the ack wait and the max deliveries from the
+//! consumer instead of asking for them again.
 //!
 //! # Features
 //! - `metrics` (off by default): the `metrics` module, recording through the `metrics` facade.

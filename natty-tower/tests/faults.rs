@@ -866,7 +866,7 @@ async fn a_handler_slower_than_the_ack_wait_sends_in_progress_and_is_not_redeliv
     let (kept, mut kept_count) = Handled::new();
     let with_progress = ServiceBuilder::new()
         .ack_messages()
-        .in_progress(ACK_WAIT)
+        .in_progress()
         .decode_json::<Order>()
         .service(slow(kept.clone()));
     let serving = tokio::spawn({
@@ -1077,7 +1077,7 @@ async fn a_hung_handler_under_in_progress_is_released_by_its_timeout_not_the_ack
     let handover = hand_over_from_a_hung_instance(|took| {
         let stack = ServiceBuilder::new()
             .layer(AckLayer::new().nak_backoff(quick_naks()))
-            .in_progress(ACK_WAIT)
+            .in_progress()
             .timeout(HANDLER_TIMEOUT)
             .service(service_fn(move |_: natty::Message| {
                 let _ = took.send(Instant::now());

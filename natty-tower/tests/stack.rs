@@ -28,7 +28,7 @@ async fn the_whole_stack_settles_each_message_once() {
         .trace_messages()
         .report_errors_to(reports)
         .ack_messages()
-        .in_progress(Duration::from_secs(30))
+        .in_progress()
         .require_leader(gate)
         .catch_panic()
         .timeout(Duration::from_secs(5))
@@ -66,4 +66,82 @@ async fn the_whole_stack_settles_each_message_once() {
     }
     assert_eq!(reported.len(), 3, "{reported:?}");
     assert!(reported[2].contains("unlucky order"), "{reported:?}");
+}
+
+/// A handler failing its first `failures` calls with a retryable error; counts its calls.
+fn flaky(
+    failures: u32,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> impl Service<Message, Response = (), Error = BoxError, Future: Send> + Clone + Send {
+    service_fn(move |_: Message| {
+        let call = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        async move {
+            if call <= failures {
+                return Err(BoxError::from(HandlerError::retry("database busy")));
+            }
+            Ok(())
+        }
+    })
+}
+
+/// In-process retries run whether the retry layer sits below or above the ack layer: the
+/// ack layer leaves a failure the retry layer will try again unsettled.
+#[tokio::test(start_paused = true)]
+async fn a_retry_layer_above_the_ack_layer_still_retries() {
+    let calls = std::sync::Arc::default();
+    let service = ServiceBuilder::new()
+        .retry_messages(3)
+        .ack_messages()
+        .service(flaky(2, std::sync::Arc::clone(&calls)));
+    let (msg, recorder) = Message::builder("orders.created", "{}").build();
+    service.oneshot(msg).await.unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(recorder.settlements(), [Settlement::Ack]);
+}
+
+/// On the last delivery, a retry layer above the dead-letter layer still gets its attempts:
+/// only a failure no attempt fixed is dead-lettered.
+#[tokio::test(start_paused = true)]
+async fn a_retry_layer_above_the_dead_letter_layer_retries_the_last_delivery_first() {
+    use natty_tower::dead_letter::{DeadLetterError, DeadLetterSink};
+
+    #[derive(Clone, Default)]
+    struct CountingSink(std::sync::Arc<std::sync::atomic::AtomicU32>);
+    impl DeadLetterSink for CountingSink {
+        async fn publish(
+            &self,
+            _: String,
+            _: async_nats::HeaderMap,
+            _: bytes::Bytes,
+        ) -> Result<(), DeadLetterError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    let settings = natty::ConsumerSettings::new("ORDERS", "billing").with_max_deliver(Some(3));
+    for (failures, calls_expected, dead_letters, outcome) in
+        [(1, 2, 0, Settlement::Ack), (5, 3, 1, Settlement::Term)]
+    {
+        let (calls, sink) = (std::sync::Arc::default(), CountingSink::default());
+        let service = ServiceBuilder::new()
+            .ack_messages()
+            .retry_messages(3)
+            .dead_letter(sink.clone(), "dead.orders")
+            .service(flaky(failures, std::sync::Arc::clone(&calls)));
+        let (msg, recorder) = Message::builder("orders.created", "{}")
+            .delivered(3)
+            .consumer_settings(settings.clone())
+            .build();
+        let _ = service.oneshot(msg).await;
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            calls_expected
+        );
+        assert_eq!(
+            sink.0.load(std::sync::atomic::Ordering::SeqCst),
+            dead_letters
+        );
+        assert_eq!(recorder.settlements(), [outcome]);
+    }
 }

@@ -6,11 +6,16 @@
 //! calls at once; retries fetches across disconnects and server restarts, recreating the
 //! durable consumer if it disappeared; and settles every message exactly once: a message the
 //! handler left unsettled is acked after `Ok`, nak'd after `Err`, and nak'd when its call
-//! panics or is cancelled. On shutdown it stops fetching, reads the open pull request to its
-//! end (at most `fetch_timeout`) nak'ing what arrives, gives in-flight calls `shutdown_grace`
-//! to finish, and returns a [`ConsumeSummary`]. At most `concurrency` messages are held at
-//! once; the server may briefly count one more, because it applies acks asynchronously (use
-//! double acks where that matters).
+//! panics (in `call` itself or in its future; the panic is reported with the message's
+//! subject, sequence and delivery count) or is cancelled. On shutdown it stops fetching, reads
+//! the open pull request to its end (at most `fetch_timeout`) nak'ing what arrives, gives
+//! in-flight calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service
+//! whose `poll_ready` fails ends the run the same way, then returns
+//! [`ConsumeErrorKind::NotReady`] carrying the summary ([`ConsumeSummary::from_error`]). At
+//! most `concurrency` messages are held at once; the server may briefly count one more,
+//! because it applies acks asynchronously (use double acks where that matters). Every message carries the consumer's
+//! [`ConsumerSettings`] in its extensions, read once from the consumer's info and again
+//! whenever the driver recreates the consumer, so middleware never asks for them twice.
 //!
 //! # Example
 //! ```no_run
@@ -34,19 +39,23 @@
 //! # }
 //! ```
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::Batch;
 use futures_util::stream::SelectAll;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use crate::backoff::jittered;
+use crate::consumer::ConsumerSettings;
 use crate::error::{ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{Acker, Message};
 use crate::report::ReportSender;
@@ -117,29 +126,112 @@ fn spawn_call<S>(
     S::Error: Into<BoxError>,
 {
     let guard = SettleGuard(Some(message.acker().clone()));
-    let meta = (
-        message.subject().to_string(),
-        message.info().stream_sequence,
-        message.info().delivered,
-    );
-    let call = service.call(message);
+    let subject = message.subject().to_string();
+    let (stream_sequence, delivered) = (message.info().stream_sequence, message.info().delivered);
+    // A panic in `call` itself (a closure parsing before its `async` block) would otherwise
+    // unwind through the driver and stop consuming with messages left ack-pending.
+    let call = catch_unwind(AssertUnwindSafe(|| service.call(message)));
     tasks.spawn(async move {
-        let result = call.await.map(drop).map_err(Into::<BoxError>::into);
-        guard.settle(result.is_ok()).await;
-        drop(slot);
-        match result {
-            Ok(()) => (Outcome::Handled, None),
-            Err(err) => (
+        let result = match call {
+            Ok(call) => AssertUnwindSafe(call)
+                .catch_unwind()
+                .await
+                .map(|result| result.map(drop).map_err(Into::<BoxError>::into)),
+            Err(panic) => Err(panic),
+        };
+        let (outcome, error) = match result {
+            Ok(Ok(())) => (Outcome::Handled, None),
+            Ok(Err(err)) => (
                 Outcome::Failed,
-                Some(HandlerFailure {
-                    subject: meta.0,
-                    stream_sequence: meta.1,
-                    delivered: meta.2,
-                    error: Error::with_source(ConsumeErrorKind::Handler, err),
-                }),
+                Some(Error::with_source(ConsumeErrorKind::Handler, err)),
             ),
-        }
+            Err(panic) => (
+                Outcome::Panicked,
+                Some(PanicMessage::from_payload(panic.as_ref()).into()),
+            ),
+        };
+        guard.settle(matches!(outcome, Outcome::Handled)).await;
+        drop(slot);
+        let failure = error.map(|error| HandlerFailure {
+            subject,
+            stream_sequence,
+            delivered,
+            error,
+        });
+        (outcome, failure)
     });
+}
+
+/// The text a handler panicked with: the `source` of a
+/// [`Panicked`](ConsumeErrorKind::Panicked) error, from natty's driver or natty-tower's
+/// catch-panic layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanicMessage(String);
+
+impl PanicMessage {
+    /// The text of a caught panic's payload (`panic!` with a string or a format).
+    pub fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        let text = if let Some(text) = payload.downcast_ref::<&'static str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a non-string panic payload".to_owned()
+        };
+        Self(text)
+    }
+
+    /// The panic's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PanicMessage {}
+
+impl From<PanicMessage> for ConsumeError {
+    fn from(message: PanicMessage) -> Self {
+        Error::with_source(ConsumeErrorKind::Panicked, message)
+    }
+}
+
+/// The source of a [`ConsumeErrorKind::NotReady`] error: what the run did before it stopped,
+/// and why the service was not ready.
+#[derive(Debug)]
+pub struct NotReadyError {
+    summary: ConsumeSummary,
+    error: BoxError,
+}
+
+impl NotReadyError {
+    /// What the run did, drain included.
+    pub fn summary(&self) -> &ConsumeSummary {
+        &self.summary
+    }
+
+    /// The error the service's `poll_ready` returned.
+    pub fn service_error(&self) -> &BoxError {
+        &self.error
+    }
+}
+
+impl fmt::Display for NotReadyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for NotReadyError {
+    // Display already shows the service's error, so the chain goes on from its cause.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// The error of [`Natty::consume`] and [`Natty::serve`].
@@ -157,8 +249,8 @@ pub struct HandlerFailure {
     pub stream_sequence: u64,
     /// How often it has been delivered.
     pub delivered: u64,
-    /// What went wrong (`ConsumeErrorKind::Handler` or `Panicked`, the handler's error as
-    /// source).
+    /// What went wrong (`ConsumeErrorKind::Handler` with the handler's error as source, or
+    /// `Panicked` with the panic's text).
     pub error: ConsumeError,
 }
 
@@ -262,9 +354,20 @@ pub struct ConsumeSummary {
     pub dropped_reports: u64,
 }
 
+impl ConsumeSummary {
+    /// The summary a [`ConsumeErrorKind::NotReady`] error carries: a run stopped by its
+    /// service still drains, and what it did is not lost.
+    pub fn from_error(err: &ConsumeError) -> Option<&ConsumeSummary> {
+        std::error::Error::source(err)?
+            .downcast_ref::<NotReadyError>()
+            .map(NotReadyError::summary)
+    }
+}
+
 enum Outcome {
     Handled,
     Failed,
+    Panicked,
 }
 
 /// Naks the message if it is still unsettled when dropped: covers panics and cancellation.
@@ -327,8 +430,9 @@ impl Natty {
     /// module docs for the guarantees.
     ///
     /// # Errors
-    /// Only for problems that retrying cannot fix: invalid names, a missing stream, a service
-    /// whose `poll_ready` fails.
+    /// Only for problems that retrying cannot fix: invalid names, a missing stream
+    /// (returned at once); a service whose `poll_ready` fails (`NotReady`, returned after
+    /// draining as on shutdown, with the [`ConsumeSummary`] in its source).
     pub fn serve<S>(
         &self,
         config: ConsumeConfig,
@@ -357,6 +461,7 @@ impl Natty {
         S::Error: Into<BoxError>,
     {
         let mut consumer = self.consumer_for(&config).await?;
+        let mut settings = self.settings_of(&consumer).await?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut pulls = SelectAll::new();
         // Pull requests not yet over (a finished one leaves `pulls` only when next polled).
@@ -367,6 +472,8 @@ impl Natty {
         let mut last_message = Instant::now();
         let mut last_check = Instant::now();
         let batch_deadline = config.fetch_timeout + BATCH_GRACE;
+        // Set when the service's `poll_ready` fails: the run then drains as on shutdown.
+        let mut not_ready: Option<BoxError> = None;
 
         loop {
             while let Some(done) = tasks.try_join_next() {
@@ -382,25 +489,30 @@ impl Natty {
                         continue;
                     };
                     let message = match next {
-                        Ok(message) => Message::from_jetstream(message),
+                        Ok(message) => {
+                            let mut message = Message::from_jetstream(message);
+                            message.extensions_mut().insert(settings.clone());
+                            message
+                        }
                         Err(err) => {
                             tracing::warn!(target: "natty", error = %err, "message stream error; refetching");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                            settings = refreshed(&settings, &consumer);
                             continue;
                         }
                     };
                     last_message = Instant::now();
                     let ready = tokio::select! {
                         () = shutdown.cancelled() => None,
-                        ready = service.ready() => Some(ready.map(drop).map_err(|err| {
-                            Error::with_source(ConsumeErrorKind::Handler, err.into())
-                        })),
+                        ready = service.ready() => Some(ready.map(drop).map_err(Into::<BoxError>::into)),
                     };
                     match ready {
                         Some(Ok(())) => {}
                         Some(Err(err)) => {
                             let _ = message.nak(None).await;
-                            return Err(err);
+                            summary.returned += 1;
+                            not_ready = Some(err);
+                            break;
                         }
                         None => {
                             let _ = message.nak(None).await;
@@ -421,11 +533,12 @@ impl Natty {
                     // A stack that is not ready (a follower, a saturated limit) fetches nothing.
                     let ready = tokio::select! {
                         () = shutdown.cancelled() => break,
-                        ready = service.ready() => ready.map(drop).map_err(|err| {
-                            Error::with_source(ConsumeErrorKind::Handler, err.into())
-                        }),
+                        ready = service.ready() => ready.map(drop).map_err(Into::<BoxError>::into),
                     };
-                    ready?;
+                    if let Err(err) = ready {
+                        not_ready = Some(err);
+                        break;
+                    }
                     let batch = consumer
                         .batch()
                         .max_messages(reserved.num_permits())
@@ -442,6 +555,7 @@ impl Natty {
                             drop(reserved);
                             tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %err, "fetch failed; retrying");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                            settings = refreshed(&settings, &consumer);
                         }
                     }
                     let idle = Duration::from_secs(5);
@@ -450,6 +564,7 @@ impl Natty {
                         last_check = Instant::now();
                         if consumer.info().await.is_err() {
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
+                            settings = refreshed(&settings, &consumer);
                         }
                     }
                 }
@@ -483,7 +598,13 @@ impl Natty {
                 }
             }
         }
-        Ok(summary)
+        match not_ready {
+            None => Ok(summary),
+            Some(error) => Err(Error::with_source(
+                ConsumeErrorKind::NotReady,
+                NotReadyError { summary, error },
+            )),
+        }
     }
 
     async fn consumer_for(
@@ -509,6 +630,22 @@ impl Natty {
         })
     }
 
+    /// The settings every message of this run carries: the consumer's, as created, and the
+    /// subjects of its stream.
+    async fn settings_of(
+        &self,
+        consumer: &async_nats::jetstream::consumer::PullConsumer,
+    ) -> Result<ConsumerSettings, ConsumeError> {
+        let info = consumer.cached_info();
+        let stream = self
+            .jetstream()
+            .get_stream(&info.stream_name)
+            .await
+            .map_err(|err| Error::with_source(ConsumeErrorKind::Fetch, err))?;
+        let subjects = stream.cached_info().config.subjects.clone();
+        Ok(ConsumerSettings::from_info(info, subjects))
+    }
+
     async fn pause_then_recreate(
         &self,
         config: &ConsumeConfig,
@@ -532,6 +669,22 @@ impl Natty {
     }
 }
 
+/// The settings of `consumer` after a recreation (its configuration may have changed; the
+/// stream's subjects are kept from the start of the run).
+fn refreshed(
+    settings: &ConsumerSettings,
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+) -> ConsumerSettings {
+    let fresh =
+        ConsumerSettings::from_info(consumer.cached_info(), settings.stream_subjects().to_vec());
+    // Most recreations change nothing; keep sharing the old allocation then.
+    if fresh == *settings {
+        settings.clone()
+    } else {
+        fresh
+    }
+}
+
 async fn record(
     config: &ConsumeConfig,
     summary: &mut ConsumeSummary,
@@ -546,6 +699,11 @@ async fn record(
             summary.failed += 1;
             failure
         }
+        Ok((Outcome::Panicked, failure)) => {
+            summary.panicked += 1;
+            failure
+        }
+        // Calls catch their own panics; this is natty's own settling code panicking.
         Err(err) if err.is_panic() => {
             summary.panicked += 1;
             Some(HandlerFailure {

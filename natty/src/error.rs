@@ -114,6 +114,10 @@ error_kind! {
         Handler => "handler failed",
         /// A handler panicked.
         Panicked => "handler panicked",
+        /// The service's `poll_ready` failed, so the run stopped after draining as on
+        /// shutdown; the source is a [`NotReadyError`](crate::consume::NotReadyError) with
+        /// the run's summary.
+        NotReady => "service not ready",
     }
 }
 

@@ -30,6 +30,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 pub use http::Extensions;
 
+use crate::consumer::ConsumerSettings;
 use crate::error::{Error, SettleErrorKind};
 
 /// The error of a settle call.
@@ -316,6 +317,7 @@ impl Message {
             payload: payload.into(),
             headers: HeaderMap::new(),
             info: DeliveryInfo::default(),
+            extensions: Extensions::new(),
         }
     }
 
@@ -354,6 +356,13 @@ impl Message {
         self.headers
             .get(async_nats::header::NATS_MESSAGE_ID)
             .map(|value| value.as_str())
+    }
+
+    /// The settings of the consumer that delivered it (ack wait, max deliveries, ...), which
+    /// natty's driver attaches to every message; `None` for a message that did not come
+    /// through the driver.
+    pub fn consumer_settings(&self) -> Option<&ConsumerSettings> {
+        self.extensions.get::<ConsumerSettings>()
     }
 
     /// Typed data attached by middleware.
@@ -424,6 +433,7 @@ pub struct MessageBuilder {
     payload: Bytes,
     headers: HeaderMap,
     info: DeliveryInfo,
+    extensions: Extensions,
 }
 
 impl MessageBuilder {
@@ -445,6 +455,12 @@ impl MessageBuilder {
         self
     }
 
+    /// Attach consumer settings, as natty's driver does.
+    pub fn consumer_settings(mut self, settings: ConsumerSettings) -> Self {
+        self.extensions.insert(settings);
+        self
+    }
+
     /// The message and the recorder its settlements go to.
     pub fn build(self) -> (Message, Recorder) {
         let recorder = Recorder::default();
@@ -454,7 +470,7 @@ impl MessageBuilder {
             headers: self.headers,
             reply: None,
             info: self.info,
-            extensions: Extensions::new(),
+            extensions: self.extensions,
             acker: Acker::new(Target::Recorder(recorder.clone())),
         };
         (message, recorder)

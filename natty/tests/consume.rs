@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use natty::error::ConsumeErrorKind;
-use natty::{CancellationToken, Config, ConsumeConfig, ConsumerOptions, Message, Natty};
+use natty::{
+    CancellationToken, Config, ConsumeConfig, ConsumeSummary, ConsumerOptions, Message, Natty,
+};
 use natty_testkit::Server;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -337,4 +339,229 @@ async fn consume_rejects_bad_names_and_missing_streams() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ConsumeErrorKind::StreamNotFound, "{err}");
+}
+
+/// The durable `durable` of `stream` read through a plain async-nats client, not through natty.
+async fn plain_consumer(
+    server: &Server,
+    stream: &str,
+    durable: &str,
+) -> async_nats::jetstream::consumer::PullConsumer {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .get_consumer(durable)
+        .await
+        .unwrap()
+}
+
+/// Fetches what the consumer can deliver right now through a plain client and acks it, so
+/// a message that was nak'd (ready at once) is told apart from one left hanging until the
+/// 30 s ack wait. Returns the payloads and the consumer's ack-pending count afterwards.
+async fn drain_with_plain_client(
+    server: &Server,
+    stream: &str,
+    durable: &str,
+    expect: usize,
+) -> (Vec<String>, usize) {
+    use futures_util::StreamExt;
+    let mut consumer = plain_consumer(server, stream, durable).await;
+    let mut payloads = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while payloads.len() < expect && tokio::time::Instant::now() < deadline {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(expect - payloads.len())
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            payloads.push(String::from_utf8(message.payload.to_vec()).unwrap());
+            message.double_ack().await.unwrap();
+        }
+    }
+    let ack_pending = consumer.info().await.unwrap().num_ack_pending;
+    (payloads, ack_pending)
+}
+
+/// A closure that panics before its `async` block (while "parsing") must not escape the
+/// driver: the message is nak'd, reported with its subject, sequence and delivery count, and
+/// consuming goes on.
+#[tokio::test]
+async fn a_panic_before_the_handlers_future_is_caught_reported_and_the_message_redelivered() {
+    let server = Server::start().unwrap();
+    let natty = setup(&server, "C7", 3).await;
+    let (errors_tx, mut errors) = mpsc::channel(8);
+    let shutdown = CancellationToken::new();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (h, s) = (Arc::clone(&handled), shutdown.clone());
+    let consuming = tokio::spawn({
+        let natty = natty.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            natty
+                .consume(
+                    ConsumeConfig::new("C7", "worker").errors(errors_tx),
+                    shutdown,
+                    move |msg: Message| {
+                        // The synchronous part: a parse that panics on the first delivery.
+                        if msg.payload().as_ref() == b"1" && msg.info().delivered == 1 {
+                            panic!("cannot parse");
+                        }
+                        let (handled, shutdown) = (Arc::clone(&h), s.clone());
+                        async move {
+                            if handled.fetch_add(1, Ordering::SeqCst) == 2 {
+                                shutdown.cancel();
+                            }
+                            Ok::<_, std::io::Error>(())
+                        }
+                    },
+                )
+                .await
+        }
+    });
+    let summary = timeout(DEADLINE, consuming)
+        .await
+        .expect("consuming ends after shutdown")
+        .expect("the panic did not escape the driver")
+        .unwrap();
+    assert_eq!(summary.panicked, 1, "{summary:?}");
+    assert_eq!(summary.handled, 3, "the panicked message was redelivered");
+    let failure = errors.try_recv().expect("the panic was reported");
+    assert_eq!(failure.error.kind(), ConsumeErrorKind::Panicked);
+    assert_eq!(failure.subject, "c7.in");
+    assert_eq!(failure.stream_sequence, 2);
+    assert_eq!(failure.delivered, 1);
+    let (left, ack_pending) = drain_with_plain_client(&server, "C7", "worker", 1).await;
+    assert!(
+        left.is_empty(),
+        "nothing left for another consumer: {left:?}"
+    );
+    assert_eq!(ack_pending, 0, "nothing left ack-pending");
+}
+
+/// A panic inside the handler's future is reported with the message it happened on.
+#[tokio::test]
+async fn a_panic_in_the_handlers_future_is_reported_with_its_message() {
+    let server = Server::start().unwrap();
+    let natty = setup(&server, "C8", 1).await;
+    let (errors_tx, mut errors) = mpsc::channel(8);
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    let summary = timeout(
+        DEADLINE,
+        natty.consume(
+            ConsumeConfig::new("C8", "worker").errors(errors_tx),
+            shutdown.clone(),
+            move |msg: Message| {
+                let shutdown = s.clone();
+                async move {
+                    if msg.info().delivered == 1 {
+                        panic!("poison");
+                    }
+                    shutdown.cancel();
+                    Ok::<_, std::io::Error>(())
+                }
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((summary.panicked, summary.handled), (1, 1));
+    let failure = errors.try_recv().expect("the panic was reported");
+    assert_eq!(failure.error.kind(), ConsumeErrorKind::Panicked);
+    assert_eq!(
+        (
+            failure.subject.as_str(),
+            failure.stream_sequence,
+            failure.delivered
+        ),
+        ("c8.in", 1, 1)
+    );
+}
+
+/// A service whose `poll_ready` fails once `broken` is set.
+#[derive(Clone)]
+struct BreaksAfterFirstCall {
+    broken: Arc<std::sync::atomic::AtomicBool>,
+    finished: Arc<AtomicUsize>,
+}
+
+impl tower::Service<Message> for BreaksAfterFirstCall {
+    type Response = ();
+    type Error = std::io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), std::io::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.broken.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(Err(std::io::Error::other("database pool closed")));
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _msg: Message) -> Self::Future {
+        self.broken.store(true, Ordering::SeqCst);
+        let finished = Arc::clone(&self.finished);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            finished.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+/// When the service stops being ready, the driver drains as on shutdown: the call in flight
+/// finishes within its grace, what was fetched but not started is nak'd (so it is ready for
+/// another consumer at once, not after the ack wait), and the error says what happened and
+/// carries the summary.
+#[tokio::test]
+async fn a_failing_poll_ready_drains_like_shutdown_and_returns_its_own_kind_with_the_summary() {
+    let server = Server::start().unwrap();
+    let natty = setup(&server, "C9", 10).await;
+    let service = BreaksAfterFirstCall {
+        broken: Arc::default(),
+        finished: Arc::default(),
+    };
+    let finished = Arc::clone(&service.finished);
+    let err = timeout(
+        DEADLINE,
+        natty.serve(
+            ConsumeConfig::new("C9", "worker")
+                .concurrency(4)
+                .fetch_size(4)
+                .shutdown_grace(Duration::from_secs(5)),
+            CancellationToken::new(),
+            service,
+        ),
+    )
+    .await
+    .expect("serve returns")
+    .expect_err("a service that fails poll_ready ends the run");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the call in flight finished within its grace"
+    );
+    assert_eq!(err.kind(), ConsumeErrorKind::NotReady, "{err}");
+    assert!(
+        std::error::Error::source(&err)
+            .is_some_and(|source| source.to_string().contains("database pool closed")),
+        "the service's error is the source: {err:?}"
+    );
+    let summary = ConsumeSummary::from_error(&err).expect("the error carries the summary");
+    assert_eq!(summary.handled, 1, "{summary:?}");
+    // Everything not handled went back with a nak: a plain client gets all 9 at once.
+    let (left, ack_pending) = drain_with_plain_client(&server, "C9", "worker", 9).await;
+    assert_eq!(left.len(), 9, "{left:?}");
+    assert_eq!(ack_pending, 0);
+    assert!(summary.returned >= 1, "{summary:?}");
 }

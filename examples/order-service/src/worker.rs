@@ -16,8 +16,15 @@ use crate::app::{Order, OrderStatus, STATUS_BUCKET};
 /// orders from being redelivered mid-work.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
-/// Deliveries before an order that keeps failing goes to `orders.dead`.
+/// Deliveries before an order that keeps failing goes to [`DEAD_LETTER_SUBJECT`].
 const MAX_DELIVER: i64 = 5;
+
+/// The stream dead letters are kept in: a separate one, since dead letters inside `ORDERS`
+/// would be stored next to the orders (and, without a filter, delivered back to the handler).
+pub(crate) const DEAD_LETTER_STREAM: &str = "ORDERS_DEAD";
+
+/// Where orders that keep failing (or cannot be handled) go.
+pub(crate) const DEAD_LETTER_SUBJECT: &str = "dead.orders";
 
 /// Handle `orders.*.created` with the durable `order-handler` (shared by every node) until
 /// `shutdown`. Every natty-tower layer is here: tracing, error reports, ack/nak, dead letters,
@@ -32,11 +39,8 @@ pub(crate) async fn run(
         .trace_messages()
         .report_errors()
         .ack_messages()
-        .layer(
-            natty_tower::dead_letter::DeadLetterLayer::new(natty.clone(), "orders.dead")
-                .max_deliveries(MAX_DELIVER as u64),
-        )
-        .in_progress(ACK_WAIT)
+        .dead_letter(natty.clone(), DEAD_LETTER_SUBJECT) // after the consumer's MAX_DELIVER
+        .in_progress() // every half the consumer's ACK_WAIT
         .retry_messages(3)
         .catch_panic()
         .decode_json::<Order>()

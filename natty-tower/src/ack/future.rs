@@ -5,6 +5,7 @@ use std::task::{ready, Context, Poll};
 use natty::message::{Acker, Settlement};
 use pin_project_lite::pin_project;
 
+use super::LayersAbove;
 use super::{settlement_for, AckLayer};
 use crate::classify::ClassifyError;
 use crate::settle::{log_settle_error, settle, SettleFuture};
@@ -16,6 +17,7 @@ pin_project! {
         state: State<F>,
         acker: Acker,
         delivered: u64,
+        above: LayersAbove,
         layer: AckLayer<C>,
     }
 }
@@ -29,11 +31,18 @@ pin_project! {
 }
 
 impl<F: Future, C> ResponseFuture<F, C> {
-    pub(super) fn new(future: F, acker: Acker, delivered: u64, layer: AckLayer<C>) -> Self {
+    pub(super) fn new(
+        future: F,
+        acker: Acker,
+        delivered: u64,
+        above: LayersAbove,
+        layer: AckLayer<C>,
+    ) -> Self {
         Self {
             state: State::Calling { future },
             acker,
             delivered,
+            above,
             layer,
         }
     }
@@ -57,6 +66,9 @@ where
                         Ok(_) => Settlement::Ack,
                         Err(err) => {
                             let decision = this.layer.classifier.classify(err);
+                            if this.above.take(decision) {
+                                return Poll::Ready(output);
+                            }
                             settlement_for(decision, *this.delivered, &this.layer.nak_backoff)
                         }
                     };

@@ -10,7 +10,10 @@
 //! | `Err` | [`Ack`](Decision::Ack) | ack |
 //!
 //! A message the handler (or a layer below, such as [dead letter](crate::dead_letter)) already
-//! settled is left alone. The handler's result is passed on unchanged, so layers above still
+//! settled is left alone. Under a dead-letter or retry layer (one *above* this layer), a failure
+//! that layer takes (given up or retryable on the last delivery, for dead letters; retryable
+//! with attempts left, for [`RetryMessagesLayer`](crate::retry::RetryMessagesLayer)) is left
+//! unsettled for it, so the order of the layers does not matter. The handler's result is passed on unchanged, so layers above still
 //! see the error. A settlement that cannot be sent is logged; the server redelivers the message
 //! after its ack wait.
 //!
@@ -61,6 +64,31 @@ pub use self::future::ResponseFuture;
 pub use self::layer::AckLayer;
 use crate::backoff::Backoff;
 use crate::classify::{ClassifyError, Decision, DefaultClassifier};
+use crate::dead_letter::DeadLetterAbove;
+use crate::retry::RetryAbove;
+
+/// The settling layers above this one, which a failure may be left to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayersAbove {
+    dead_letter: Option<DeadLetterAbove>,
+    retry: Option<RetryAbove>,
+}
+
+impl LayersAbove {
+    fn of(msg: &Message) -> Self {
+        Self {
+            dead_letter: msg.extensions().get::<DeadLetterAbove>().copied(),
+            retry: msg.extensions().get::<RetryAbove>().copied(),
+        }
+    }
+
+    /// Whether a layer above takes a failure decided as `decision`: a retry that calls again,
+    /// or a dead-letter layer that dead-letters it.
+    pub(crate) fn take(self, decision: Decision) -> bool {
+        self.retry.is_some_and(|retry| retry.retries(decision))
+            || self.dead_letter.is_some_and(|dead| dead.takes(decision))
+    }
+}
 
 /// Settles each message from its handler's result; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -107,7 +135,14 @@ where
     fn call(&mut self, msg: Message) -> Self::Future {
         let acker = msg.acker().clone();
         let delivered = msg.info().delivered;
-        ResponseFuture::new(self.inner.call(msg), acker, delivered, self.layer.clone())
+        let above = LayersAbove::of(&msg);
+        ResponseFuture::new(
+            self.inner.call(msg),
+            acker,
+            delivered,
+            above,
+            self.layer.clone(),
+        )
     }
 }
 

@@ -31,7 +31,6 @@
 //! # }
 //! ```
 
-mod error;
 mod future;
 mod layer;
 
@@ -41,7 +40,10 @@ use std::task::{Context, Poll};
 use natty::Message;
 use tower::Service;
 
-pub use self::error::PanicMessage;
+/// The panic text is natty core's type, so a panic caught here and one caught by natty's driver
+/// read the same.
+pub use natty::consume::PanicMessage;
+
 pub use self::future::ResponseFuture;
 pub use self::layer::CatchPanicLayer;
 use crate::error::BoxError;

@@ -1,5 +1,7 @@
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -12,10 +14,12 @@ use pin_project_lite::pin_project;
 
 use super::layer::Config;
 use super::{
-    DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER, ORIGINAL_SEQUENCE, ORIGINAL_STREAM,
-    ORIGINAL_SUBJECT,
+    message_id, DeadLetterAbove, DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER,
+    ORIGINAL_MESSAGE_ID, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
 };
+use crate::catch_panic::PanicMessage;
 use crate::classify::{ClassifyError, Decision};
+use crate::retry::RetryAbove;
 use crate::settle::log_settle_error;
 
 /// The longest error text put in the [`ERROR`] header.
@@ -29,32 +33,55 @@ pub(super) struct Original {
     payload: Bytes,
     info: DeliveryInfo,
     acker: Acker,
+    last_delivery: bool,
+    retry_above: Option<RetryAbove>,
 }
 
 impl Original {
-    pub(super) fn of(msg: &Message) -> Self {
+    pub(super) fn of(msg: &Message, last_delivery: bool) -> Self {
         Self {
             subject: msg.subject().clone(),
             headers: msg.headers().clone(),
             payload: msg.payload().clone(),
             info: msg.info().clone(),
             acker: msg.acker().clone(),
+            last_delivery,
+            retry_above: msg.extensions().get::<RetryAbove>().copied(),
         }
     }
 
-    /// The dead letter's headers: the original's, less publish controls, plus where it came
-    /// from and why it failed.
+    /// Whether this layer dead-letters a failure decided as `decision`: one a retry layer
+    /// above will try again is left to it.
+    fn takes(&self, decision: Decision) -> bool {
+        let retried = self
+            .retry_above
+            .is_some_and(|retry| retry.retries(decision));
+        let above = DeadLetterAbove {
+            last_delivery: self.last_delivery,
+        };
+        !retried && above.takes(decision)
+    }
+
+    /// The dead letter's headers: the original's, less `Nats-*` publish controls, plus its own
+    /// `Nats-Msg-Id`, where it came from and why it failed.
     fn dead_letter_headers(&self, error: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, values) in self.headers.iter() {
             let name: &str = name.as_ref();
-            let control = name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-");
-            if control && !name.eq_ignore_ascii_case(async_nats::header::NATS_MESSAGE_ID.as_ref()) {
+            if name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-") {
                 continue;
             }
             for value in values {
                 headers.append(name, value.clone());
             }
+        }
+        // The original's id would make the stream drop the dead letter as its duplicate.
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id(&self.info).as_str(),
+        );
+        if let Some(id) = self.headers.get(async_nats::header::NATS_MESSAGE_ID) {
+            headers.insert(ORIGINAL_MESSAGE_ID, id.as_str());
         }
         headers.insert(ORIGINAL_SUBJECT, self.subject.as_str());
         headers.insert(ORIGINAL_STREAM, self.info.stream.as_str());
@@ -75,6 +102,15 @@ fn one_line(text: &str, max: usize) -> String {
     text[..end].replace(['\r', '\n'], " ")
 }
 
+/// A caught panic, resumed once its message is dealt with.
+type Panic = Box<dyn Any + Send>;
+
+/// What the inner service ended with.
+enum Ended<O> {
+    Output(O),
+    Panicked(Panic),
+}
+
 pin_project! {
     /// The response future of [`DeadLetter`](super::DeadLetter).
     pub struct ResponseFuture<F: Future, K, C> {
@@ -89,9 +125,10 @@ pin_project! {
     #[project = StateProj]
     enum State<F: Future> {
         Calling { #[pin] future: F },
+        CallPanicked { panic: Option<Panic> },
         DeadLettering {
             work: Pin<Box<dyn Future<Output = ()> + Send>>,
-            output: Option<F::Output>,
+            ended: Option<Ended<F::Output>>,
         },
     }
 }
@@ -101,6 +138,36 @@ impl<F: Future, K, C> ResponseFuture<F, K, C> {
         Self {
             state: State::Calling { future },
             original: Some(original),
+            config,
+        }
+    }
+
+    pub(super) fn panicked(panic: Panic, original: Original, config: Arc<Config<K, C>>) -> Self {
+        Self {
+            state: State::CallPanicked { panic: Some(panic) },
+            original: Some(original),
+            config,
+        }
+    }
+}
+
+impl<F, K, C, T, E> ResponseFuture<F, K, C>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    /// A call refused before it started: nak the message, then fail with `error`.
+    pub(super) fn refused(acker: Acker, error: E, config: Arc<Config<K, C>>) -> Self {
+        let work = Box::pin(async move {
+            if let Err(err) = acker.nak(None).await {
+                log_settle_error(Settlement::Nak(None), &err);
+            }
+        });
+        Self {
+            state: State::DeadLettering {
+                work,
+                ended: Some(Ended::Output(Err(error))),
+            },
+            original: None,
             config,
         }
     }
@@ -118,42 +185,68 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
+            let (ended, error) = match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    let output = ready!(future.poll(cx));
-                    let Err(err) = &output else {
-                        return Poll::Ready(output);
-                    };
-                    let Some(original) = this.original.take() else {
-                        return Poll::Ready(output);
-                    };
-                    let config = &*this.config;
-                    let last_delivery = config
-                        .max_deliveries
-                        .is_some_and(|max| original.info.delivered >= max);
-                    let give_up = match config.classifier.classify(err) {
-                        Decision::GiveUp => true,
-                        decision => decision.is_retry() && last_delivery,
-                    };
-                    if !give_up || original.acker.is_settled() {
-                        return Poll::Ready(output);
+                    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(output)) => {
+                            let Err(err) = &output else {
+                                return Poll::Ready(output);
+                            };
+                            let decision = this.config.classifier.classify(err);
+                            if !this.original.as_ref().is_some_and(|o| o.takes(decision)) {
+                                return Poll::Ready(output);
+                            }
+                            let error = err.to_string();
+                            (Ended::Output(output), error)
+                        }
+                        Err(panic) => panicked(panic, this.original.as_ref()),
                     }
-                    let work = Box::pin(dead_letter(original, err.to_string(), config.clone()));
-                    this.state.set(State::DeadLettering {
-                        work,
-                        output: Some(output),
-                    });
                 }
-                StateProj::DeadLettering { work, output } => {
-                    ready!(work.as_mut().poll(cx));
-                    let output = output
+                StateProj::CallPanicked { panic } => {
+                    let panic = panic
                         .take()
                         .expect("dead_letter::ResponseFuture polled after it completed");
-                    return Poll::Ready(output);
+                    panicked(panic, this.original.as_ref())
                 }
-            }
+                StateProj::DeadLettering { work, ended } => {
+                    ready!(work.as_mut().poll(cx));
+                    match ended
+                        .take()
+                        .expect("dead_letter::ResponseFuture polled after it completed")
+                    {
+                        Ended::Output(output) => return Poll::Ready(output),
+                        Ended::Panicked(panic) => resume_unwind(panic),
+                    }
+                }
+            };
+            let original = this.original.take().filter(|o| !o.acker.is_settled());
+            let Some(original) = original else {
+                // Settled below already, or not to be dead-lettered: pass it on.
+                match ended {
+                    Ended::Output(output) => return Poll::Ready(output),
+                    Ended::Panicked(panic) => resume_unwind(panic),
+                }
+            };
+            let work = Box::pin(dead_letter(original, error, this.config.clone()));
+            this.state.set(State::DeadLettering {
+                work,
+                ended: Some(ended),
+            });
         }
     }
+}
+
+/// A panic below: dead-lettered like a retryable error on the last delivery, else resumed.
+fn panicked<O>(panic: Panic, original: Option<&Original>) -> (Ended<O>, String) {
+    if !original.is_some_and(|o| o.last_delivery) {
+        resume_unwind(panic);
+    }
+    let message = PanicMessage::from_payload(panic.as_ref());
+    (
+        Ended::Panicked(panic),
+        format!("handler panicked: {message}"),
+    )
 }
 
 /// Publish `original` to the dead-letter subject and terminate it, or nak it if that fails.

@@ -1,5 +1,6 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use tower::Layer;
 
@@ -21,6 +22,14 @@ impl Target {
             Target::Prefix(prefix) => format!("{prefix}.{original}"),
         }
     }
+
+    /// Every subject a dead letter may go to, as one subject with wildcards.
+    pub(super) fn pattern(&self) -> String {
+        match self {
+            Target::Subject(subject) => subject.clone(),
+            Target::Prefix(prefix) => format!("{prefix}.>"),
+        }
+    }
 }
 
 pub(super) struct Config<K, C> {
@@ -29,6 +38,10 @@ pub(super) struct Config<K, C> {
     pub(super) classifier: C,
     pub(super) max_deliveries: Option<u64>,
     pub(super) nak_backoff: Backoff,
+    /// Whether a message's consumer settings were checked against the target yet.
+    pub(super) checked: AtomicBool,
+    /// Why this service refuses to run, once it found out.
+    pub(super) refusal: OnceLock<String>,
 }
 
 impl<K, C: fmt::Debug> fmt::Debug for Config<K, C> {
@@ -111,6 +124,8 @@ impl<K, C> DeadLetterLayer<K, C> {
             classifier: self.classifier.clone(),
             max_deliveries: self.max_deliveries,
             nak_backoff: self.nak_backoff,
+            checked: AtomicBool::new(false),
+            refusal: OnceLock::new(),
         })
     }
 }

@@ -107,7 +107,12 @@ async fn a_given_up_message_is_published_with_its_origin_then_termed() {
     assert_eq!(header(DELIVERY_COUNT).as_deref(), Some("1"));
     assert_eq!(header(ERROR).as_deref(), Some("cannot parse line 2"));
     assert_eq!(header("tenant").as_deref(), Some("acme"));
-    assert_eq!(header("Nats-Msg-Id").as_deref(), Some("order-41"));
+    assert_eq!(
+        header("Nats-Msg-Id").as_deref(),
+        Some("natty-dead-letter:ORDERS:billing:41"),
+        "an id of its own"
+    );
+    assert_eq!(header(ORIGINAL_MESSAGE_ID).as_deref(), Some("order-41"));
     assert_eq!(
         header("Nats-Expected-Stream"),
         None,
@@ -169,4 +174,93 @@ async fn under_an_ack_layer_the_dead_letter_term_wins() {
     let _ = service.oneshot(msg).await;
     assert_eq!(recorder.settlements(), [Settlement::Term]);
     assert_eq!(sink.published().len(), 1);
+}
+
+/// A message on the last delivery its consumer settings allow.
+fn message_from_consumer(payload: &'static str, delivered: u64) -> (Message, Recorder) {
+    let settings = natty::ConsumerSettings::new("ORDERS", "billing").with_max_deliver(Some(3));
+    Message::builder("orders.paid", payload)
+        .delivered(delivered)
+        .consumer_settings(settings)
+        .build()
+}
+
+#[tokio::test]
+async fn without_a_max_the_consumers_max_deliver_is_used() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink.clone(), "dlq"));
+    let (msg, recorder) = message_from_consumer("flaky", 2);
+    let _ = service.clone().oneshot(msg).await;
+    assert!(recorder.settlements().is_empty(), "not the last delivery");
+    let (msg, recorder) = message_from_consumer("flaky", 3);
+    let _ = service.oneshot(msg).await;
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    assert_eq!(sink.published().len(), 1);
+}
+
+#[tokio::test]
+async fn above_an_ack_layer_the_dead_letter_term_still_wins() {
+    let sink = FakeSink::default();
+    let layer = DeadLetterLayer::new(sink.clone(), "dlq");
+    let service = layer.layer(AckLayer::new().layer(service_fn(|_: Message| async {
+        Err::<(), BoxError>(HandlerError::retry("database down").into())
+    })));
+    let (msg, recorder) = message_from_consumer("flaky", 3);
+    let _ = service.clone().oneshot(msg).await;
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    assert_eq!(sink.published().len(), 1);
+    // Before the last delivery the ack layer below still naks as usual.
+    let (msg, recorder) = message_from_consumer("flaky", 1);
+    let _ = service.oneshot(msg).await;
+    assert!(matches!(recorder.outcome(), Some(Settlement::Nak(Some(_)))));
+}
+
+#[tokio::test]
+async fn a_panic_on_the_last_delivery_is_dead_lettered_then_unwinds_on() {
+    let sink = FakeSink::default();
+    let service = DeadLetterLayer::new(sink.clone(), "dlq").layer(service_fn(|_: Message| async {
+        panic!("handler bug");
+        #[allow(unreachable_code)]
+        Ok::<_, BoxError>(())
+    }));
+    let (msg, recorder) = message_from_consumer("any", 3);
+    let call = tokio::spawn(service.oneshot(msg));
+    assert!(call.await.unwrap_err().is_panic(), "the panic goes on");
+    assert_eq!(recorder.settlements(), [Settlement::Term]);
+    let published = sink.published();
+    assert_eq!(
+        published[0].1.get(ERROR).unwrap().as_str(),
+        "handler panicked: handler bug"
+    );
+}
+
+#[tokio::test]
+async fn a_subject_its_consumer_would_deliver_back_is_refused_before_the_handler_runs() {
+    let sink = FakeSink::default();
+    let mut service = handler(DeadLetterLayer::new(sink.clone(), "orders.dead"));
+    let settings =
+        natty::ConsumerSettings::new("ORDERS", "billing").with_stream_subjects(["orders.>"]);
+    let (msg, recorder) = Message::builder("orders.paid", "fine")
+        .consumer_settings(settings)
+        .build();
+    let err = service.ready().await.unwrap().call(msg).await.unwrap_err();
+    assert!(err.to_string().contains("delivered back"), "{err}");
+    assert_eq!(recorder.settlements(), [Settlement::Nak(None)], "sent back");
+    let err = service.ready().await.err().expect("no longer ready");
+    let kind = err.downcast_ref::<DeadLetterError>().map(|e| e.kind());
+    assert_eq!(kind, Some(DeadLetterErrorKind::DeliveredBack));
+    assert!(sink.published().is_empty());
+}
+
+#[tokio::test]
+async fn a_subject_of_another_stream_is_accepted() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink, "dead.orders"));
+    let settings =
+        natty::ConsumerSettings::new("ORDERS", "billing").with_stream_subjects(["orders.>"]);
+    let (msg, recorder) = Message::builder("orders.paid", "fine")
+        .consumer_settings(settings)
+        .build();
+    service.oneshot(msg).await.unwrap();
+    assert!(recorder.settlements().is_empty());
 }

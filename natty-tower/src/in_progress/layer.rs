@@ -4,16 +4,24 @@ use tower::Layer;
 
 use super::InProgress;
 
-/// Applies [`InProgress`] to a service, for a consumer with the given ack wait.
-#[derive(Clone, Copy, Debug)]
+/// Applies [`InProgress`] to a service, with the consumer's ack wait or a given one.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct InProgressLayer {
-    ack_wait: Duration,
+    ack_wait: Option<Duration>,
 }
 
 impl InProgressLayer {
-    /// For a consumer whose ack wait is `ack_wait` (JetStream's default is 30 seconds).
+    /// For a consumer whose ack wait is `ack_wait`, overriding what messages carry.
     pub fn new(ack_wait: Duration) -> Self {
-        Self { ack_wait }
+        Self {
+            ack_wait: Some(ack_wait),
+        }
+    }
+
+    /// With the ack wait each message's [`ConsumerSettings`](natty::ConsumerSettings) give
+    /// (JetStream's default of 30 s for a message without them).
+    pub fn from_consumer() -> Self {
+        Self { ack_wait: None }
     }
 }
 
@@ -21,6 +29,9 @@ impl<S> Layer<S> for InProgressLayer {
     type Service = InProgress<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        InProgress::new(inner, self.ack_wait)
+        match self.ack_wait {
+            Some(ack_wait) => InProgress::new(inner, ack_wait),
+            None => InProgress::from_consumer(inner),
+        }
     }
 }

@@ -5,6 +5,12 @@
 //! timer) each time half the ack wait passes, and stops as soon as the handler ends or the
 //! message is settled. Nothing is sent for handlers that finish within half the ack wait.
 //!
+//! The ack wait is said once, on the consumer: [`InProgressLayer::from_consumer`] (what
+//! `ServiceBuilderExt::in_progress` adds) reads it from the
+//! [`ConsumerSettings`](natty::ConsumerSettings) natty's driver attaches to each message (the
+//! consumer's backoff entry for a redelivery, if it has one), and falls back to JetStream's
+//! default of 30 s for messages without them. [`InProgressLayer::new`] overrides it.
+//!
 //! # Example
 //! ```
 //! use std::time::Duration;
@@ -32,6 +38,7 @@ mod layer;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use natty::consumer::DEFAULT_ACK_WAIT;
 use natty::Message;
 use tower::Service;
 
@@ -42,7 +49,7 @@ pub use self::layer::InProgressLayer;
 #[derive(Clone, Debug)]
 pub struct InProgress<S> {
     inner: S,
-    interval: Duration,
+    ack_wait: Option<Duration>,
 }
 
 impl<S> InProgress<S> {
@@ -50,7 +57,16 @@ impl<S> InProgress<S> {
     pub fn new(inner: S, ack_wait: Duration) -> Self {
         Self {
             inner,
-            interval: ack_wait / 2,
+            ack_wait: Some(ack_wait),
+        }
+    }
+
+    /// Send "in progress" for `inner`'s messages every half the ack wait their consumer
+    /// settings give.
+    pub fn from_consumer(inner: S) -> Self {
+        Self {
+            inner,
+            ack_wait: None,
         }
     }
 
@@ -84,7 +100,13 @@ where
 
     fn call(&mut self, msg: Message) -> Self::Future {
         let acker = msg.acker().clone();
-        ResponseFuture::new(self.inner.call(msg), acker, self.interval)
+        let ack_wait = self
+            .ack_wait
+            .unwrap_or_else(|| match msg.consumer_settings() {
+                Some(settings) => settings.ack_wait_for(msg.info().delivered),
+                None => DEFAULT_ACK_WAIT,
+            });
+        ResponseFuture::new(self.inner.call(msg), acker, ack_wait / 2)
     }
 }
 

@@ -94,3 +94,22 @@ async fn stops_once_the_message_is_settled() {
     service.oneshot(msg).await.unwrap();
     assert_eq!(recorder.settlements(), [Settlement::Ack]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_an_interval_the_consumers_ack_wait_is_used() {
+    let settings =
+        natty::ConsumerSettings::new("JOBS", "worker").with_ack_wait(Duration::from_secs(4));
+    let service = InProgressLayer::from_consumer().layer(service_fn(|_: Message| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, BoxError>(())
+    }));
+    let (msg, recorder) = Message::builder("jobs.run", "")
+        .consumer_settings(settings)
+        .build();
+    service.oneshot(msg).await.unwrap();
+    // Every 2 s (half the 4 s ack wait) during a 5 s call: at 2 s and 4 s.
+    assert_eq!(
+        recorder.settlements(),
+        [Settlement::InProgress, Settlement::InProgress]
+    );
+}

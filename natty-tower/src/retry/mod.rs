@@ -1,7 +1,7 @@
 //! Retry failed handlers in process, with exponential backoff and jitter, before a message is
 //! nak'd back to the server.
 //!
-//! This is tower's own [`Retry`](tower::retry::Retry) middleware with a [`RetryPolicy`]: only
+//! This is tower's own [`Retry`] middleware with a [`RetryPolicy`]: only
 //! errors the [classifier](crate::classify) marks [`Decision::Retry`] are retried, at most
 //! `max_attempts` calls in all, waiting a jittered exponential [`Backoff`] between calls. A
 //! [`Decision::RetryAfter`] is left for a later redelivery; a message settled by the failed
@@ -9,6 +9,13 @@
 //!
 //! tower's retry clones each request before calling; requests opt in through
 //! [`RetryRequest`].
+//!
+//! For messages, [`RetryMessagesLayer`] (what `ServiceBuilderExt::retry_messages` adds) wraps
+//! tower's `Retry` and tells the layers below it how many attempts are left, so the order of
+//! the layers does not matter: an [ack](crate::ack) or [dead-letter](crate::dead_letter) layer
+//! below it leaves a failure it will try again unsettled, and settles only the last attempt.
+//! With tower's own `RetryLayer` and a [`RetryPolicy`], put the retry below those layers: an
+//! attempt settled by a layer below is not retried.
 //!
 //! # Example
 //! ```
@@ -46,11 +53,13 @@
 //! # }
 //! ```
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use natty::Message;
 use tokio::time::Sleep;
-use tower::retry::Policy;
+use tower::retry::{Policy, Retry};
+use tower::{Layer, Service};
 
 use crate::backoff::Backoff;
 use crate::classify::{ClassifyError, Decision, DefaultClassifier};
@@ -64,6 +73,12 @@ pub trait RetryRequest: Sized {
     fn is_settled(&self) -> bool {
         false
     }
+
+    /// Note that `left` more attempts may follow this one (for settling layers below the
+    /// retry, which must leave a failure that will be tried again unsettled).
+    fn set_attempts_left(&mut self, left: u32) {
+        let _ = left;
+    }
 }
 
 impl RetryRequest for Message {
@@ -75,6 +90,93 @@ impl RetryRequest for Message {
 
     fn is_settled(&self) -> bool {
         self.acker().is_settled()
+    }
+
+    fn set_attempts_left(&mut self, left: u32) {
+        self.extensions_mut().insert(RetryAbove {
+            attempts_left: left,
+        });
+    }
+}
+
+/// Marks a message as passing through a retry layer, for the settling layers below it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetryAbove {
+    /// Attempts the retry layer may still make after this one.
+    pub(crate) attempts_left: u32,
+}
+
+impl RetryAbove {
+    /// Whether the retry layer above calls again after a failure decided as `decision`.
+    pub(crate) fn retries(self, decision: Decision) -> bool {
+        decision == Decision::Retry && self.attempts_left > 0
+    }
+}
+
+/// Applies [`RetryMessages`]: tower's `Retry` with a [`RetryPolicy`], for messages.
+#[derive(Clone, Debug)]
+pub struct RetryMessagesLayer<C = DefaultClassifier> {
+    policy: RetryPolicy<C>,
+}
+
+impl<C> RetryMessagesLayer<C> {
+    /// Retry as `policy` says.
+    pub fn new(policy: RetryPolicy<C>) -> Self {
+        Self { policy }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for RetryMessagesLayer<C> {
+    type Service = RetryMessages<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryMessages {
+            first_attempts_left: self.policy.max_attempts.saturating_sub(1),
+            inner: Retry::new(self.policy.clone(), inner),
+        }
+    }
+}
+
+/// tower's `Retry` for messages, telling the layers below how many attempts are left; see
+/// the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct RetryMessages<S, C = DefaultClassifier> {
+    inner: Retry<RetryPolicy<C>, S>,
+    first_attempts_left: u32,
+}
+
+impl<S, C> RetryMessages<S, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, C> Service<Message> for RetryMessages<S, C>
+where
+    Retry<RetryPolicy<C>, S>: Service<Message>,
+{
+    type Response = <Retry<RetryPolicy<C>, S> as Service<Message>>::Response;
+    type Error = <Retry<RetryPolicy<C>, S> as Service<Message>>::Error;
+    type Future = <Retry<RetryPolicy<C>, S> as Service<Message>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut msg: Message) -> Self::Future {
+        msg.set_attempts_left(self.first_attempts_left);
+        self.inner.call(msg)
     }
 }
 
@@ -137,6 +239,7 @@ where
         }
         let delay = self.backoff.delay(u64::from(self.attempts));
         self.attempts += 1;
+        req.set_attempts_left(self.max_attempts.saturating_sub(self.attempts));
         Some(tokio::time::sleep(delay))
     }
 
