@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::connect::{self, ConnectError, ConnectionState};
-use crate::publish::{PublishError, PublishFailure, Publisher};
+use crate::publish::{PublishError, PublishFailure, PublishPath, Publisher};
 
 /// A connected natty client: publish, consume, streams, consumers, key/value and leader
 /// election. Cheap to clone; every clone shares one connection and one publisher.
@@ -112,6 +112,11 @@ impl Natty {
     /// Whether the server supports per-message TTLs (2.11 and later).
     pub fn supports_message_ttl(&self) -> bool {
         version_at_least(&self.server_version(), 2, 11)
+    }
+
+    /// Whether the server has fast-ingest batched publishing (2.14+).
+    pub fn supports_fast_ingest(&self) -> bool {
+        version_at_least(&self.server_version(), 2, 14)
     }
 
     /// Queue `payload` for `subject` on the subject's batching worker and return once it is
@@ -219,6 +224,13 @@ impl Natty {
     /// Messages accepted but not yet acked or reported failed.
     pub fn queued(&self) -> usize {
         self.inner.publisher.queued()
+    }
+
+    /// How `subject`'s publish worker gets messages to the stream, while one runs (it starts
+    /// with the subject's first publish and stops after its idle timeout): fast-ingest batches
+    /// or one publish per message. See [Paths](crate::publish#paths).
+    pub fn publish_path(&self, subject: &str) -> Option<PublishPath> {
+        self.inner.publisher.path(subject)
     }
 
     /// How many subjects have a publish worker running.

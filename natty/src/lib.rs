@@ -52,6 +52,7 @@ pub mod consume;
 pub mod consumer;
 pub mod election;
 pub mod error;
+mod fast_ingest;
 pub mod kv;
 pub mod message;
 pub mod publish;
@@ -67,7 +68,7 @@ pub use consumer::ConsumerSettings;
 pub use election::{ElectionConfig, ElectionError, LeaderState, Leadership, Term};
 pub use kv::{KvEntry, KvError, KvOperation};
 pub use message::Message;
-pub use publish::{PublishConfig, PublishError, PublishFailure};
+pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
 pub use report::ReportSender;
 pub use stream::{ConsumerOptions, StreamError};
 

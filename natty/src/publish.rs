@@ -6,6 +6,26 @@
 //! exits after an idle timeout. Unlike Go natty, each subject's queue is bounded: `publish`
 //! waits for room and `try_publish` fails with [`PublishErrorKind::Full`].
 //!
+//! # Paths
+//!
+//! A worker gets its messages to the stream one of two ways, and
+//! [`Natty::publish_path`](crate::Natty::publish_path) says which a subject uses right now:
+//!
+//! - **Fast ingest** ([`PublishPath::FastIngest`]), on servers 2.14+ when the subject's stream
+//!   allows batched publishing (`allow_batched`, which [`Natty::create_stream`] sets on those
+//!   servers): messages go out as one fast-ingest batch (ADR-50), and one flow ack from the
+//!   server confirms hundreds of them (default 500, [`PublishConfig::fast_ingest_flow`]). When
+//!   the queue stays empty for a moment the batch is committed, so its tail is confirmed too.
+//!   A batch that ends early (a gap, a server restart, silence past the request timeout)
+//!   confirms what the server says it stored; the rest is resent one by one under the same
+//!   `Nats-Msg-Id`s before anything newer, so nothing is stored twice and order holds.
+//! - **Per message** ([`PublishPath::PerMessage`]): one publish and one ack each, with up to
+//!   `window` acks outstanding. Streams without `allow_batched`, servers before 2.14, and
+//!   [`PublishConfig::fast_ingest`]`(false)` use it.
+//!
+//! Both keep every guarantee below; the worker learns which applies from the server's answer
+//! to its first batch, and keeps to it until it exits idle.
+//!
 //! # Failures
 //!
 //! A message that still fails after its last attempt is reported, never dropped silently: to
@@ -51,11 +71,12 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use async_nats::jetstream::context::traits::TimeoutProvider;
 use async_nats::jetstream::context::{
     PublishAckFuture, PublishError as NatsPublishError, PublishErrorKind as NatsPublishErrorKind,
 };
@@ -67,9 +88,12 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
 
 use crate::backoff::jittered;
+use crate::client::version_at_least;
 use crate::error::{Error, PublishErrorKind};
+use crate::fast_ingest::{Batch, BatchMessage, OpenError, Progress};
 use crate::report::ReportSender;
 use crate::validate;
 
@@ -86,6 +110,8 @@ pub struct PublishConfig {
     pub(crate) backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) failures: Option<ReportSender<PublishFailure>>,
+    pub(crate) fast_ingest: bool,
+    pub(crate) fast_ingest_flow: u16,
 }
 
 impl Default for PublishConfig {
@@ -98,6 +124,8 @@ impl Default for PublishConfig {
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
             failures: None,
+            fast_ingest: true,
+            fast_ingest_flow: 500,
         }
     }
 }
@@ -129,6 +157,21 @@ impl PublishConfig {
         self.max_attempts = max_attempts.max(1);
         self.backoff = backoff;
         self.max_backoff = max_backoff.max(backoff);
+        self
+    }
+
+    /// Whether subjects whose stream allows batched publishing use fast-ingest batches on
+    /// servers 2.14+ (default `true`); see [Paths](self#paths).
+    pub fn fast_ingest(mut self, enabled: bool) -> Self {
+        self.fast_ingest = enabled;
+        self
+    }
+
+    /// Messages per flow ack a fast-ingest batch asks for (default 500, at least 1; the
+    /// server may choose fewer). Up to twice this many messages per subject are sent ahead of
+    /// the last flow ack.
+    pub fn fast_ingest_flow(mut self, flow: u16) -> Self {
+        self.fast_ingest_flow = flow.max(1);
         self
     }
 
@@ -181,6 +224,18 @@ struct Worker {
     id: u64,
     sender: mpsc::Sender<Outgoing>,
     task: JoinHandle<()>,
+    /// Whether the worker publishes through fast-ingest batches right now.
+    fast: Arc<AtomicBool>,
+}
+
+/// How a subject's worker gets its messages to the stream; see [the module docs](self#paths).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishPath {
+    /// Fast-ingest batches (ADR-50): one flow ack confirms many messages.
+    FastIngest,
+    /// One publish and one ack per message, with a window of acks outstanding.
+    PerMessage,
 }
 
 /// The publisher shared by every clone of a [`Natty`](crate::Natty).
@@ -296,11 +351,18 @@ impl Publisher {
         }
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(self.config.queue_capacity);
-        let task = tokio::spawn(Arc::clone(self).run_worker(subject.clone(), id, receiver));
+        let fast = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(Arc::clone(self).run_worker(
+            subject.clone(),
+            id,
+            receiver,
+            Arc::clone(&fast),
+        ));
         workers.insert(
             subject.to_string(),
             Worker {
                 id,
+                fast,
                 sender: sender.clone(),
                 task,
             },
@@ -320,35 +382,157 @@ impl Publisher {
         subject: Subject,
         id: u64,
         mut queue: mpsc::Receiver<Outgoing>,
+        path: Arc<AtomicBool>,
     ) {
+        let window = self.config.window;
+        let ack_timeout = self.jetstream.timeout();
+        // Single publishes whose acks are outstanding.
         let mut in_flight = FuturesUnordered::new();
+        // Messages to send one by one before anything newer: what a batch did not confirm.
+        let mut resend: VecDeque<Outgoing> = VecDeque::new();
+        let mut batch: Option<Batch<Outgoing>> = None;
+        let mut fast =
+            self.config.fast_ingest && version_at_least(&self.client.server_info().version, 2, 14);
+        // Set when a batch could not be opened or was lost (an outage, a restart): single
+        // publishes, with their window, until one of them is confirmed again.
+        let mut troubled = false;
+        // Since when the queue has been empty while a batch holds unconfirmed messages.
+        let mut quiet_since: Option<Instant> = None;
         let mut open = true;
+        path.store(fast, Ordering::Release);
         loop {
+            let room = if !resend.is_empty() {
+                in_flight.len() < window
+            } else if let Some(batch) = &batch {
+                batch.has_room()
+            } else if fast && !troubled {
+                // A new batch starts only once every single publish before it is settled,
+                // so the subject's order holds across the two paths.
+                in_flight.is_empty()
+            } else {
+                in_flight.len() < window
+            };
+            let lingering = batch
+                .as_ref()
+                .is_some_and(|b| b.has_unconfirmed() && !b.is_committed())
+                && queue.is_empty();
+            if !lingering {
+                quiet_since = None;
+            } else if quiet_since.is_none() {
+                quiet_since = Some(Instant::now());
+            }
+            let commit_at = quiet_since.map_or_else(Instant::now, |since| since + BATCH_LINGER);
+            let check_at = batch
+                .as_ref()
+                .map_or_else(Instant::now, |b| b.next_check(ack_timeout));
             tokio::select! {
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    let outcome: (Result<PublishAck, PublishError>, Outgoing) = outcome;
+                    troubled &= outcome.0.is_err();
                     self.finish(&subject, outcome).await;
                 }
-                next = queue.recv(), if open && in_flight.len() < self.config.window => {
-                    let Some(message) = next else {
-                        open = false;
-                        continue;
-                    };
-                    // Written one at a time, in queue order, so the stream stores the
-                    // subject's messages in publish order; earlier acks are still collected
-                    // meanwhile, since the write may wait for async-nats' ack permits.
-                    let send = self.jetstream.send_publish(subject.clone(), message.to_publish());
-                    tokio::pin!(send);
-                    let sent = loop {
-                        tokio::select! {
-                            sent = &mut send => break sent,
-                            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                                self.finish(&subject, outcome).await;
+                progress = batch_progress(&mut batch), if batch.is_some() => {
+                    let Some(current) = batch.as_mut() else { continue };
+                    match progress {
+                        Progress::Stored(count) => {
+                            for _ in current.take_stored(count) {
+                                self.settled_one();
                             }
                         }
-                    };
-                    in_flight.push(self.confirm_sent(&subject, message, sent));
+                        Progress::Ended(count) => {
+                            for _ in current.take_stored(count) {
+                                self.settled_one();
+                            }
+                            if let Some(ended) = batch.take() {
+                                let unconfirmed = ended.into_unconfirmed();
+                                // A batch that ended before confirming everything it was sent
+                                // met a gap or a restart.
+                                troubled |= !unconfirmed.is_empty();
+                                resend.extend(unconfirmed);
+                            }
+                        }
+                        Progress::Nothing => {}
+                    }
                 }
-                () = tokio::time::sleep(self.config.idle_timeout), if open && in_flight.is_empty() => {
+                () = sleep_until(check_at), if batch.is_some() => {
+                    let alive = match batch.as_mut() {
+                        Some(current) => current.keep_alive(ack_timeout).await,
+                        None => true,
+                    };
+                    if !alive {
+                        tracing::debug!(target: "natty", %subject, "fast-ingest batch went silent; resending what it did not confirm");
+                        if let Some(lost) = batch.take() {
+                            resend.extend(lost.into_unconfirmed());
+                        }
+                        troubled = true;
+                    }
+                }
+                () = sleep_until(commit_at), if quiet_since.is_some() => {
+                    // Nothing more to send for a moment: end the batch, so the server confirms
+                    // its tail (flow acks only cover whole flows).
+                    if let Some(current) = batch.as_mut() {
+                        current.commit().await;
+                    }
+                    quiet_since = None;
+                }
+                next = next_message(&mut resend, &mut queue), if room && (open || !resend.is_empty()) => {
+                    let Some((message, single)) = next else {
+                        open = false;
+                        if let Some(current) = batch.as_mut() {
+                            current.commit().await;
+                        }
+                        continue;
+                    };
+                    if single || !fast || troubled {
+                        // Written one at a time, in queue order, so the stream stores the
+                        // subject's messages in publish order; earlier acks are still
+                        // collected meanwhile, since the write may wait for async-nats' ack
+                        // permits.
+                        let send = self.jetstream.send_publish(subject.clone(), message.to_publish());
+                        tokio::pin!(send);
+                        let sent = loop {
+                            tokio::select! {
+                                sent = &mut send => break sent,
+                                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                                    troubled &= outcome.0.is_err();
+                                    self.finish(&subject, outcome).await;
+                                }
+                            }
+                        };
+                        in_flight.push(self.confirm_sent(&subject, message, sent));
+                        continue;
+                    }
+                    match batch.as_mut() {
+                        Some(current) => {
+                            if let Err(unsent) = current.send(message).await {
+                                if let Some(broken) = batch.take() {
+                                    resend.extend(broken.into_unconfirmed());
+                                }
+                                resend.push_back(unsent);
+                                troubled = true;
+                            }
+                        }
+                        None => {
+                            let flow = self.config.fast_ingest_flow;
+                            match Batch::open(&self.client, &subject, message, flow, ack_timeout).await {
+                                Ok(opened) => batch = Some(opened),
+                                Err(OpenError::Disabled(first)) => {
+                                    // The stream does not allow batches: single publishes
+                                    // for as long as this worker lives.
+                                    fast = false;
+                                    path.store(fast, Ordering::Release);
+                                    tracing::debug!(target: "natty", %subject, "stream does not allow batched publishing; publishing message by message");
+                                    resend.push_front(first);
+                                }
+                                Err(OpenError::Failed(first)) => {
+                                    troubled = true;
+                                    resend.push_front(first);
+                                }
+                            }
+                        }
+                    }
+                }
+                () = tokio::time::sleep(self.config.idle_timeout), if open && in_flight.is_empty() && batch.is_none() && resend.is_empty() => {
                     // Refuse new sends, then drain what was queued before the refusal.
                     queue.close();
                     self.forget_worker(&subject, id);
@@ -453,6 +637,17 @@ impl Publisher {
         self.flush().await;
     }
 
+    /// The path the subject's worker publishes through, while it runs.
+    pub(crate) fn path(&self, subject: &str) -> Option<PublishPath> {
+        self.lock().get(subject).map(|worker| {
+            if worker.fast.load(Ordering::Acquire) {
+                PublishPath::FastIngest
+            } else {
+                PublishPath::PerMessage
+            }
+        })
+    }
+
     pub(crate) fn workers(&self) -> usize {
         self.lock().len()
     }
@@ -464,6 +659,36 @@ impl Publisher {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Worker>> {
         // Only inserts and removes happen under this lock; a panic cannot tear the map.
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long a batch waits with an empty queue before it commits, so the server confirms its
+/// tail: long enough that a steady producer keeps one batch open, short next to an ack.
+const BATCH_LINGER: Duration = Duration::from_millis(1);
+
+/// The next message to send, and whether it must go alone: first what a batch left to
+/// resend, then the queue (`None` once it is closed and empty).
+async fn next_message(
+    resend: &mut VecDeque<Outgoing>,
+    queue: &mut mpsc::Receiver<Outgoing>,
+) -> Option<(Outgoing, bool)> {
+    match resend.pop_front() {
+        Some(message) => Some((message, true)),
+        None => queue.recv().await.map(|message| (message, false)),
+    }
+}
+
+/// The open batch's next progress; pending forever without one.
+async fn batch_progress(batch: &mut Option<Batch<Outgoing>>) -> Progress {
+    match batch {
+        Some(batch) => batch.progress().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl BatchMessage for Outgoing {
+    fn parts(&self) -> (HeaderMap, Bytes) {
+        (self.headers.clone(), self.payload.clone())
     }
 }
 

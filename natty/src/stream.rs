@@ -178,8 +178,10 @@ where
 
 impl Natty {
     /// Create the stream `name` capturing `subjects` with Go natty's defaults (limits
-    /// retention, file storage, 30 days max age). Idempotent: an existing stream with the same
-    /// subjects is fine.
+    /// retention, file storage, 30 days max age), allowing fast-ingest batched publishing on
+    /// servers 2.14+ (natty's publishers then use it; see
+    /// [Paths](crate::publish#paths)). Idempotent: an existing stream with the same subjects
+    /// is fine, and is left as it is.
     ///
     /// # Errors
     /// `InvalidName`/`InvalidSubject` before sending; `Mismatch` when the stream exists with
@@ -195,6 +197,7 @@ impl Natty {
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
             max_age: DEFAULT_MAX_AGE,
+            allow_batch_publish: self.supports_fast_ingest(),
             ..Default::default()
         })
         .await
