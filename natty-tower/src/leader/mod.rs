@@ -195,7 +195,14 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.mode == LeaderMode::Wait {
             loop {
-                // Subscribe before checking, so a change right after the check still wakes us.
+                // The leader's common case costs one check and no allocation.
+                if self.waiting.is_none() && self.gate.is_leader() {
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::record_leadership(true);
+                    break;
+                }
+                // Subscribe before checking again, so a change right after the check still
+                // wakes us.
                 let waiting = self
                     .waiting
                     .get_or_insert_with(|| Box::pin(self.gate.changed()));
