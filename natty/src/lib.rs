@@ -49,6 +49,7 @@ mod connect;
 pub mod consume;
 pub mod election;
 pub mod error;
+pub mod group;
 pub mod kv;
 pub mod message;
 pub mod publish;
