@@ -860,12 +860,15 @@ where
             }
             lane.fence = None;
         }
-        if now >= first.get_mut().deadline || !start.watch.steady_since(start.epoch) {
+        let steady = start.watch.steady_since(start.epoch);
+        if now >= first.get_mut().deadline || !steady {
             // The server may have given it to another instance already; it comes back here
-            // (or goes there) once its ack wait runs out.
-            first.remove();
-            summary.stale += 1;
-            tracing::debug!(target: "natty", partition, seq, "dropped a message past its handler budget");
+            // (or goes there) once its ack wait runs out. So may every other one whose time
+            // is up: drop them together, or the lane would wait for each in turn.
+            let before = lane.held.len();
+            lane.held.retain(|_, held| steady && now < held.deadline);
+            summary.stale += (before - lane.held.len()) as u64;
+            tracing::debug!(target: "natty", partition, seq, dropped = before - lane.held.len(), "dropped messages past their handler budget");
             lane.fence = Some((seq, now + start.stale_wait));
             continue;
         }
