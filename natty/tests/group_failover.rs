@@ -246,17 +246,18 @@ fn pinned_instance_failover_keeps_order_and_loses_nothing() {
         runtime.spawn(async move {
             while !producing.is_cancelled() {
                 if hold.load(Ordering::Acquire) {
-                    natty.flush().await;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
                 let n = rounds.load(Ordering::Acquire);
-                for k in 0..KEYS {
-                    natty
-                        .publish(&format!("fo.k{k}"), n.to_string())
-                        .await
-                        .expect("publish");
-                }
+                // Acked round by round: each key's numbers are stored in order.
+                let round = (0..KEYS).map(|k| {
+                    let (natty, subject) = (&natty, format!("fo.k{k}"));
+                    async move { natty.publish_acked(&subject, n.to_string()).await }
+                });
+                futures_util::future::try_join_all(round)
+                    .await
+                    .expect("publish");
                 rounds.store(n + 1, Ordering::Release);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

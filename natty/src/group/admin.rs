@@ -43,7 +43,7 @@ use async_nats::jetstream::context::{
     RequestErrorKind,
 };
 use async_nats::jetstream::kv::{
-    CreateErrorKind, DeleteErrorKind, EntryErrorKind, WatchErrorKind, WatcherErrorKind,
+    CreateErrorKind, EntryErrorKind, UpdateErrorKind, WatchErrorKind, WatcherErrorKind,
 };
 use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, ConsumerErrorKind};
 
@@ -58,8 +58,8 @@ impl Classify for GetStreamErrorKind {
 
 classify!(
     with_code: CreateStreamErrorKind, ConsumerErrorKind, ConsumerCreateStrictErrorKind;
-    timed_out_only: RequestErrorKind, CreateKeyValueErrorKind, EntryErrorKind, WatchErrorKind;
-    neither: KeyValueErrorKind, CreateErrorKind, DeleteErrorKind, WatcherErrorKind
+    timed_out_only: RequestErrorKind, CreateKeyValueErrorKind, EntryErrorKind, WatchErrorKind, UpdateErrorKind;
+    neither: KeyValueErrorKind, CreateErrorKind, WatcherErrorKind
 );
 
 /// Sort an async-nats error into a group error by server code, keeping it as the source.
@@ -76,7 +76,7 @@ where
     Error::with_source(kind, err)
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), GroupError> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), GroupError> {
     crate::validate::name(what, name)
         .map_err(|e| Error::with_source(GroupErrorKind::InvalidConfig, e))
 }
@@ -145,7 +145,7 @@ impl Partitioning {
 }
 
 impl Natty {
-    fn require_groups(&self) -> Result<(), GroupError> {
+    pub(crate) fn require_groups(&self) -> Result<(), GroupError> {
         if crate::client::version_at_least(&self.server_version(), 2, 11) {
             Ok(())
         } else {
@@ -310,29 +310,12 @@ impl Natty {
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig` for a bad stream name; server errors.
     pub async fn list_static_groups(&self, stream: &str) -> Result<Vec<String>, GroupError> {
-        use futures_util::TryStreamExt;
-
         self.require_groups()?;
         check_name("stream name", stream)?;
-        let Some(store) = self.static_bucket(None).await? else {
-            return Ok(Vec::new());
-        };
-        let keys: Vec<String> = match store.keys().await {
-            Ok(keys) => keys
-                .try_collect()
-                .await
-                .map_err(|e| Error::with_source(GroupErrorKind::JetStream, e))?,
-            Err(err) => return Err(Error::with_source(GroupErrorKind::JetStream, err)),
-        };
-        let mut groups: Vec<String> = keys
-            .iter()
-            .filter_map(|key| {
-                let mut parts = key.split('.');
-                (parts.next() == Some(stream)).then(|| parts.next().map(str::to_owned))?
-            })
-            .collect();
-        groups.sort();
-        Ok(groups)
+        match self.static_bucket(None).await? {
+            Some(store) => groups_in(&store, stream).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Delete the static group: its configuration (members watching it stop), then every
@@ -396,35 +379,65 @@ impl Natty {
         &self,
         create_with_replicas: Option<usize>,
     ) -> Result<Option<kv::Store>, GroupError> {
-        let jetstream = self.jetstream();
-        match jetstream.get_key_value(STATIC_BUCKET).await {
-            Ok(store) => Ok(Some(store)),
-            Err(err) if err.kind() == KeyValueErrorKind::GetBucket => {
-                let Some(replicas) = create_with_replicas else {
-                    return Ok(None);
-                };
-                match jetstream
-                    .create_key_value(kv::Config {
-                        bucket: STATIC_BUCKET.to_owned(),
-                        num_replicas: replicas.max(1),
-                        storage: stream::StorageType::File,
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    Ok(store) => Ok(Some(store)),
-                    // Another member or admin created it in between.
-                    Err(_) => Ok(Some(
-                        jetstream.get_key_value(STATIC_BUCKET).await.map_err(js)?,
-                    )),
-                }
-            }
-            Err(err) => Err(js(err)),
-        }
+        bucket(self, STATIC_BUCKET, create_with_replicas).await
     }
 }
 
-fn check_names(stream: &str, group: &str) -> Result<(), GroupError> {
+/// The group bucket `name`; created (file storage, as orbit does) with `replicas` when given
+/// and missing.
+pub(crate) async fn bucket(
+    natty: &Natty,
+    name: &str,
+    create_with_replicas: Option<usize>,
+) -> Result<Option<kv::Store>, GroupError> {
+    let jetstream = natty.jetstream();
+    match jetstream.get_key_value(name).await {
+        Ok(store) => Ok(Some(store)),
+        Err(err) if err.kind() == KeyValueErrorKind::GetBucket => {
+            let Some(replicas) = create_with_replicas else {
+                return Ok(None);
+            };
+            match jetstream
+                .create_key_value(kv::Config {
+                    bucket: name.to_owned(),
+                    num_replicas: replicas.max(1),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(store) => Ok(Some(store)),
+                // Another member or admin created it in between.
+                Err(_) => Ok(Some(jetstream.get_key_value(name).await.map_err(js)?)),
+            }
+        }
+        Err(err) => Err(js(err)),
+    }
+}
+
+/// The groups of `stream` in a group bucket: keys `<stream>.<group>`.
+pub(crate) async fn groups_in(store: &kv::Store, stream: &str) -> Result<Vec<String>, GroupError> {
+    use futures_util::TryStreamExt;
+
+    let keys: Vec<String> = store
+        .keys()
+        .await
+        .map_err(js)?
+        .try_collect()
+        .await
+        .map_err(|e| Error::with_source(GroupErrorKind::JetStream, e))?;
+    let mut groups: Vec<String> = keys
+        .iter()
+        .filter_map(|key| {
+            let mut parts = key.split('.');
+            (parts.next() == Some(stream)).then(|| parts.next().map(str::to_owned))?
+        })
+        .collect();
+    groups.sort();
+    Ok(groups)
+}
+
+pub(crate) fn check_names(stream: &str, group: &str) -> Result<(), GroupError> {
     check_name("stream name", stream)?;
     check_name("group name", group)
 }

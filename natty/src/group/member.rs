@@ -113,9 +113,18 @@ impl MemberConfig {
 
     /// The member consumer's configuration, field for field what orbit creates (with natty's
     /// settings where given), so instances written with either share it.
-    fn consumer_config(&self, filters: Vec<String>) -> pull::Config {
+    fn consumer_config(&self, kind: Kind, filters: Vec<String>) -> pull::Config {
+        let name = kind.consumer_name(&self.group, &self.member);
+        let (durable_name, name, inactive_threshold) = match kind {
+            Kind::Static => (Some(name), None, Duration::ZERO),
+            // Orbit's elastic consumers are named, not durable: one no instance pulls from
+            // for an ack wait is removed, freeing its partitions.
+            Kind::Elastic => (None, Some(name), self.ack_wait),
+        };
         pull::Config {
-            durable_name: Some(consumer_name(&self.group, &self.member)),
+            durable_name,
+            name,
+            inactive_threshold,
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.ack_wait,
             max_deliver: self.max_deliver,
@@ -335,11 +344,36 @@ impl Natty {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        self.drive_member(config, shutdown, service)
+        self.drive_member(Kind::Static, config, shutdown, service)
+    }
+
+    /// Serve `member` of an elastic group with `service` until `shutdown` is cancelled, as
+    /// [`Natty::serve_static_member`] does, following membership changes: when the member's
+    /// partitions change, the pinned instance finishes its calls (within the shutdown grace),
+    /// returns what it holds in order and deletes its consumer, and every instance joins again
+    /// with the new partitions once their previous owners let go. A member not (yet) in the
+    /// group waits to be added.
+    ///
+    /// # Errors
+    /// As [`Natty::serve_static_member`]; `ConfigDrift` when the partitions, filters or
+    /// buffered limits change.
+    pub fn serve_elastic_member<S>(
+        &self,
+        config: MemberConfig,
+        shutdown: CancellationToken,
+        service: S,
+    ) -> impl Future<Output = Result<MemberSummary, GroupError>> + Send + '_
+    where
+        S: Service<Message> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        self.drive_member(Kind::Elastic, config, shutdown, service)
     }
 
     async fn drive_member<S>(
         &self,
+        kind: Kind,
         config: MemberConfig,
         shutdown: CancellationToken,
         mut service: S,
@@ -349,8 +383,10 @@ impl Natty {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        let group_config = self.static_group(&config.stream, &config.group).await?;
-        if !group_config.is_member(&config.member) {
+        let key = config_key(&config.stream, &config.group);
+        let mut spec = Spec::read(self, kind, &config.stream, &config.group).await?;
+        // An elastic member may start before it is added; a static one must be listed.
+        if kind == Kind::Static && !spec.is_member(&config.member) {
             return Err(refused(
                 GroupErrorKind::NotMember,
                 "member",
@@ -358,213 +394,246 @@ impl Natty {
                 "is not in the group",
             ));
         }
-        let consumer_name = consumer_name(&config.group, &config.member);
+        let consumer_name = kind.consumer_name(&config.group, &config.member);
         crate::validate::name("consumer name", &consumer_name)
             .map_err(|e| Error::with_source(GroupErrorKind::InvalidConfig, e))?;
         let timers = config.timers();
-        let filters = group_config.member_filters(&config.member);
-        let key = config_key(&config.stream, &config.group);
-        let store = self
-            .static_bucket(None)
-            .await?
-            .ok_or_else(|| refused(GroupErrorKind::NotFound, "group", &key, "does not exist"))?;
+        let store = match kind {
+            Kind::Static => self.static_bucket(None).await?,
+            Kind::Elastic => self.elastic_bucket(None).await?,
+        }
+        .ok_or_else(|| refused(GroupErrorKind::NotFound, "group", &key, "does not exist"))?;
         let mut watch = Some(store.watch(&key).await.map_err(super::admin::js)?);
         let js_stream = self
             .jetstream()
-            .get_stream(&config.stream)
+            .get_stream(kind.stream_name(&config.stream, &config.group))
             .await
             .map_err(super::admin::js)?;
 
         let mut summary = MemberSummary::default();
-        // A member without partitions (more members than partitions) idles until its group
-        // changes, as orbit's does.
-        let mut consumer = if filters.is_empty() {
-            None
-        } else {
-            Some(create_member_consumer(&js_stream, config.consumer_config(filters)).await?)
-        };
-        let mut messages = match &consumer {
-            Some(consumer) => Some(open_pull(consumer, &config, &timers).await?),
-            None => None,
-        };
-
         let (stall_watch, ticker) = StallWatch::start(timers.stall);
         let _ticker = AbortOnDrop(ticker);
-        let mut seen_epoch = stall_watch.epoch();
-        let mut lanes: HashMap<u32, Lane> = HashMap::new();
-        let mut tasks: JoinSet<Done> = JoinSet::new();
-        let mut pin: Option<String> = None;
-        let mut revoked: HashSet<String> = HashSet::new();
-        let mut gate: Option<Gate> = None;
-        let mut backoff = Duration::from_millis(50);
-        let mut stop: Result<(), GroupError> = Ok(());
         let stale_wait = timers.ack_wait + timers.pull_expiry;
+        let mut backoff = Duration::from_millis(50);
 
+        // One round per membership: join with this member's filters, serve, leave.
         loop {
-            if stall_watch.epoch() != seen_epoch {
-                seen_epoch = stall_watch.epoch();
-                tracing::warn!(target: "natty", member = %config.member, "process stalled; re-checking the pin before handling more");
-                summary.stale += drop_held(&mut lanes, stale_wait);
-                let now = Instant::now();
-                gate = Some(Gate {
-                    until: now + timers.takeover,
-                    check_at: now,
-                });
-            }
-            let fence_wake = next_fence_end(&lanes);
-            let gate_wake = gate.as_ref().map(|g| g.check_at);
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    match done {
-                        Ok(done) => {
-                            let partition = done.partition;
-                            finish(&mut lanes, &mut summary, done, &timers, &config);
-                            if let (None, Some(lane)) = (&gate, lanes.get_mut(&partition)) {
-                                start_lane(partition, lane, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
-                            }
-                        }
-                        // Calls run under `catch_unwind`, so a task fails only when aborted.
-                        Err(err) => tracing::warn!(target: "natty", error = %err, "member task lost"),
-                    }
+            // A member without partitions (more members than partitions, or not added yet) idles
+            // until its group changes, as orbit's does.
+            let filters = spec.member_filters(&config.member);
+            let (mut consumer, mut messages) = if filters.is_empty() {
+                (None, None)
+            } else if kind == Kind::Static {
+                let consumer =
+                    create_member_consumer(&js_stream, config.consumer_config(kind, filters))
+                        .await?;
+                let messages = open_pull(&consumer, &config, &timers).await?;
+                (Some(consumer), Some(messages))
+            } else {
+                match join_elastic(&js_stream, &config, filters, &timers, &shutdown).await {
+                    Some((consumer, messages)) => (Some(consumer), Some(messages)),
+                    None => return Ok(summary),
                 }
-                update = next_update(&mut watch) => {
-                    match update {
-                        Some(Ok(entry)) => match entry.operation {
-                            async_nats::jetstream::kv::Operation::Put => {
-                                match StaticGroupConfig::from_json(&entry.value) {
-                                    Ok(changed) if changed == group_config => {}
-                                    _ => {
-                                        stop = Err(refused(GroupErrorKind::ConfigDrift, "group", &key, "changed while serving"));
-                                        break;
+            };
+            let mut seen_epoch = stall_watch.epoch();
+            let mut lanes: HashMap<u32, Lane> = HashMap::new();
+            let mut tasks: JoinSet<Done> = JoinSet::new();
+            let mut pin: Option<String> = None;
+            let mut revoked: HashSet<String> = HashSet::new();
+            let mut gate: Option<Gate> = None;
+            let mut ended = Ended::Shutdown;
+
+            loop {
+                if stall_watch.epoch() != seen_epoch {
+                    seen_epoch = stall_watch.epoch();
+                    tracing::warn!(target: "natty", member = %config.member, "process stalled; re-checking the pin before handling more");
+                    summary.stale += drop_held(&mut lanes, stale_wait);
+                    let now = Instant::now();
+                    gate = Some(Gate {
+                        until: now + timers.takeover,
+                        check_at: now,
+                    });
+                }
+                let fence_wake = next_fence_end(&lanes);
+                let gate_wake = gate.as_ref().map(|g| g.check_at);
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        match done {
+                            Ok(done) => {
+                                let partition = done.partition;
+                                finish(&mut lanes, &mut summary, done, &timers, &config);
+                                if let (None, Some(lane)) = (&gate, lanes.get_mut(&partition)) {
+                                    start_lane(partition, lane, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
+                                }
+                            }
+                            // Calls run under `catch_unwind`, so a task fails only when aborted.
+                            Err(err) => tracing::warn!(target: "natty", error = %err, "member task lost"),
+                        }
+                    }
+                    update = next_update(&mut watch) => {
+                        match update {
+                            Some(Ok(entry)) => match entry.operation {
+                                async_nats::jetstream::kv::Operation::Put => {
+                                    match spec.follow(kind, &entry.value, &config.member) {
+                                        Follow::Same => {}
+                                        Follow::Rejoin(next) => {
+                                            ended = Ended::Rejoin(next);
+                                            break;
+                                        }
+                                        Follow::Drift => {
+                                            ended = Ended::Stop(refused(GroupErrorKind::ConfigDrift, "group", &key, "changed while serving"));
+                                            break;
+                                        }
                                     }
                                 }
-                            }
-                            _ => {
-                                stop = Err(refused(GroupErrorKind::Deleted, "group", &key, "was deleted while serving"));
-                                break;
-                            }
-                        },
-                        Some(Err(err)) => {
-                            tracing::warn!(target: "natty", error = %err, "group watch failed; watching again");
-                            watch = store.watch(&key).await.ok();
-                        }
-                        None => {
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                            watch = store.watch(&key).await.ok();
-                        }
-                    }
-                }
-                () = sleep_until_opt(gate_wake), if gate_wake.is_some() => {
-                    let Some(consumer) = consumer.as_mut() else { gate = None; continue };
-                    let held = held_count(&lanes);
-                    let info = consumer.info().await;
-                    let now = Instant::now();
-                    match info {
-                        Ok(info) => {
-                            let pinned = info
-                                .priority_groups
-                                .iter()
-                                .find(|g| g.group == PRIORITY_GROUP)
-                                .and_then(|g| g.pinned_client_id.clone());
-                            if pinned.is_some() && pinned != pin {
-                                // Another instance holds the pin: what this one holds is its.
-                                if let Some(lost) = pin.take() {
-                                    revoked.insert(lost);
+                                _ => {
+                                    ended = Ended::Stop(refused(GroupErrorKind::Deleted, "group", &key, "was deleted while serving"));
+                                    break;
                                 }
-                                summary.stale += drop_held(&mut lanes, stale_wait);
-                                gate = None;
-                            } else if info.num_ack_pending <= held || now >= gate.as_ref().map_or(now, |g| g.until) {
-                                if info.num_ack_pending > held {
-                                    tracing::warn!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "earlier pin's messages still pending at takeover deadline");
-                                }
-                                gate = None;
-                                tracing::debug!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "pinned; handling");
-                                start_all(&mut lanes, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
-                            } else if let Some(g) = gate.as_mut() {
-                                g.check_at = now + Duration::from_millis(100);
+                            },
+                            Some(Err(err)) => {
+                                tracing::warn!(target: "natty", error = %err, "group watch failed; watching again");
+                                watch = store.watch(&key).await.ok();
                             }
-                        }
-                        Err(err) => {
-                            tracing::debug!(target: "natty", error = %err, "consumer info failed");
-                            if let Some(g) = gate.as_mut() {
-                                g.check_at = now + Duration::from_millis(200);
-                            }
-                        }
-                    }
-                }
-                () = sleep_until_opt(fence_wake), if fence_wake.is_some() && gate.is_none() => {
-                    start_all(&mut lanes, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
-                }
-                next = next_message(&mut messages) => {
-                    let Some(next) = next else {
-                        // The pull stream ended: open a fresh one on the (re)created consumer.
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                        (consumer, messages) = reopen(&js_stream, &config, &group_config, &timers).await;
-                        continue;
-                    };
-                    let message = match next {
-                        Ok(message) => message,
-                        Err(err) => {
-                            tracing::warn!(target: "natty", member = %config.member, error = %err, "pull failed");
-                            if matches!(err.kind(), pull::MessagesErrorKind::ConsumerDeleted | pull::MessagesErrorKind::NoResponders) {
+                            None => {
                                 tokio::time::sleep(backoff).await;
                                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                                (consumer, messages) = reopen(&js_stream, &config, &group_config, &timers).await;
+                                watch = store.watch(&key).await.ok();
                             }
+                        }
+                    }
+                    () = sleep_until_opt(gate_wake), if gate_wake.is_some() => {
+                        let Some(consumer) = consumer.as_mut() else { gate = None; continue };
+                        let held = held_count(&lanes);
+                        let info = consumer.info().await;
+                        let now = Instant::now();
+                        match info {
+                            Ok(info) => {
+                                let pinned = info
+                                    .priority_groups
+                                    .iter()
+                                    .find(|g| g.group == PRIORITY_GROUP)
+                                    .and_then(|g| g.pinned_client_id.clone());
+                                if pinned.is_some() && pinned != pin {
+                                    // Another instance holds the pin: what this one holds is its.
+                                    if let Some(lost) = pin.take() {
+                                        revoked.insert(lost);
+                                    }
+                                    summary.stale += drop_held(&mut lanes, stale_wait);
+                                    gate = None;
+                                } else if info.num_ack_pending <= held || now >= gate.as_ref().map_or(now, |g| g.until) {
+                                    if info.num_ack_pending > held {
+                                        tracing::warn!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "earlier pin's messages still pending at takeover deadline");
+                                    }
+                                    gate = None;
+                                    tracing::debug!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "pinned; handling");
+                                    start_all(&mut lanes, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
+                                } else if let Some(g) = gate.as_mut() {
+                                    g.check_at = now + Duration::from_millis(100);
+                                }
+                            }
+                            Err(err) => {
+                                tracing::debug!(target: "natty", error = %err, "consumer info failed");
+                                if let Some(g) = gate.as_mut() {
+                                    g.check_at = now + Duration::from_millis(200);
+                                }
+                            }
+                        }
+                    }
+                    () = sleep_until_opt(fence_wake), if fence_wake.is_some() && gate.is_none() => {
+                        start_all(&mut lanes, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
+                    }
+                    next = next_message(&mut messages) => {
+                        let Some(next) = next else {
+                            // The pull stream ended: open a fresh one on the (re)created consumer.
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            (consumer, messages) = reopen(&js_stream, &config, kind, &spec, &timers).await;
+                            continue;
+                        };
+                        let message = match next {
+                            Ok(message) => message,
+                            Err(err) => {
+                                tracing::warn!(target: "natty", member = %config.member, error = %err, "pull failed");
+                                if matches!(err.kind(), pull::MessagesErrorKind::ConsumerDeleted | pull::MessagesErrorKind::NoResponders) {
+                                    tokio::time::sleep(backoff).await;
+                                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                                    (consumer, messages) = reopen(&js_stream, &config, kind, &spec, &timers).await;
+                                }
+                                continue;
+                            }
+                        };
+                        backoff = Duration::from_millis(50);
+                        let now = Instant::now();
+                        // The server appends its pin after any a publisher set: take the last.
+                        let message_pin = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get_last(PIN_ID))
+                            .map(|v| v.as_str().to_owned());
+                        if message_pin.as_ref().is_some_and(|p| revoked.contains(p)) {
+                            summary.stale += 1;
                             continue;
                         }
-                    };
-                    backoff = Duration::from_millis(50);
-                    let now = Instant::now();
-                    // The server appends its pin after any a publisher set: take the last.
-                    let message_pin = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get_last(PIN_ID))
-                        .map(|v| v.as_str().to_owned());
-                    if message_pin.as_ref().is_some_and(|p| revoked.contains(p)) {
-                        summary.stale += 1;
-                        continue;
-                    }
-                    if message_pin.is_some() && message_pin != pin {
-                        pin = message_pin.clone();
-                        summary.pins += 1;
-                        gate = Some(Gate { until: now + timers.takeover, check_at: now });
-                    }
-                    let Some((partition, seq, message)) = into_partitioned(message) else {
-                        tracing::warn!(target: "natty", "message without a partition token; leaving it to the ack wait");
-                        continue;
-                    };
-                    let lane = lanes.entry(partition).or_default();
-                    // A redelivery replaces what is held of the same message.
-                    lane.held.insert(seq, Held { message, deadline: now + timers.handler_budget, pin: message_pin });
-                    if gate.is_none() {
-                        start_lane(partition, lane, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
+                        if message_pin.is_some() && message_pin != pin {
+                            pin = message_pin.clone();
+                            summary.pins += 1;
+                            gate = Some(Gate { until: now + timers.takeover, check_at: now });
+                        }
+                        let Some((partition, seq, message)) = into_partitioned(message) else {
+                            tracing::warn!(target: "natty", "message without a partition token; leaving it to the ack wait");
+                            continue;
+                        };
+                        let lane = lanes.entry(partition).or_default();
+                        // A redelivery replaces what is held of the same message.
+                        lane.held.insert(seq, Held { message, deadline: now + timers.handler_budget, pin: message_pin });
+                        if gate.is_none() {
+                            start_lane(partition, lane, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
+                        }
                     }
                 }
             }
-        }
 
-        drop(messages);
-        self.leave(
-            &config,
-            &timers,
-            consumer.as_mut(),
-            &mut lanes,
-            &mut tasks,
-            &mut summary,
-            pin.filter(|_| stall_watch.steady_since(seen_epoch)),
-        )
-        .await;
-        if stop.is_err() {
-            // The consumer's filters belong to the old configuration; orbit deletes it too.
-            let _ = js_stream.delete_consumer(&consumer_name).await;
+            drop(messages);
+            let was_pinned = self
+                .leave(
+                    &config,
+                    &timers,
+                    &js_stream,
+                    &consumer_name,
+                    consumer.as_mut(),
+                    &mut lanes,
+                    &mut tasks,
+                    &mut summary,
+                    pin.filter(|_| stall_watch.steady_since(seen_epoch)),
+                )
+                .await;
+            match ended {
+                Ended::Shutdown => return Ok(summary),
+                Ended::Stop(err) => {
+                    // The consumer's filters belong to the old configuration; orbit deletes it too.
+                    let _ = js_stream.delete_consumer(&consumer_name).await;
+                    return Err(err);
+                }
+                Ended::Rejoin(next) => {
+                    // The pinned instance, drained, deletes the consumer so the partitions it
+                    // gives up are free for their new owners; standbys wait a moment (orbit's
+                    // 400-500 ms) and join the recreated one.
+                    if was_pinned {
+                        let _ = js_stream.delete_consumer(&consumer_name).await;
+                    } else {
+                        let jitter = Duration::from_millis(400 + fastrand_ms());
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(summary),
+                            () = tokio::time::sleep(jitter) => {}
+                        }
+                    }
+                    spec = next;
+                }
+            }
         }
-        stop.map(|()| summary)
     }
 
     /// Stop serving: let calls finish within the grace, then (if this instance still holds
@@ -574,12 +643,14 @@ impl Natty {
         &self,
         config: &MemberConfig,
         timers: &Timers,
+        stream: &async_nats::jetstream::stream::Stream,
+        consumer_name: &str,
         consumer: Option<&mut PullConsumer>,
         lanes: &mut HashMap<u32, Lane>,
         tasks: &mut JoinSet<Done>,
         summary: &mut MemberSummary,
         pin: Option<String>,
-    ) {
+    ) -> bool {
         let deadline = tokio::time::sleep(config.shutdown_grace);
         tokio::pin!(deadline);
         loop {
@@ -598,7 +669,7 @@ impl Natty {
             }
         }
         let (Some(pin), Some(consumer)) = (pin, consumer) else {
-            return;
+            return false;
         };
         for lane in lanes.values_mut() {
             if let Some((_, acker)) = lane.busy.take() {
@@ -611,19 +682,150 @@ impl Natty {
                 }
             }
         }
-        if let Ok(info) = consumer.info().await {
-            let pinned = info
-                .priority_groups
-                .iter()
-                .any(|g| g.group == PRIORITY_GROUP && g.pinned_client_id.as_deref() == Some(&pin));
-            if pinned {
-                let name = consumer_name(&config.group, &config.member);
-                if let Ok(stream) = self.jetstream().get_stream(&config.stream).await {
-                    let _ = stream.unpin_consumer(&name, PRIORITY_GROUP).await;
-                }
-            }
+        let Ok(info) = consumer.info().await else {
+            return false;
+        };
+        let pinned = info
+            .priority_groups
+            .iter()
+            .any(|g| g.group == PRIORITY_GROUP && g.pinned_client_id.as_deref() == Some(&pin));
+        if pinned {
+            let _ = stream.unpin_consumer(consumer_name, PRIORITY_GROUP).await;
+        }
+        pinned
+    }
+}
+
+/// Which kind of group a member serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Static,
+    Elastic,
+}
+
+impl Kind {
+    fn consumer_name(self, group: &str, member: &str) -> String {
+        match self {
+            Kind::Static => consumer_name(group, member),
+            Kind::Elastic => member.to_owned(),
         }
     }
+
+    /// The stream the member's consumer lives on.
+    fn stream_name(self, stream: &str, group: &str) -> String {
+        match self {
+            Kind::Static => stream.to_owned(),
+            Kind::Elastic => super::elastic::elastic_stream_name(stream, group),
+        }
+    }
+}
+
+/// A group's configuration, of either kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Spec {
+    Static(StaticGroupConfig),
+    Elastic(super::elastic::ElasticGroupConfig),
+}
+
+/// What a member does about a new configuration.
+enum Follow {
+    Same,
+    Rejoin(Spec),
+    Drift,
+}
+
+/// Why one membership round ended.
+enum Ended {
+    Shutdown,
+    Stop(GroupError),
+    Rejoin(Spec),
+}
+
+impl Spec {
+    async fn read(
+        natty: &Natty,
+        kind: Kind,
+        stream: &str,
+        group: &str,
+    ) -> Result<Self, GroupError> {
+        Ok(match kind {
+            Kind::Static => Spec::Static(natty.static_group(stream, group).await?),
+            Kind::Elastic => Spec::Elastic(natty.elastic_group(stream, group).await?),
+        })
+    }
+
+    fn is_member(&self, member: &str) -> bool {
+        match self {
+            Spec::Static(config) => config.is_member(member),
+            Spec::Elastic(config) => config.is_member(member),
+        }
+    }
+
+    fn member_filters(&self, member: &str) -> Vec<String> {
+        match self {
+            Spec::Static(config) => config.member_filters(member),
+            Spec::Elastic(config) => config.member_filters(member),
+        }
+    }
+
+    /// A static group never changes under its members; an elastic one may change members,
+    /// and a member rejoins when its own filters change.
+    fn follow(&self, kind: Kind, json: &[u8], member: &str) -> Follow {
+        let next = match kind {
+            Kind::Static => super::config::StaticGroupConfig::from_json(json).map(Spec::Static),
+            Kind::Elastic => super::elastic::ElasticGroupConfig::from_json(json).map(Spec::Elastic),
+        };
+        match (self, next) {
+            (current, Ok(next)) if *current == next => Follow::Same,
+            (Spec::Elastic(current), Ok(Spec::Elastic(next))) if current.same_shape(&next) => {
+                if current.member_filters(member) == next.member_filters(member) {
+                    Follow::Same
+                } else {
+                    Follow::Rejoin(Spec::Elastic(next))
+                }
+            }
+            _ => Follow::Drift,
+        }
+    }
+}
+
+/// Create the member's consumer on the elastic group's stream, retrying while its
+/// partitions are still another member's (the server refuses overlapping filters on a work
+/// queue) or its old consumer is not gone yet; `None` on shutdown.
+async fn join_elastic(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &MemberConfig,
+    filters: Vec<String>,
+    timers: &Timers,
+    shutdown: &CancellationToken,
+) -> Option<(PullConsumer, pull::Stream)> {
+    let consumer_config = config.consumer_config(Kind::Elastic, filters);
+    loop {
+        match stream.create_consumer_strict(consumer_config.clone()).await {
+            Ok(consumer) => match open_pull(&consumer, config, timers).await {
+                Ok(messages) => return Some((consumer, messages)),
+                Err(err) => tracing::debug!(target: "natty", error = %err, "pull not open yet"),
+            },
+            Err(err) => {
+                tracing::debug!(target: "natty", member = %config.member, error = %err, "partitions not free yet")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_millis(250 + fastrand_ms() / 2)) => {}
+        }
+    }
+}
+
+/// 0-99 ms of jitter, so instances reacting to one change do not move in lockstep.
+fn fastrand_ms() -> u64 {
+    u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+            % 100,
+    )
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -671,11 +873,15 @@ async fn open_pull(
 async fn reopen(
     stream: &async_nats::jetstream::stream::Stream,
     config: &MemberConfig,
-    group: &StaticGroupConfig,
+    kind: Kind,
+    spec: &Spec,
     timers: &Timers,
 ) -> (Option<PullConsumer>, Option<pull::Stream>) {
-    let filters = group.member_filters(&config.member);
-    match create_member_consumer(stream, config.consumer_config(filters)).await {
+    let filters = spec.member_filters(&config.member);
+    if filters.is_empty() {
+        return (None, None);
+    }
+    match create_member_consumer(stream, config.consumer_config(kind, filters)).await {
         Ok(consumer) => match open_pull(&consumer, config, timers).await {
             Ok(messages) => (Some(consumer), Some(messages)),
             Err(err) => {
@@ -858,7 +1064,10 @@ where
             if seq > fence && now < until {
                 return Ok(());
             }
-            lane.fence = None;
+            // An earlier message (a redelivery) may go first; the fence stays for later ones.
+            if seq >= fence || now >= until {
+                lane.fence = None;
+            }
         }
         let steady = start.watch.steady_since(start.epoch);
         if now >= first.get_mut().deadline || !steady {

@@ -88,6 +88,7 @@
 
 mod admin;
 mod config;
+mod elastic;
 mod error;
 mod member;
 mod partition;
@@ -96,6 +97,7 @@ pub use admin::Partitioning;
 pub use config::{
     config_key, consumer_name, MemberMapping, StaticGroupConfig, PRIORITY_GROUP, STATIC_BUCKET,
 };
+pub use elastic::{elastic_stream_name, ElasticGroupConfig, PartitioningFilter, ELASTIC_BUCKET};
 pub use error::{GroupError, GroupErrorKind};
 pub use member::{MemberConfig, MemberSummary, Partition, Timers};
 
