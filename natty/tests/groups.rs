@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use natty::group::{
-    GroupErrorKind, MemberConfig, MemberMapping, MemberSummary, Partition, Partitioning,
-    StaticGroupConfig, STATIC_BUCKET,
+    ElasticGroupConfig, GroupErrorKind, MemberConfig, MemberMapping, MemberSummary, Partition,
+    Partitioning, PartitioningFilter, StaticGroupConfig, ELASTIC_BUCKET, STATIC_BUCKET,
 };
 use natty::{CancellationToken, Config, Message, Natty};
 use natty_testkit::Server;
@@ -125,6 +125,7 @@ fn key(k: usize) -> String {
 /// deliveries (the driver naks them; order must survive the redelivery).
 fn handler(
     checker: Arc<Checker>,
+    prefix: &'static str,
 ) -> impl tower::Service<
     Message,
     Response = (),
@@ -137,7 +138,7 @@ fn handler(
         async move {
             let subject = msg.subject().to_string();
             let key = subject
-                .strip_prefix("ord.")
+                .strip_prefix(prefix)
                 .unwrap_or_else(|| panic!("partition token not stripped: {subject}"))
                 .to_owned();
             assert!(msg.extensions().get::<Partition>().is_some());
@@ -166,7 +167,7 @@ struct Instance {
 async fn start_instance(server: &Server, config: MemberConfig, checker: &Arc<Checker>) -> Instance {
     let natty = connect(server).await;
     let shutdown = CancellationToken::new();
-    let service = handler(Arc::clone(checker));
+    let service = handler(Arc::clone(checker), "ord.");
     let token = shutdown.clone();
     let task = tokio::spawn(async move { natty.serve_static_member(config, token, service).await });
     Instance { shutdown, task }
@@ -507,4 +508,142 @@ async fn serving_an_unknown_group_or_as_a_stranger_is_refused() {
         serve("g", "z").await.unwrap_err().kind(),
         GroupErrorKind::NotMember
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothing() {
+    trace();
+    let server = Server::start().unwrap();
+    let admin = connect(&server).await;
+    admin.create_stream("ES", ["es.*"]).await.unwrap();
+    let config = ElasticGroupConfig::new(4, [PartitioningFilter::new("es.*", [1])])
+        .max_buffered_messages(100_000)
+        .members(["a"]);
+    if !groups_supported(&admin) {
+        let err = admin
+            .create_elastic_group("ES", "eg", &config)
+            .await
+            .unwrap_err();
+        return assert_eq!(err.kind(), GroupErrorKind::Unsupported);
+    }
+    admin
+        .create_elastic_group("ES", "eg", &config)
+        .await
+        .unwrap();
+
+    // Orbit's shape and stream, read back through a plain client.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stored = js
+        .get_key_value(ELASTIC_BUCKET)
+        .await
+        .unwrap()
+        .get("ES.eg")
+        .await
+        .unwrap()
+        .expect("key ES.eg");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&stored).unwrap(),
+        serde_json::json!({"max_members": 4, "max_buffered_msg": 100000, "members": ["a"],
+            "partitioning_filters": [{"filter": "es.*", "partitioning_wildcards": [1]}]})
+    );
+    let mut buffer = js.get_stream("ES-eg").await.unwrap();
+    let info = buffer.info().await.unwrap();
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    let source = &info.config.sources.as_ref().expect("sources")[0];
+    assert_eq!(source.name, "ES");
+    assert_eq!(
+        source.subject_transforms[0].destination,
+        "{{Partition(4,1)}}.es.{{Wildcard(1)}}"
+    );
+
+    let checker = Arc::new(Checker::default());
+    let mut instances = Vec::new();
+    for member in ["a", "b", "c"] {
+        let natty = connect(&server).await;
+        let shutdown = CancellationToken::new();
+        let service = handler(Arc::clone(&checker), "es.");
+        let token = shutdown.clone();
+        let config = MemberConfig::new("ES", "eg", member).ack_wait(Duration::from_secs(2));
+        let task =
+            tokio::spawn(async move { natty.serve_elastic_member(config, token, service).await });
+        instances.push(Instance { shutdown, task });
+    }
+
+    // Load throughout; b joins, then c, then a leaves.
+    let (keys, per_key) = (24, 60);
+    for n in 0..per_key {
+        let round = (0..keys).map(|k| {
+            let subject = format!("es.{}", key(k));
+            let admin = &admin;
+            async move { admin.publish_acked(&subject, n.to_string()).await }
+        });
+        futures_util::future::try_join_all(round)
+            .await
+            .expect("publish");
+        match n {
+            10 => assert_eq!(
+                admin
+                    .add_elastic_members("ES", "eg", ["b"])
+                    .await
+                    .unwrap()
+                    .len(),
+                2
+            ),
+            25 => assert_eq!(
+                admin
+                    .add_elastic_members("ES", "eg", ["c"])
+                    .await
+                    .unwrap()
+                    .len(),
+                3
+            ),
+            40 => assert_eq!(
+                admin.drop_elastic_members("ES", "eg", ["a"]).await.unwrap(),
+                ["b", "c"]
+            ),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        admin
+            .elastic_member_partitions("ES", "eg", "b")
+            .await
+            .unwrap(),
+        vec![0, 1]
+    );
+    assert_eq!(
+        admin
+            .elastic_member_partitions("ES", "eg", "a")
+            .await
+            .unwrap_err()
+            .kind(),
+        GroupErrorKind::NotMember
+    );
+    checker.wait_complete(keys, per_key as u64).await;
+
+    let mut summaries = Vec::new();
+    for instance in instances {
+        instance.shutdown.cancel();
+        let summary = tokio::time::timeout(DEADLINE, instance.task)
+            .await
+            .expect("stops in time")
+            .expect("no panic")
+            .expect("serves without error");
+        summaries.push(summary);
+    }
+    assert_eq!(checker.violations(), Vec::<String>::new(), "{summaries:#?}");
+    assert!(
+        summaries.iter().all(|s| s.handled > 0),
+        "every member served: {summaries:#?}"
+    );
+    // Every message acked: the work queue is empty.
+    let info = buffer.info().await.unwrap();
+    assert_eq!(info.state.messages, 0);
+    assert_eq!(admin.list_elastic_groups("ES").await.unwrap(), vec!["eg"]);
+    admin.delete_elastic_group("ES", "eg").await.unwrap();
+    assert!(js.get_stream("ES-eg").await.is_err());
 }

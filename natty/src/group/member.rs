@@ -430,9 +430,22 @@ impl Natty {
                 let messages = open_pull(&consumer, &config, &timers).await?;
                 (Some(consumer), Some(messages))
             } else {
-                match join_elastic(&js_stream, &config, filters, &timers, &shutdown).await {
-                    Some((consumer, messages)) => (Some(consumer), Some(messages)),
-                    None => return Ok(summary),
+                let joining = Joining {
+                    stream: &js_stream,
+                    store: &store,
+                    key: &key,
+                    config: &config,
+                    timers: &timers,
+                    shutdown: &shutdown,
+                };
+                match joining.join(&mut spec, &mut watch).await {
+                    Join::Joined(joined) => {
+                        let (consumer, messages) = *joined;
+                        (Some(consumer), Some(messages))
+                    }
+                    Join::Idle => (None, None),
+                    Join::Shutdown => return Ok(summary),
+                    Join::Stop(err) => return Err(err),
                 }
             };
             let mut seen_epoch = stall_watch.epoch();
@@ -789,30 +802,85 @@ impl Spec {
     }
 }
 
-/// Create the member's consumer on the elastic group's stream, retrying while its
-/// partitions are still another member's (the server refuses overlapping filters on a work
-/// queue) or its old consumer is not gone yet; `None` on shutdown.
-async fn join_elastic(
-    stream: &async_nats::jetstream::stream::Stream,
-    config: &MemberConfig,
-    filters: Vec<String>,
-    timers: &Timers,
-    shutdown: &CancellationToken,
-) -> Option<(PullConsumer, pull::Stream)> {
-    let consumer_config = config.consumer_config(Kind::Elastic, filters);
-    loop {
-        match stream.create_consumer_strict(consumer_config.clone()).await {
-            Ok(consumer) => match open_pull(&consumer, config, timers).await {
-                Ok(messages) => return Some((consumer, messages)),
-                Err(err) => tracing::debug!(target: "natty", error = %err, "pull not open yet"),
-            },
-            Err(err) => {
-                tracing::debug!(target: "natty", member = %config.member, error = %err, "partitions not free yet")
+/// How joining an elastic group ended.
+enum Join {
+    Joined(Box<(PullConsumer, pull::Stream)>),
+    /// The member owns no partitions (now).
+    Idle,
+    Shutdown,
+    Stop(GroupError),
+}
+
+/// What joining an elastic group needs.
+struct Joining<'a> {
+    stream: &'a async_nats::jetstream::stream::Stream,
+    store: &'a async_nats::jetstream::kv::Store,
+    key: &'a str,
+    config: &'a MemberConfig,
+    timers: &'a Timers,
+    shutdown: &'a CancellationToken,
+}
+
+impl Joining<'_> {
+    /// Create the member's consumer on the elastic group's stream, retrying while its
+    /// partitions are still another member's (the server refuses overlapping filters on a
+    /// work queue) and following configuration changes meanwhile. A consumer of this member
+    /// left with other filters is deleted once no instance holds its pin (none is draining
+    /// it), as orbit's members delete it.
+    async fn join(
+        &self,
+        spec: &mut Spec,
+        watch: &mut Option<async_nats::jetstream::kv::Watch>,
+    ) -> Join {
+        use async_nats::jetstream::stream::ConsumerCreateStrictErrorKind;
+        let member = &self.config.member;
+        loop {
+            let filters = spec.member_filters(member);
+            if filters.is_empty() {
+                return Join::Idle;
+            }
+            let consumer_config = self.config.consumer_config(Kind::Elastic, filters);
+            match self.stream.create_consumer_strict(consumer_config).await {
+                Ok(consumer) => match open_pull(&consumer, self.config, self.timers).await {
+                    Ok(messages) => return Join::Joined(Box::new((consumer, messages))),
+                    Err(err) => tracing::debug!(target: "natty", error = %err, "pull not open yet"),
+                },
+                Err(err) if err.kind() == ConsumerCreateStrictErrorKind::AlreadyExists => {
+                    if self.unpinned_leftover(member).await {
+                        let _ = self.stream.delete_consumer(member).await;
+                        continue;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(target: "natty", member = %member, error = %err, "partitions not free yet")
+                }
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Join::Shutdown,
+                update = next_update(watch) => match update {
+                    Some(Ok(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+                        match spec.follow(Kind::Elastic, &entry.value, member) {
+                            Follow::Same => {}
+                            Follow::Rejoin(next) => *spec = next,
+                            Follow::Drift => return Join::Stop(refused(GroupErrorKind::ConfigDrift, "group", self.key, "changed while serving")),
+                        }
+                    }
+                    Some(Ok(_)) => return Join::Stop(refused(GroupErrorKind::Deleted, "group", self.key, "was deleted while serving")),
+                    Some(Err(_)) | None => *watch = self.store.watch(self.key).await.ok(),
+                },
+                () = tokio::time::sleep(Duration::from_millis(250 + fastrand_ms() / 2)) => {}
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
-            () = tokio::time::sleep(Duration::from_millis(250 + fastrand_ms() / 2)) => {}
+    }
+
+    /// Whether this member's existing consumer has no pinned instance.
+    async fn unpinned_leftover(&self, member: &str) -> bool {
+        match self.stream.consumer_info(member).await {
+            Ok(info) => !info
+                .priority_groups
+                .iter()
+                .any(|g| g.group == PRIORITY_GROUP && g.pinned_client_id.is_some()),
+            Err(_) => false,
         }
     }
 }

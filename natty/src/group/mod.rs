@@ -8,10 +8,20 @@
 //! nats-server 2.11 (ADR-42) in the priority group `PCG`. Several *instances* of one member
 //! may run: the server pins one and the others stand by.
 //!
+//! An *elastic group* works on any stream: natty creates a work-queue stream
+//! `<stream>-<group>` that sources the original through a partitioning transform (chosen `*`
+//! wildcards of each filter, or the whole subject) with settable buffered limits, and members
+//! are added, dropped or mapped at runtime ([`Natty::add_elastic_members`],
+//! [`Natty::drop_elastic_members`], [`Natty::set_elastic_mappings`]). A member whose
+//! partitions change drains (its pinned instance finishes its calls, returns what it holds in
+//! order and deletes its consumer) before the partitions' new owners can take them: the
+//! server refuses overlapping consumers on a work queue, so two members never hold one
+//! partition. See [`Natty::serve_elastic_member`].
+//!
 //! natty writes no protocol of its own here, so the group is orbit.go's `pcgroups` (also
 //! `natsio-pcgroups` for Python): the configuration lives in the `static-consumer-groups`
-//! bucket under `<stream>.<group>` in orbit's JSON, members get orbit's partitions, consumers
-//! orbit's names, settings and priority group. A natty member and an orbit member serve one
+//! bucket (`elastic-consumer-groups` for elastic ones) under `<stream>.<group>` in orbit's
+//! JSON, members get orbit's partitions, consumers orbit's names, settings and priority group. A natty member and an orbit member serve one
 //! group side by side. Orbit's one quirk is kept: with member mappings the filters are not
 //! applied.
 //!
