@@ -10,7 +10,7 @@ use natty::group::{
     Partitioning, PartitioningFilter, StaticGroupConfig, ELASTIC_BUCKET, STATIC_BUCKET,
 };
 use natty::{CancellationToken, Config, Message, Natty};
-use natty_testkit::Server;
+use natty_testkit::{Cluster, Server};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -646,4 +646,89 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
     assert_eq!(admin.list_elastic_groups("ES").await.unwrap(), vec!["eg"]);
     admin.delete_elastic_group("ES", "eg").await.unwrap();
     assert!(js.get_stream("ES-eg").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_on_r3_streams_keeps_going_when_a_server_dies() {
+    trace();
+    let cluster = Cluster::start(3).unwrap();
+    let connect_all = |rotate: usize| {
+        let mut urls = cluster.urls();
+        urls.rotate_left(rotate % 3);
+        async move {
+            Natty::connect(Config::new(urls).request_timeout(Duration::from_secs(3)))
+                .await
+                .expect("connect")
+        }
+    };
+    let admin = connect_all(1).await;
+    if !groups_supported(&admin) {
+        return assert_unsupported(&admin).await;
+    }
+    // Right after start a cluster may not know enough peers to place an R3 stream yet.
+    let partitioning = Partitioning::new("ord.*", 4).replicas(3);
+    let placed = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Err(err) = admin.create_partitioned_stream("ORD", &partitioning).await {
+        assert!(
+            tokio::time::Instant::now() < placed,
+            "stream not placed: {err:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let config = StaticGroupConfig::with_members(4, ["m1", "m2"]);
+    admin
+        .create_static_group("ORD", "g", &config)
+        .await
+        .unwrap();
+    let js = admin.jetstream();
+    let bucket = js.get_key_value(STATIC_BUCKET).await.unwrap();
+    let mut bucket_stream = js.get_stream(format!("KV_{STATIC_BUCKET}")).await.unwrap();
+    assert_eq!(bucket_stream.info().await.unwrap().config.num_replicas, 3);
+    drop(bucket);
+
+    let checker = Arc::new(Checker::default());
+    let mut instances = Vec::new();
+    for (i, member) in ["m1", "m1", "m2", "m2"].into_iter().enumerate() {
+        let natty = connect_all(i).await;
+        let shutdown = CancellationToken::new();
+        let service = handler(Arc::clone(&checker), "ord.");
+        let token = shutdown.clone();
+        let config = MemberConfig::new("ORD", "g", member).ack_wait(Duration::from_secs(2));
+        let task =
+            tokio::spawn(async move { natty.serve_static_member(config, token, service).await });
+        instances.push(Instance { shutdown, task });
+    }
+
+    let (keys, per_key) = (16, 60);
+    for n in 0..per_key {
+        for k in 0..keys {
+            // A publish lost with the dying server is sent again: at worst stored twice, and
+            // still before the key's next number.
+            let subject = format!("ord.{}", key(k));
+            let retry_until = tokio::time::Instant::now() + Duration::from_secs(30);
+            while let Err(err) = admin.publish_acked(&subject, n.to_string()).await {
+                assert!(
+                    tokio::time::Instant::now() < retry_until,
+                    "publish: {err:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if n == 20 {
+            cluster.node(0).kill();
+        }
+    }
+    checker.wait_complete(keys, per_key as u64).await;
+
+    let mut summaries = Vec::new();
+    for instance in instances {
+        instance.shutdown.cancel();
+        let summary = tokio::time::timeout(DEADLINE, instance.task)
+            .await
+            .expect("stops in time")
+            .expect("no panic")
+            .expect("serves without error");
+        summaries.push(summary);
+    }
+    assert_eq!(checker.violations(), Vec::<String>::new(), "{summaries:#?}");
 }

@@ -96,6 +96,7 @@ pub struct Partitioning {
     subjects: String,
     partitions: u32,
     wildcards: Vec<u32>,
+    replicas: usize,
 }
 
 impl Partitioning {
@@ -106,7 +107,15 @@ impl Partitioning {
             subjects: subjects.into(),
             partitions,
             wildcards: Vec::new(),
+            replicas: 1,
         }
+    }
+
+    /// Keep the stream on this many servers (default 1); a group's configuration bucket
+    /// follows its stream's replicas.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
     }
 
     /// Partition by these wildcards (1-based, as in `{{wildcard(n)}}`).
@@ -201,6 +210,7 @@ impl Natty {
                         name: name.to_owned(),
                         subjects: vec![partitioning.subjects.clone()],
                         subject_transform: Some(transform),
+                        num_replicas: partitioning.replicas,
                         max_age: crate::stream::DEFAULT_MAX_AGE,
                         ..Default::default()
                     })
