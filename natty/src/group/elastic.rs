@@ -592,3 +592,50 @@ impl Natty {
         super::admin::bucket(self, ELASTIC_BUCKET, create_with_replicas).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_go_writes_for_empty_lists() {
+        let go = br#"{"max_members":2,"partitioning_filters":[{"filter":"a.*","partitioning_wildcards":null}],"members":null,"member_mappings":null}"#;
+        let config = ElasticGroupConfig::from_json(go).unwrap();
+        assert_eq!(config.partitions(), 2);
+        assert!(config.member_names().is_empty());
+        let go = br#"{"max_members":2,"partitioning_filters":null,"members":["x"]}"#;
+        assert_eq!(
+            ElasticGroupConfig::from_json(go)
+                .unwrap()
+                .partitions_of("x"),
+            vec![0, 1]
+        );
+    }
+
+    #[test]
+    fn transform_destinations_are_orbits() {
+        let by_first = PartitioningFilter::new("orders.*.*", [1]);
+        assert_eq!(
+            by_first.destination(8),
+            "{{Partition(8,1)}}.orders.{{Wildcard(1)}}.{{Wildcard(2)}}"
+        );
+        assert_eq!(
+            PartitioningFilter::new(">", []).destination(3),
+            "{{Partition(3)}}.>"
+        );
+    }
+
+    #[test]
+    fn refuses_what_orbit_refuses() {
+        let bad_wildcard = ElasticGroupConfig::new(2, [PartitioningFilter::new("a.*", [2])]);
+        assert_eq!(
+            bad_wildcard.validate().unwrap_err().kind(),
+            GroupErrorKind::InvalidConfig
+        );
+        let no_wildcard = ElasticGroupConfig::new(2, [PartitioningFilter::new("a.b", [])]);
+        assert_eq!(
+            no_wildcard.validate().unwrap_err().kind(),
+            GroupErrorKind::InvalidConfig
+        );
+    }
+}
