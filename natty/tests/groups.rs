@@ -732,3 +732,70 @@ async fn group_on_r3_streams_keeps_going_when_a_server_dies() {
     }
     assert_eq!(checker.violations(), Vec::<String>::new(), "{summaries:#?}");
 }
+
+#[tokio::test]
+async fn other_consumer_settings_or_a_changed_group_answer_config_drift() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    if !groups_supported(&natty) {
+        return assert_unsupported(&natty).await;
+    }
+    natty
+        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 2))
+        .await
+        .unwrap();
+    let config = StaticGroupConfig::with_members(2, ["a", "b"]);
+    natty
+        .create_static_group("ORD", "g", &config)
+        .await
+        .unwrap();
+    let noop = || tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) });
+
+    let shutdown = CancellationToken::new();
+    let serving = {
+        let (natty, shutdown) = (natty.clone(), shutdown.clone());
+        let service = noop();
+        tokio::spawn(async move {
+            natty
+                .serve_static_member(MemberConfig::new("ORD", "g", "a"), shutdown, service)
+                .await
+        })
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stream = js.get_stream("ORD").await.unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        while stream.consumer_info("g-a").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("member consumer created");
+
+    // Another instance of `a` with another ack wait would change the shared consumer.
+    let other = MemberConfig::new("ORD", "g", "a").ack_wait(Duration::from_secs(3));
+    let err = natty
+        .serve_static_member(other, CancellationToken::new(), noop())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), GroupErrorKind::ConfigDrift);
+
+    // A static group's configuration changed under a running member (here by a plain client,
+    // as another tool would) stops it.
+    let kv = js.get_key_value(STATIC_BUCKET).await.unwrap();
+    let changed = StaticGroupConfig::with_members(2, ["a", "c"]);
+    kv.put(
+        "ORD.g",
+        serde_json::to_vec(&serde_json::json!({"max_members": 2, "members": ["a", "c"]}))
+            .unwrap()
+            .into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(natty.static_group("ORD", "g").await.unwrap(), changed);
+    let stopped = tokio::time::timeout(DEADLINE, serving)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.unwrap_err().kind(), GroupErrorKind::ConfigDrift);
+    shutdown.cancel();
+}
