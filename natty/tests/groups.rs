@@ -66,17 +66,19 @@ impl Checker {
         }
     }
 
-    /// Leave a call that handled `n` of `key`; an `n` below one handled before overtook it.
+    /// Leave a call that handled `n` of `key`. Handled for the first time below a number
+    /// handled before, it overtook it. A number handled again (a redelivery whose ack was lost
+    /// with a dying server: at-least-once) is a replay, not a reorder.
     fn leave(&self, key: &str, n: Option<u64>) {
         let mut state = self.lock();
         state.in_flight.remove(key);
         if let Some(n) = n {
             let handled = state.handled.entry(key.to_owned()).or_default();
-            if let Some(&last) = handled.last() {
-                if n < last {
-                    let violation = format!("{key}: {n} handled after {last}");
-                    state.violations.push(violation);
-                }
+            let highest = handled.iter().copied().max();
+            let again = handled.contains(&n);
+            if let Some(highest) = highest.filter(|&h| n < h && !again) {
+                let violation = format!("{key}: {n} handled first after {highest}");
+                state.violations.push(violation);
             }
             state.handled.entry(key.to_owned()).or_default().push(n);
         }

@@ -33,7 +33,9 @@
 //! back (nak'd by the driver or a layer, or dropped unsettled) *fences* its partition: later
 //! messages of the partition wait, held, until it is handled again, or until its nak delay
 //! plus `A + pull expiry` pass without it (it was termed, or ran out of deliveries). So a
-//! later message of a key never overtakes an earlier one that is still to be handled.
+//! later message of a key does not overtake an earlier one that is still to be handled, as
+//! long as the earlier one comes back within that time. Delivery is at least once: acks lost
+//! with a dying server make the next pinned instance handle those messages again, in order.
 //!
 //! # Timers and failover (ack wait `A`, default 5 s)
 //! | timer | value | with `A` = 5 s |
