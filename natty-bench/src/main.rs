@@ -16,14 +16,17 @@ mod scenario;
 use std::time::Instant;
 
 use scenario::{
-    axum_publish, consume, explain, kv, leader, memory, publish, Bench, BoxError, Comparison,
+    axum_publish, consume, explain, groups, kv, leader, memory, publish, Bench, BoxError,
+    Comparison,
 };
 
 const USAGE: &str =
-    "usage: natty-bench [--scale FACTOR] <all | publish | consume | kv | axum | leader | memory | explain>...";
+    "usage: natty-bench [--scale FACTOR] <all | publish | consume | kv | axum | leader | memory | groups | explain>...";
 
 /// The scenario groups, in the order `all` runs them.
-const GROUPS: [&str; 6] = ["publish", "consume", "kv", "axum", "leader", "memory"];
+const GROUPS: [&str; 7] = [
+    "publish", "consume", "kv", "axum", "leader", "memory", "groups",
+];
 /// Groups that only `explain` runs: breakdowns of the missed goals, no comparisons.
 const EXTRA: [&str; 1] = ["explain"];
 
@@ -79,6 +82,7 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
             "axum" => axum_publish::run(&bench).await?,
             "leader" => leader::run(&bench).await?,
             "memory" => memory::run(scale).await?,
+            "groups" => groups::run(&bench).await?,
             "explain" => {
                 explain::run(&bench).await?;
                 Vec::new()

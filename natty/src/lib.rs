@@ -53,6 +53,7 @@ pub mod consumer;
 pub mod election;
 pub mod error;
 mod fast_ingest;
+pub mod group;
 pub mod kv;
 pub mod message;
 pub mod publish;

@@ -100,6 +100,8 @@ pub struct Acker {
 struct AckerInner {
     target: Target,
     settled: AtomicBool,
+    /// The final settlement claimed, for drivers that must know whether a message comes back.
+    outcome: Mutex<Option<Settlement>>,
 }
 
 enum Target {
@@ -129,6 +131,7 @@ impl Acker {
             inner: Arc::new(AckerInner {
                 target,
                 settled: AtomicBool::new(false),
+                outcome: Mutex::new(None),
             }),
         }
     }
@@ -136,6 +139,12 @@ impl Acker {
     /// Whether a final settlement was sent (or claimed by a settle call under way).
     pub fn is_settled(&self) -> bool {
         self.inner.settled.load(Ordering::Acquire)
+    }
+
+    /// The final settlement claimed so far (`None` while unsettled), whether or not it reached
+    /// the server.
+    pub(crate) fn final_settlement(&self) -> Option<Settlement> {
+        *self.inner.outcome.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Acknowledge: the message was handled.
@@ -188,6 +197,8 @@ impl Acker {
             if self.inner.settled.swap(true, Ordering::AcqRel) {
                 return Err(Error::new(SettleErrorKind::AlreadySettled));
             }
+            // Only the caller that won the swap above gets here, so this is written once.
+            *self.inner.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(settlement);
         } else if self.is_settled() {
             return Err(Error::new(SettleErrorKind::AlreadySettled));
         }

@@ -7,6 +7,7 @@
 pub(crate) mod axum_publish;
 pub(crate) mod consume;
 pub(crate) mod explain;
+pub(crate) mod groups;
 pub(crate) mod kv;
 pub(crate) mod leader;
 pub(crate) mod memory;
