@@ -85,11 +85,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Settle each message from its handler's result; see [`ack`](crate::ack).
     fn ack_messages(self) -> ServiceBuilder<Stack<AckLayer, L>>;
 
-    /// Dead-letter given-up messages to `subject` through `sink`; see
-    /// [`dead_letter`](crate::dead_letter).
+    /// Dead-letter given-up messages to `subject` through `publisher` (such as
+    /// [`natty::Natty::publisher`]); see [`dead_letter`](crate::dead_letter).
     fn dead_letter<K>(
         self,
-        sink: K,
+        publisher: K,
         subject: impl Into<String>,
     ) -> ServiceBuilder<Stack<DeadLetterLayer<K>, L>>;
 
@@ -141,10 +141,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn dead_letter<K>(
         self,
-        sink: K,
+        publisher: K,
         subject: impl Into<String>,
     ) -> ServiceBuilder<Stack<DeadLetterLayer<K>, L>> {
-        self.layer(DeadLetterLayer::new(sink, subject))
+        self.layer(DeadLetterLayer::new(publisher, subject))
     }
 
     fn in_progress(self) -> ServiceBuilder<Stack<InProgressLayer, L>> {

@@ -19,8 +19,8 @@
 /// An error with a kind to match on and the cause kept as `source` (async-nats' own type).
 pub use natty::error::Error;
 
-/// A type-erased error, as returned by tower's layers.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A type-erased error, as returned by tower's layers (natty's own).
+pub use natty::error::BoxError;
 
 /// Declares a `#[non_exhaustive]` `Copy` kind enum with a lowercase `Display`.
 macro_rules! error_kind {

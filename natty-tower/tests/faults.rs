@@ -1150,7 +1150,7 @@ async fn poison_storm_dead_letters_every_poison_once_and_handles_every_good_mess
     let (seen, tried) = (handled.clone(), attempts.clone());
     let stack = ServiceBuilder::new()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
-        .layer(DeadLetterLayer::new(natty.clone(), "dlq.orders").max_deliveries(MAX_DELIVER))
+        .layer(DeadLetterLayer::new(natty.publisher(), "dlq.orders").max_deliveries(MAX_DELIVER))
         .catch_panic()
         .decode_json::<Order>()
         .service(service_fn(move |order: Json<Order>| {

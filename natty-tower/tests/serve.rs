@@ -129,7 +129,7 @@ async fn poison_is_dead_lettered_after_max_deliveries_while_good_messages_flow()
     let stack = ServiceBuilder::new()
         .trace_messages()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
-        .layer(DeadLetterLayer::new(natty.clone(), "dlq.orders").max_deliveries(3))
+        .layer(DeadLetterLayer::new(natty.publisher(), "dlq.orders").max_deliveries(3))
         .catch_panic()
         .decode_json::<Order>()
         .service(service_fn(move |order: Json<Order>| {

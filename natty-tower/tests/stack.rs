@@ -103,19 +103,27 @@ async fn a_retry_layer_above_the_ack_layer_still_retries() {
 /// only a failure no attempt fixed is dead-lettered.
 #[tokio::test(start_paused = true)]
 async fn a_retry_layer_above_the_dead_letter_layer_retries_the_last_delivery_first() {
-    use natty_tower::dead_letter::{DeadLetterError, DeadLetterSink};
-
     #[derive(Clone, Default)]
     struct CountingSink(std::sync::Arc<std::sync::atomic::AtomicU32>);
-    impl DeadLetterSink for CountingSink {
-        async fn publish(
-            &self,
-            _: String,
-            _: async_nats::HeaderMap,
-            _: bytes::Bytes,
-        ) -> Result<(), DeadLetterError> {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
+    impl tower::Service<natty::OutgoingMessage> for CountingSink {
+        type Response = natty::PublishAck;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<natty::PublishAck, BoxError>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: natty::OutgoingMessage) -> Self::Future {
+            let sequence = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(natty::PublishAck::new(
+                "DEAD",
+                u64::from(sequence) + 1,
+                false,
+            )))
         }
     }
 

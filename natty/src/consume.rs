@@ -56,7 +56,7 @@ use tower::{Service, ServiceExt};
 
 use crate::backoff::jittered;
 use crate::consumer::ConsumerSettings;
-use crate::error::{ConsumeErrorKind, Error, StreamErrorKind};
+use crate::error::{BoxError, ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{Acker, Message};
 use crate::report::ReportSender;
 use crate::stream::ConsumerOptions;
@@ -236,9 +236,6 @@ impl std::error::Error for NotReadyError {
 
 /// The error of [`Natty::consume`] and [`Natty::serve`].
 pub type ConsumeError = Error<ConsumeErrorKind>;
-
-/// A type-erased handler error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A handler error with the message it happened on (Go natty's `ErrorCh` reports).
 #[derive(Debug)]

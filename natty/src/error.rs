@@ -18,6 +18,9 @@
 
 use std::fmt;
 
+/// A type-erased error: a handler's or a tower service's, as tower's own layers return it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error with a kind to match on and the cause kept as `source` (async-nats' own type).
 pub use async_nats::error::Error;
 

@@ -65,7 +65,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::backoff::jittered;
@@ -163,9 +163,18 @@ pub struct PublishFailure {
     pub error: PublishError,
 }
 
-struct Outgoing {
+pub(crate) struct Outgoing {
     headers: HeaderMap,
     payload: Bytes,
+    /// Set for a [`Publisher`](crate::Publisher) call: who waits for the outcome.
+    reply: Option<Reply>,
+}
+
+/// The caller of a [`Publisher`](crate::Publisher) call, and its slot of queue room, which is
+/// given back when the message settles (dropped with it).
+pub(crate) struct Reply {
+    pub(crate) sender: oneshot::Sender<Result<crate::PublishAck, PublishError>>,
+    pub(crate) _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Outgoing {
@@ -183,9 +192,10 @@ struct Worker {
     task: JoinHandle<()>,
 }
 
-/// The publisher shared by every clone of a [`Natty`](crate::Natty).
-pub(crate) struct Publisher {
-    jetstream: async_nats::jetstream::Context,
+/// The publish pipeline shared by every clone of a [`Natty`](crate::Natty): one worker per
+/// subject.
+pub(crate) struct Pipeline {
+    jetstream: Arc<async_nats::jetstream::Context>,
     client: async_nats::Client,
     config: PublishConfig,
     workers: Mutex<HashMap<String, Worker>>,
@@ -193,17 +203,20 @@ pub(crate) struct Publisher {
     next_worker: AtomicU64,
     pending: AtomicUsize,
     idle: Notify,
+    /// Room of the [`Publisher`](crate::Publisher) services: `queue_capacity` unsettled calls.
+    room: Arc<Semaphore>,
 }
 
-impl Publisher {
+impl Pipeline {
     pub(crate) fn new(
         jetstream: async_nats::jetstream::Context,
         client: async_nats::Client,
         config: PublishConfig,
     ) -> Self {
         Self {
-            jetstream,
+            jetstream: Arc::new(jetstream),
             client,
+            room: Arc::new(Semaphore::new(config.queue_capacity)),
             config,
             workers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -225,6 +238,7 @@ impl Publisher {
         let message = Outgoing {
             headers: with_message_id(headers),
             payload,
+            reply: None,
         };
         loop {
             let (id, sender) = self.sender_for(&subject)?;
@@ -258,17 +272,78 @@ impl Publisher {
         subject: &str,
         headers: Option<HeaderMap>,
         payload: Bytes,
-    ) -> Result<PublishAck, PublishError> {
+    ) -> Result<crate::PublishAck, PublishError> {
         let subject = self.check(subject, &payload)?;
         let message = Outgoing {
             headers: with_message_id(headers),
             payload,
+            reply: None,
         };
         let sent = self
             .jetstream
             .send_publish(subject.clone(), message.to_publish())
             .await;
-        confirm(&self.jetstream, &self.config, &subject, &message, sent).await
+        confirm(&self.jetstream, &self.config, &subject, &message, sent)
+            .await
+            .map(|ack| crate::PublishAck::new_stored(ack, &self.jetstream))
+    }
+
+    /// The room every [`Publisher`](crate::Publisher) service reserves a slot of.
+    pub(crate) fn room(&self) -> &Arc<Semaphore> {
+        &self.room
+    }
+
+    /// Validate and stamp a message for [`Pipeline::try_enqueue`].
+    pub(crate) fn prepare(
+        &self,
+        subject: &str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        reply: Option<Reply>,
+    ) -> Result<(Subject, Outgoing), PublishError> {
+        let subject = self.check(subject, &payload)?;
+        let message = Outgoing {
+            headers: with_message_id(headers),
+            payload,
+            reply,
+        };
+        Ok((subject, message))
+    }
+
+    /// Enqueue `message` if its subject's queue has room now; otherwise hand it back with the
+    /// queue's sender, to wait for room on.
+    pub(crate) fn try_enqueue(
+        self: &Arc<Self>,
+        subject: &Subject,
+        message: Outgoing,
+    ) -> Result<(), Enqueue> {
+        loop {
+            let (id, sender) = self.sender_for(subject).map_err(Enqueue::Failed)?;
+            let full = match sender.try_reserve() {
+                Ok(slot) => {
+                    self.enqueue(slot, message);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(())) => true,
+                Err(mpsc::error::TrySendError::Closed(())) => false,
+            };
+            if full {
+                return Err(Enqueue::Full(sender, message));
+            }
+            // The worker went idle between lookup and reserve: replace it and try again.
+            self.forget_worker(subject, id);
+        }
+    }
+
+    /// Put `message` into the slot reserved for it, counted first so it cannot settle uncounted.
+    fn enqueue(&self, slot: mpsc::Permit<'_, Outgoing>, message: Outgoing) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        slot.send(message);
+    }
+
+    /// Count a message about to be sent into a slot reserved elsewhere (see [`Pipeline::enqueue`]).
+    pub(crate) fn count_one(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
     }
 
     fn check(&self, subject: &str, payload: &Bytes) -> Result<Subject, PublishError> {
@@ -376,7 +451,30 @@ impl Publisher {
         subject: &Subject,
         outcome: (Result<PublishAck, PublishError>, Outgoing),
     ) {
-        let (result, Outgoing { headers, payload }) = outcome;
+        let (
+            result,
+            Outgoing {
+                headers,
+                payload,
+                reply,
+            },
+        ) = outcome;
+        let result = match reply {
+            // A caller that stopped waiting (a timeout) leaves its failure to be reported.
+            Some(reply) => match result {
+                Ok(ack) => {
+                    let _ = reply
+                        .sender
+                        .send(Ok(crate::PublishAck::new_stored(ack, &self.jetstream)));
+                    Ok(())
+                }
+                Err(error) => match reply.sender.send(Err(error)) {
+                    Ok(()) => Ok(()),
+                    Err(unheard) => unheard.map(drop),
+                },
+            },
+            None => result.map(drop),
+        };
         if let Err(error) = result {
             let message_id = headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
@@ -407,7 +505,7 @@ impl Publisher {
         }
     }
 
-    fn settled_one(&self) {
+    pub(crate) fn settled_one(&self) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
@@ -444,6 +542,7 @@ impl Publisher {
         let workers: Vec<Worker> = {
             let mut workers = self.lock();
             self.closed.store(true, Ordering::Release);
+            self.room.close();
             workers.drain().map(|(_, worker)| worker).collect()
         };
         for Worker { sender, task, .. } in workers {
@@ -465,6 +564,14 @@ impl Publisher {
         // Only inserts and removes happen under this lock; a panic cannot tear the map.
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Why a [`Pipeline::try_enqueue`] did not enqueue.
+pub(crate) enum Enqueue {
+    /// The subject's queue is full: wait for room on its sender, then send the message.
+    Full(mpsc::Sender<Outgoing>, Outgoing),
+    /// The pipeline refused the message.
+    Failed(PublishError),
 }
 
 fn with_message_id(headers: Option<HeaderMap>) -> HeaderMap {

@@ -124,7 +124,7 @@ fn check_filters(filters: &[String]) -> Result<(), StreamError> {
 }
 
 /// The JetStream API error code an async-nats error kind carries, if it came from the server.
-trait ApiErrorCode {
+pub(crate) trait ApiErrorCode {
     fn api_error_code(&self) -> Option<ErrorCode>;
 }
 
@@ -148,6 +148,16 @@ api_error_code!(
     async_nats::jetstream::stream::ConsumerErrorKind
 );
 
+impl ApiErrorCode for async_nats::jetstream::stream::RawMessageErrorKind {
+    fn api_error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::NoMessageFound => Some(ErrorCode::NO_MESSAGE_FOUND),
+            Self::JetStream(err) => Some(err.error_code()),
+            _ => None,
+        }
+    }
+}
+
 impl ApiErrorCode for async_nats::jetstream::context::RequestErrorKind {
     fn api_error_code(&self) -> Option<ErrorCode> {
         None
@@ -155,7 +165,7 @@ impl ApiErrorCode for async_nats::jetstream::context::RequestErrorKind {
 }
 
 /// Sort an async-nats stream or consumer error into natty's kinds, keeping it as the source.
-fn classify<K>(err: async_nats::error::Error<K>) -> StreamError
+pub(crate) fn classify<K>(err: async_nats::error::Error<K>) -> StreamError
 where
     K: ApiErrorCode
         + Clone
@@ -167,9 +177,12 @@ where
         + 'static,
 {
     let kind = match err.kind().api_error_code() {
-        Some(ErrorCode::STREAM_NOT_FOUND) | Some(ErrorCode::CONSUMER_NOT_FOUND) => {
-            StreamErrorKind::NotFound
-        }
+        Some(
+            ErrorCode::STREAM_NOT_FOUND
+            | ErrorCode::CONSUMER_NOT_FOUND
+            | ErrorCode::NO_MESSAGE_FOUND
+            | ErrorCode::SEQUENCE_NOT_FOUND,
+        ) => StreamErrorKind::NotFound,
         _ if err.to_string().contains("timed out") => StreamErrorKind::TimedOut,
         _ => StreamErrorKind::JetStream,
     };

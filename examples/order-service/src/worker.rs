@@ -39,7 +39,7 @@ pub(crate) async fn run(
         .trace_messages()
         .report_errors()
         .ack_messages()
-        .dead_letter(natty.clone(), DEAD_LETTER_SUBJECT) // after the consumer's MAX_DELIVER
+        .dead_letter(natty.publisher(), DEAD_LETTER_SUBJECT) // after the consumer's MAX_DELIVER
         .in_progress() // every half the consumer's ACK_WAIT
         .retry_messages(3)
         .catch_panic()

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 
 use super::layer::Config;
 use super::{
-    message_id, DeadLetterAbove, DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER,
+    message_id, DeadLetterAbove, DeadLetterPublisher, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER,
     ORIGINAL_MESSAGE_ID, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
 };
 use crate::catch_panic::PanicMessage;
@@ -177,7 +177,7 @@ impl<F, K, C, T, E> Future for ResponseFuture<F, K, C>
 where
     F: Future<Output = Result<T, E>>,
     E: fmt::Display,
-    K: DeadLetterSink,
+    K: DeadLetterPublisher,
     C: ClassifyError<E> + Send + Sync + 'static,
 {
     type Output = Result<T, E>;
@@ -250,17 +250,20 @@ fn panicked<O>(panic: Panic, original: Option<&Original>) -> (Ended<O>, String) 
 }
 
 /// Publish `original` to the dead-letter subject and terminate it, or nak it if that fails.
-async fn dead_letter<K: DeadLetterSink, C>(
+async fn dead_letter<K: DeadLetterPublisher, C>(
     original: Original,
     error: String,
     config: Arc<Config<K, C>>,
 ) {
     let subject = config.target.subject_for(original.subject.as_str());
     let headers = original.dead_letter_headers(&error);
-    let published = config
-        .sink
-        .publish(subject.clone(), headers, original.payload.clone())
-        .await;
+    let published = super::publish::publish(
+        config.publisher.clone(),
+        subject.clone(),
+        headers,
+        original.payload.clone(),
+    )
+    .await;
     let settlement = match published {
         Ok(()) => {
             tracing::warn!(
