@@ -67,7 +67,7 @@ pub use consume::{ConsumeConfig, ConsumeError, ConsumeSummary, HandlerFailure};
 pub use consumer::ConsumerSettings;
 pub use election::{ElectionConfig, ElectionError, LeaderState, Leadership, Term};
 pub use error::{BoxError, Error};
-pub use kv::{KvEntry, KvError, KvOperation};
+pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
 pub use message::Message;
 pub use publish::{PublishConfig, PublishError, PublishFailure};
 pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
