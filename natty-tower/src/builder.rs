@@ -10,7 +10,7 @@
 //! use std::time::Duration;
 //! use natty::message::{Message, Settlement};
 //! use natty_tower::error::BoxError;
-//! use natty_tower::json::Json;
+//! use natty_tower::json::JsonMessage;
 //! use natty_tower::ServiceBuilderExt;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
@@ -29,7 +29,7 @@
 //!     .catch_panic()
 //!     .timeout(Duration::from_secs(60))
 //!     .decode_json::<OrderCreated>()
-//!     .service(service_fn(|order: Json<OrderCreated>| async move {
+//!     .service(service_fn(|order: JsonMessage<OrderCreated>| async move {
 //!         println!("order {}", order.payload.id);
 //!         Ok::<_, BoxError>(())
 //!     }));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use natty::message::{Message, Settlement};
 use natty_tower::classify::HandlerError;
 use natty_tower::error::BoxError;
-use natty_tower::json::Json;
+use natty_tower::json::JsonMessage;
 use natty_tower::ServiceBuilderExt;
 use tokio::sync::{mpsc, watch};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
@@ -33,7 +33,7 @@ async fn the_whole_stack_settles_each_message_once() {
         .catch_panic()
         .timeout(Duration::from_secs(5))
         .decode_json::<Order>()
-        .service(service_fn(|order: Json<Order>| async move {
+        .service(service_fn(|order: JsonMessage<Order>| async move {
             match order.payload.id {
                 0 => Err(BoxError::from(HandlerError::give_up("order 0 is invalid"))),
                 13 => panic!("unlucky order"),

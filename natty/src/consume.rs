@@ -150,6 +150,12 @@ fn spawn_call<S>(
                 Some(PanicMessage::from_payload(panic.as_ref()).into()),
             ),
         };
+        // A layer that logged the failure already claimed its log line.
+        let logged = error.is_some()
+            && guard
+                .0
+                .as_ref()
+                .is_some_and(|acker| !acker.claim_failure_log());
         guard.settle(matches!(outcome, Outcome::Handled)).await;
         drop(slot);
         let failure = error.map(|error| HandlerFailure {
@@ -157,6 +163,7 @@ fn spawn_call<S>(
             stream_sequence,
             delivered,
             error,
+            logged,
         });
         (outcome, failure)
     });
@@ -239,6 +246,7 @@ pub type ConsumeError = Error<ConsumeErrorKind>;
 
 /// A handler error with the message it happened on (Go natty's `ErrorCh` reports).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct HandlerFailure {
     /// The message's subject.
     pub subject: String,
@@ -249,6 +257,8 @@ pub struct HandlerFailure {
     /// What went wrong (`ConsumeErrorKind::Handler` with the handler's error as source, or
     /// `Panicked` with the panic's text).
     pub error: ConsumeError,
+    /// Whether a layer already logged it (see [`Acker::claim_failure_log`]).
+    pub(crate) logged: bool,
 }
 
 /// What to consume and how.
@@ -708,12 +718,17 @@ async fn record(
                 stream_sequence: 0,
                 delivered: 0,
                 error: Error::new(ConsumeErrorKind::Panicked),
+                logged: false,
             })
         }
         Err(_) => None,
     };
     if let Some(failure) = failure {
-        tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error = %failure.error, "handler failed");
+        if failure.logged {
+            tracing::debug!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, "handler failed (logged by a layer)");
+        } else {
+            tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error = %failure.error, "handler failed");
+        }
         if let Some(errors) = &config.errors {
             if let Err(undelivered) = errors.send(failure).await {
                 summary.dropped_reports += 1;

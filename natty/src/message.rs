@@ -100,6 +100,7 @@ pub struct Acker {
 struct AckerInner {
     target: Target,
     settled: AtomicBool,
+    failure_logged: AtomicBool,
 }
 
 enum Target {
@@ -129,6 +130,7 @@ impl Acker {
             inner: Arc::new(AckerInner {
                 target,
                 settled: AtomicBool::new(false),
+                failure_logged: AtomicBool::new(false),
             }),
         }
     }
@@ -136,6 +138,13 @@ impl Acker {
     /// Whether a final settlement was sent (or claimed by a settle call under way).
     pub fn is_settled(&self) -> bool {
         self.inner.settled.load(Ordering::Acquire)
+    }
+
+    /// Claim the log line of this delivery's handler failure: `true` for the first caller
+    /// only. natty-tower's report and dead-letter layers and natty's driver each ask before
+    /// they log a failure, so it is logged once however many of them see it.
+    pub fn claim_failure_log(&self) -> bool {
+        !self.inner.failure_logged.swap(true, Ordering::AcqRel)
     }
 
     /// Acknowledge: the message was handled.

@@ -199,7 +199,7 @@ async fn per_key_ttl_expires_on_new_servers_and_is_unsupported_on_old_ones() {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), KvErrorKind::Unsupported);
-        assert!(err.to_string().contains("2.11"), "{err}");
+        assert!(chain(&err).contains("2.11"), "{err}");
         return;
     }
     natty
@@ -340,4 +340,15 @@ async fn a_bucket_handle_checks_its_name_once_and_a_plain_client_reads_what_it_w
         natty.get("orders", "o-1").await.unwrap().as_deref(),
         Some(&b"paid"[..])
     );
+}
+
+/// `err` and its causes, joined as a reporter walking `source()` prints them.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        text = format!("{text}: {cause}");
+        next = cause.source();
+    }
+    text
 }

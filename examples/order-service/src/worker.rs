@@ -6,7 +6,7 @@ use natty::{
     CancellationToken, ConsumeConfig, ConsumeError, ConsumeSummary, ConsumerOptions, Natty,
 };
 use natty_tower::error::BoxError;
-use natty_tower::json::Json;
+use natty_tower::json::JsonMessage;
 use natty_tower::ServiceBuilderExt;
 use tower::{service_fn, ServiceBuilder};
 
@@ -44,7 +44,7 @@ pub(crate) async fn run(
         .retry_messages(3)
         .catch_panic()
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let (natty, node) = (writer.clone(), node.clone());
             async move {
                 let order = order.payload;

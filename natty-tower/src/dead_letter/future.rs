@@ -266,13 +266,15 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
     .await;
     let settlement = match published {
         Ok(()) => {
+            // The failure itself is logged once: here, unless a layer below logged it.
+            let error = original.acker.claim_failure_log().then_some(error.as_str());
             tracing::warn!(
                 subject = %original.subject,
                 stream = %original.info.stream,
                 stream_sequence = original.info.stream_sequence,
                 delivered = original.info.delivered,
                 dead_letter_subject = %subject,
-                error = %error,
+                error,
                 "message dead-lettered"
             );
             Settlement::Term
