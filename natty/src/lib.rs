@@ -7,11 +7,11 @@
 //!
 //! | Go natty | natty |
 //! |---|---|
-//! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`] |
+//! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`], [`Natty::publisher`] (a tower `Service`) |
 //! | `PublishErrorCh`, `ErrorCh` | [`PublishConfig::failures`], [`ConsumeConfig::errors`] (a [`ReportSender`]) |
 //! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
 //! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
-//! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ... |
+//! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ...: shims over [`Natty::bucket`], a [`Bucket`] handle |
 //! | `AsLeader`, `HaveLeader`, `GetLeader` | [`Natty::as_leader`], [`Natty::have_leader`], [`Natty::get_leader`], and [`Natty::elect`] for a [`Leadership`] handle |
 //!
 //! Tower middleware for consumed messages lives in `natty-tower`, axum integration in
