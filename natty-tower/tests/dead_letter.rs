@@ -294,7 +294,7 @@ async fn serve_refuses_a_dead_letter_subject_its_consumer_would_deliver_back() {
     .expect("refused, not served")
     .expect_err("refused");
     assert_eq!(err.kind(), ConsumeErrorKind::NotReady, "{err}");
-    let text = err.to_string();
+    let text = format!("{err:#}");
     println!("refused: {text}");
     assert!(
         text.contains("orders.dead") && text.contains("ORDERS") && text.contains("billing"),

@@ -390,7 +390,7 @@ impl SettleGuard {
                     acker.nak(None).await
                 };
                 if let Err(err) = settled {
-                    tracing::warn!(target: "natty", error = %err, "could not settle message");
+                    tracing::warn!(target: "natty", error = %format_args!("{err:#}"), "could not settle message");
                 }
             }
         }
@@ -502,7 +502,7 @@ impl Natty {
                             message
                         }
                         Err(err) => {
-                            tracing::warn!(target: "natty", error = %err, "message stream error; refetching");
+                            tracing::warn!(target: "natty", error = %format_args!("{err:#}"), "message stream error; refetching");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
                             settings = refreshed(&settings, &consumer);
                             continue;
@@ -560,7 +560,7 @@ impl Natty {
                         }
                         Err(err) => {
                             drop(reserved);
-                            tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %err, "fetch failed; retrying");
+                            tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %format_args!("{err:#}"), "fetch failed; retrying");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
                             settings = refreshed(&settings, &consumer);
                         }
@@ -670,7 +670,7 @@ impl Natty {
         match self.consumer_for(config).await {
             Ok(fresh) => *consumer = fresh,
             Err(err) => {
-                tracing::debug!(target: "natty", error = %err, "consumer not reachable yet")
+                tracing::debug!(target: "natty", error = %format_args!("{err:#}"), "consumer not reachable yet")
             }
         }
     }
@@ -727,14 +727,15 @@ async fn record(
         if failure.logged {
             tracing::debug!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, "handler failed (logged by a layer)");
         } else {
-            tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error = %failure.error, "handler failed");
+            let error = format!("{:#}", failure.error);
+            tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error, "handler failed");
         }
         if let Some(errors) = &config.errors {
             if let Err(undelivered) = errors.send(failure).await {
                 summary.dropped_reports += 1;
                 let reason = undelivered.reason();
                 let failure = undelivered.into_inner();
-                tracing::error!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, error = %failure.error, reason, "handler error report not delivered");
+                tracing::error!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, error = %format_args!("{:#}", failure.error), reason, "handler error report not delivered");
             }
         }
     }

@@ -29,7 +29,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An error with a kind to match on and the cause kept as `source`.
 ///
-/// `Display` shows the kind only; the cause is [`source`](std::error::Error::source).
+/// `Display` shows the kind only; the cause is [`source`](std::error::Error::source). The
+/// alternate form (`{:#}`, as in anyhow) adds the causes, each once: `kind: cause: ...`.
 pub struct Error<K> {
     kind: K,
     source: Option<BoxError>,
@@ -66,7 +67,12 @@ impl<K: fmt::Debug> fmt::Debug for Error<K> {
 
 impl<K: fmt::Display> fmt::Display for Error<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.kind.fmt(f)
+        self.kind.fmt(f)?;
+        match &self.source {
+            // The source's own alternate form goes on down the chain.
+            Some(source) if f.alternate() => write!(f, ": {source:#}"),
+            _ => Ok(()),
+        }
     }
 }
 

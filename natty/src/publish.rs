@@ -494,14 +494,14 @@ impl Pipeline {
 
     async fn report(&self, failure: PublishFailure) {
         let Some(failures) = &self.config.failures else {
-            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt (no failure channel configured)");
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %format_args!("{:#}", failure.error), "publish failed after every attempt (no failure channel configured)");
             return;
         };
-        tracing::warn!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt; reported");
+        tracing::warn!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %format_args!("{:#}", failure.error), "publish failed after every attempt; reported");
         if let Err(undelivered) = failures.send(failure).await {
             let reason = undelivered.reason();
             let failure = undelivered.into_inner();
-            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, reason, "publish failed after every attempt and its report was not delivered");
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %format_args!("{:#}", failure.error), reason, "publish failed after every attempt and its report was not delivered");
         }
     }
 

@@ -30,6 +30,11 @@ fn display_is_the_kind_alone_so_walking_source_prints_each_cause_once() {
         }
     }
     assert!(err == KvErrorKind::JetStream);
+    assert_eq!(
+        format!("{err:#}"),
+        "jetstream error: disk on fire",
+        "alternate: the chain"
+    );
 }
 
 #[tokio::test]

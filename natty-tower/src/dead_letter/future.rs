@@ -197,7 +197,7 @@ where
                             if !this.original.as_ref().is_some_and(|o| o.takes(decision)) {
                                 return Poll::Ready(output);
                             }
-                            let error = err.to_string();
+                            let error = format!("{err:#}");
                             (Ended::Output(output), error)
                         }
                         Err(panic) => panicked(panic, this.original.as_ref()),
@@ -285,7 +285,7 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
                 stream = %original.info.stream,
                 stream_sequence = original.info.stream_sequence,
                 dead_letter_subject = %subject,
-                error = %publish_error,
+                error = %format_args!("{publish_error:#}"),
                 "could not dead-letter message; nak'd for redelivery"
             );
             Settlement::Nak(Some(config.nak_backoff.delay(original.info.delivered)))

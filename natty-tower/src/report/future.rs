@@ -42,7 +42,8 @@ where
         let this = self.project();
         let output = ready!(this.future.poll(cx));
         if let (Err(err), Some(mut report)) = (&output, this.report.take()) {
-            report.error = err.to_string();
+            // With its causes: natty's errors print them in the alternate form.
+            report.error = format!("{err:#}");
             this.shared.report(report, this.acker);
         }
         Poll::Ready(output)
