@@ -27,7 +27,7 @@
 //! # let _ = app;
 //! ```
 
-use tower::BoxError;
+use natty::error::BoxError;
 
 use crate::rejection::{MethodNotAllowed, RequestTimeout, RouteNotFound};
 

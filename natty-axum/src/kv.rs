@@ -66,10 +66,10 @@ impl Kv {
     /// # Errors
     /// [`BucketOutOfScope`] (403) for any other name.
     pub fn bucket(&self, name: &str) -> Result<Bucket, BucketOutOfScope> {
-        if self.state.allowed_buckets().iter().any(|b| b == name) {
+        if let Some(bucket) = self.state.bucket(name) {
             Ok(Bucket {
                 state: self.state.clone(),
-                name: name.to_owned(),
+                bucket: bucket.clone(),
             })
         } else {
             Err(BucketOutOfScope::with_detail(format_args!(
@@ -80,18 +80,24 @@ impl Kv {
     }
 }
 
-/// One allowed bucket, from [`Kv::bucket`]. Every call checks the key and the connection
-/// before sending.
+/// One allowed bucket, from [`Kv::bucket`]: natty's [`natty::Bucket`] handle, found once for
+/// the whole application. Every call checks the key and the connection before sending.
 #[derive(Clone, Debug)]
 pub struct Bucket {
     state: NattyState,
-    name: String,
+    bucket: natty::Bucket,
 }
 
 impl Bucket {
     /// The bucket's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.bucket.name()
+    }
+
+    /// natty's handle of the bucket, for what this scoped one does not offer (watches,
+    /// status). It reaches only this bucket.
+    pub fn inner(&self) -> &natty::Bucket {
+        &self.bucket
     }
 
     /// The value of `key`.
@@ -101,7 +107,7 @@ impl Bucket {
     /// [`InvalidKey`], 503 [`NatsUnavailable`], 500 [`NatsFailure`].
     pub async fn get(&self, key: &str) -> Result<Bytes, KvRejection> {
         self.connected()?;
-        match self.state.natty().get(&self.name, key).await {
+        match self.bucket.get(key).await {
             Ok(Some(value)) => Ok(value),
             Ok(None) => Err(not_found(key)),
             Err(err) => Err(self.rejection(err)),
@@ -114,7 +120,7 @@ impl Bucket {
     /// See [`Bucket::get`].
     pub async fn entry(&self, key: &str) -> Result<KvEntry, KvRejection> {
         self.connected()?;
-        match self.state.natty().entry(&self.name, key).await {
+        match self.bucket.entry(key).await {
             Ok(Some(entry)) => Ok(entry),
             Ok(None) => Err(not_found(key)),
             Err(err) => Err(self.rejection(err)),
@@ -128,7 +134,7 @@ impl Bucket {
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, KvRejection> {
         let value = self.get(key).await?;
         serde_json::from_slice(&value).map_err(|err| {
-            let cause = format!("bucket {:?} key {:?}: {err}", self.name, shorten(key));
+            let cause = format!("bucket {:?} key {:?}: {err}", self.name(), shorten(key));
             InvalidStoredValue::with_cause(cause).into()
         })
     }
@@ -140,9 +146,8 @@ impl Bucket {
     /// [`NatsFailure`].
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, KvRejection> {
         self.connected()?;
-        self.state
-            .natty()
-            .put(&self.name, key, value.into())
+        self.bucket
+            .put(key, value.into())
             .await
             .map_err(|err| self.rejection(err))
     }
@@ -166,9 +171,8 @@ impl Bucket {
     /// 409 [`KeyConflict`] when it has one, and those of [`Bucket::put`].
     pub async fn create(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, KvRejection> {
         self.connected()?;
-        self.state
-            .natty()
-            .create(&self.name, key, value.into())
+        self.bucket
+            .create(key, value.into())
             .await
             .map_err(|err| self.rejection(err))
     }
@@ -185,9 +189,8 @@ impl Bucket {
         revision: u64,
     ) -> Result<u64, KvRejection> {
         self.connected()?;
-        self.state
-            .natty()
-            .update(&self.name, key, value.into(), revision)
+        self.bucket
+            .update(key, value.into(), revision)
             .await
             .map_err(|err| self.rejection(err))
     }
@@ -198,9 +201,8 @@ impl Bucket {
     /// 400 [`InvalidKey`], 503 [`NatsUnavailable`], 500 [`NatsFailure`].
     pub async fn delete(&self, key: &str) -> Result<(), KvRejection> {
         self.connected()?;
-        self.state
-            .natty()
-            .delete(&self.name, key)
+        self.bucket
+            .delete(key)
             .await
             .map_err(|err| self.rejection(err))
     }
@@ -211,11 +213,7 @@ impl Bucket {
     /// 503 [`NatsUnavailable`], 500 [`NatsFailure`].
     pub async fn keys(&self) -> Result<Vec<String>, KvRejection> {
         self.connected()?;
-        self.state
-            .natty()
-            .keys(&self.name)
-            .await
-            .map_err(|err| self.rejection(err))
+        self.bucket.keys().await.map_err(|err| self.rejection(err))
     }
 
     /// A disconnected client would wait for its request timeout; answer 503 at once instead.

@@ -4,9 +4,10 @@
 //! Every publish is checked before anything is sent: the subject must be a valid publish
 //! subject (400), not reserved and inside the allowed filters (403), the payload no larger
 //! than the server's `max_payload` (413), and the client connected (503). Then natty's
-//! [`Natty::publish_acked`](natty::Natty::publish_acked) sends it with a `Nats-Msg-Id` (yours,
-//! from [`IdempotencyKey`](crate::IdempotencyKey), or a fresh one) and retries under that id,
-//! so the stream stores it once.
+//! publish service ([`natty::Publisher`]) sends it with a `Nats-Msg-Id` (yours, from
+//! [`IdempotencyKey`](crate::IdempotencyKey), or a fresh one) on the batched pipeline and
+//! retries under that id, so the stream stores it once; the handler waits for queue room and
+//! then for the stream's ack.
 //!
 //! # Example
 //! ```no_run
@@ -30,20 +31,21 @@
 //! ```
 
 use std::convert::Infallible;
+use std::future::poll_fn;
 
 use axum::extract::{FromRef, FromRequestParts};
 use bytes::Bytes;
 use http::request::Parts;
 use natty::async_nats::header::NATS_MESSAGE_ID;
-use natty::async_nats::jetstream::publish::PublishAck;
-use natty::async_nats::jetstream::stream::RawMessageErrorKind;
 use natty::async_nats::HeaderMap;
-use natty::error::PublishErrorKind;
-use natty::{ConnectionState, PublishError};
+use natty::error::{PublishErrorKind, StreamErrorKind};
+use natty::{ConnectionState, OutgoingMessage, PublishAck, PublishError};
+use serde::Serialize;
+use tower_service::Service;
 
 use crate::rejection::{
     cause, IdempotencyKeyReused, InvalidSubject, NatsFailure, NatsUnavailable, PayloadTooLarge,
-    PublishRejection,
+    PublishRejection, ValueNotSerializable,
 };
 use crate::{subject, NattyState};
 
@@ -84,6 +86,20 @@ impl Publisher {
             .await
     }
 
+    /// Publish `value` as JSON to `subject` and wait for the stream to store it.
+    ///
+    /// # Errors
+    /// See [`Publisher::publish_with_headers`]; 500 [`ValueNotSerializable`] when `value` does
+    /// not serialize.
+    pub async fn publish_json<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        value: &T,
+    ) -> Result<PublishAck, PublishRejection> {
+        let payload = serde_json::to_vec(value).map_err(ValueNotSerializable::with_cause)?;
+        self.publish(subject, payload).await
+    }
+
     /// Publish with headers; a `Nats-Msg-Id` among them is kept (the stream drops a second
     /// message with the same id inside its duplicate window), otherwise one is generated.
     ///
@@ -119,8 +135,13 @@ impl Publisher {
             return Err(self.unavailable("not connected", None).into());
         }
         let keyed = headers.get(NATS_MESSAGE_ID).is_some();
-        let ack = natty
-            .publish_acked_with_headers(subject, headers, payload.clone())
+        let message = OutgoingMessage::new(subject, payload.clone()).with_headers(headers);
+        let mut publisher = natty.publisher();
+        poll_fn(|cx| publisher.poll_ready(cx))
+            .await
+            .map_err(|err| self.rejection(err))?;
+        let ack = publisher
+            .call(message)
             .await
             .map_err(|err| self.rejection(err))?;
         if ack.duplicate && keyed {
@@ -138,16 +159,11 @@ impl Publisher {
         subject: &str,
         payload: &Bytes,
     ) -> Result<(), PublishRejection> {
-        let jetstream = self.state.natty().jetstream();
-        let stream = jetstream
-            .get_stream_no_info(&ack.stream)
-            .await
-            .map_err(NatsFailure::with_cause)?;
-        let first = match stream.get_raw_message(ack.sequence).await {
+        let first = match ack.stored_message().await {
             Ok(first) => first,
             // Removed since (limits, work queue): nothing left to compare with, the stream
             // still stored the id once.
-            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+            Err(err) if err.kind() == StreamErrorKind::NotFound => return Ok(()),
             Err(err) => return Err(self.failure(err)),
         };
         if first.subject.as_str() == subject && first.payload == *payload {

@@ -589,6 +589,8 @@ composite_rejection! {
         PayloadTooLarge,
         /// 422: the `Nats-Msg-Id` (an `Idempotency-Key`) was used for another request.
         IdempotencyKeyReused,
+        /// 500: the value to publish as JSON does not serialize.
+        ValueNotSerializable,
         /// 503: NATS cannot be reached.
         NatsUnavailable,
         /// 500: any other failure (for example no stream captures the subject).

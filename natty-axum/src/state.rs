@@ -115,6 +115,8 @@ struct Inner {
     natty: Natty,
     subjects: Vec<String>,
     buckets: Vec<String>,
+    /// A handle per allowed bucket, so each is found once for every request.
+    bucket_handles: Vec<natty::Bucket>,
     leadership: Option<Leadership>,
     nodes: HashMap<String, String>,
     retry_after: Duration,
@@ -182,6 +184,14 @@ impl NattyState {
     /// The buckets handlers may reach.
     pub fn allowed_buckets(&self) -> &[String] {
         &self.inner.buckets
+    }
+
+    /// The handle of `bucket` if it is allowed.
+    pub(crate) fn bucket(&self, bucket: &str) -> Option<&natty::Bucket> {
+        self.inner
+            .bucket_handles
+            .iter()
+            .find(|handle| handle.name() == bucket)
     }
 
     /// The base URL registered for `node`.
@@ -259,9 +269,18 @@ impl NattyStateBuilder {
             subject::check_filter(filter)
                 .map_err(|reason| refused(StateErrorKind::InvalidSubjectFilter, filter, reason))?;
         }
+        let mut bucket_handles = Vec::with_capacity(self.buckets.len());
         for bucket in &self.buckets {
             natty::validate::bucket(bucket)
                 .map_err(|err| refused(StateErrorKind::InvalidBucket, bucket, err.reason()))?;
+            let handle = self.natty.bucket(bucket).map_err(|_| {
+                refused(
+                    StateErrorKind::InvalidBucket,
+                    bucket,
+                    "is not a valid bucket name",
+                )
+            })?;
+            bucket_handles.push(handle);
         }
         let mut nodes = HashMap::new();
         for (node, url) in self.nodes {
@@ -279,6 +298,7 @@ impl NattyStateBuilder {
                 natty: self.natty,
                 subjects: self.subjects,
                 buckets: self.buckets,
+                bucket_handles,
                 leadership: self.leadership,
                 nodes,
                 retry_after: self.retry_after,

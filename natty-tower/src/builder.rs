@@ -10,7 +10,7 @@
 //! use std::time::Duration;
 //! use natty::message::{Message, Settlement};
 //! use natty_tower::error::BoxError;
-//! use natty_tower::json::Json;
+//! use natty_tower::json::JsonMessage;
 //! use natty_tower::ServiceBuilderExt;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
@@ -29,7 +29,7 @@
 //!     .catch_panic()
 //!     .timeout(Duration::from_secs(60))
 //!     .decode_json::<OrderCreated>()
-//!     .service(service_fn(|order: Json<OrderCreated>| async move {
+//!     .service(service_fn(|order: JsonMessage<OrderCreated>| async move {
 //!         println!("order {}", order.payload.id);
 //!         Ok::<_, BoxError>(())
 //!     }));
@@ -85,11 +85,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Settle each message from its handler's result; see [`ack`](crate::ack).
     fn ack_messages(self) -> ServiceBuilder<Stack<AckLayer, L>>;
 
-    /// Dead-letter given-up messages to `subject` through `sink`; see
-    /// [`dead_letter`](crate::dead_letter).
+    /// Dead-letter given-up messages to `subject` through `publisher` (such as
+    /// [`natty::Natty::publisher`]); see [`dead_letter`](crate::dead_letter).
     fn dead_letter<K>(
         self,
-        sink: K,
+        publisher: K,
         subject: impl Into<String>,
     ) -> ServiceBuilder<Stack<DeadLetterLayer<K>, L>>;
 
@@ -141,10 +141,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn dead_letter<K>(
         self,
-        sink: K,
+        publisher: K,
         subject: impl Into<String>,
     ) -> ServiceBuilder<Stack<DeadLetterLayer<K>, L>> {
-        self.layer(DeadLetterLayer::new(sink, subject))
+        self.layer(DeadLetterLayer::new(publisher, subject))
     }
 
     fn in_progress(self) -> ServiceBuilder<Stack<InProgressLayer, L>> {

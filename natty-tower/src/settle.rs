@@ -21,6 +21,6 @@ pub(crate) fn settle(acker: &Acker, settlement: Settlement) -> Option<SettleFutu
 /// Log a settlement that failed for any reason but a race with another settler.
 pub(crate) fn log_settle_error(settlement: Settlement, err: &SettleError) {
     if err.kind() != SettleErrorKind::AlreadySettled {
-        tracing::warn!(?settlement, error = %err, "could not settle message");
+        tracing::warn!(?settlement, error = %format_args!("{err:#}"), "could not settle message");
     }
 }

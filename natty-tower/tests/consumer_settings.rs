@@ -190,7 +190,7 @@ async fn a_poison_message_is_dead_lettered_once_after_the_consumers_max_deliver(
     let calls = Arc::new(AtomicU64::new(0));
     let stack = ServiceBuilder::new()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
-        .dead_letter(natty.clone(), "dead.orders") // no max: the consumer's is used
+        .dead_letter(natty.publisher(), "dead.orders") // no max: the consumer's is used
         .service(poison_handler(Poison::Error, Arc::clone(&calls)));
     poison_is_dead_lettered_once_after_max_deliver(&server, &natty, &plain, &calls, stack).await;
 }
@@ -201,7 +201,7 @@ async fn a_dead_letter_layer_above_the_ack_layer_still_dead_letters_the_last_del
     let (natty, plain) = setup(&server).await;
     let calls = Arc::new(AtomicU64::new(0));
     let stack = ServiceBuilder::new()
-        .dead_letter(natty.clone(), "dead.orders")
+        .dead_letter(natty.publisher(), "dead.orders")
         .layer(AckLayer::new().nak_backoff(quick_naks()))
         .service(poison_handler(Poison::Error, Arc::clone(&calls)));
     poison_is_dead_lettered_once_after_max_deliver(&server, &natty, &plain, &calls, stack).await;
@@ -214,7 +214,7 @@ async fn a_panicking_handler_is_dead_lettered_on_its_last_delivery_without_catch
     let calls = Arc::new(AtomicU64::new(0));
     let stack = ServiceBuilder::new()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
-        .dead_letter(natty.clone(), "dead.orders")
+        .dead_letter(natty.publisher(), "dead.orders")
         .service(poison_handler(Poison::Panic, Arc::clone(&calls)));
     poison_is_dead_lettered_once_after_max_deliver(&server, &natty, &plain, &calls, stack).await;
 }

@@ -63,7 +63,12 @@ async fn next_message(consumer: &PullConsumer) -> Message {
     Message::from_jetstream(raw)
 }
 
-async fn give_up(msg: Message, layer: DeadLetterLayer<jetstream::Context>) {
+/// natty's publish service over `js`'s connection.
+fn publisher(js: &jetstream::Context) -> natty::Publisher {
+    Natty::from_client(js.client()).publisher()
+}
+
+async fn give_up(msg: Message, layer: DeadLetterLayer<natty::Publisher>) {
     let service = layer.layer(service_fn(|_: Message| async {
         Err::<(), _>(BoxError::from(HandlerError::give_up("unknown customer")))
     }));
@@ -85,7 +90,7 @@ async fn a_given_up_message_is_stored_in_the_dead_letter_stream_and_termed() {
         .unwrap();
 
     let msg = next_message(&consumer).await;
-    give_up(msg, DeadLetterLayer::with_prefix(js.clone(), "dlq")).await;
+    give_up(msg, DeadLetterLayer::with_prefix(publisher(&js), "dlq")).await;
 
     let stored = dlq
         .get_last_raw_message_by_subject("dlq.orders.paid")
@@ -135,7 +140,7 @@ async fn a_failed_dead_letter_publish_naks_so_the_message_comes_back() {
 
     // No stream captures "nowhere.>", so the publish fails.
     let msg = next_message(&consumer).await;
-    give_up(msg, DeadLetterLayer::new(js, "nowhere.orders")).await;
+    give_up(msg, DeadLetterLayer::new(publisher(&js), "nowhere.orders")).await;
 
     let again = next_message(&consumer).await;
     assert_eq!(again.info().stream_sequence, 1);
@@ -248,7 +253,7 @@ async fn dead_letters_inside_the_consumed_stream_land_once_whatever_the_original
         .unwrap();
     for _ in originals {
         let msg = next_message(&consumer).await;
-        give_up(msg, DeadLetterLayer::new(plain.clone(), "orders.dead")).await;
+        give_up(msg, DeadLetterLayer::new(publisher(&plain), "orders.dead")).await;
     }
     wait_consumer_empty(&plain, "billing").await;
     let dead = stored_on(&plain, "ORDERS", "orders.dead").await;
@@ -272,7 +277,7 @@ async fn serve_refuses_a_dead_letter_subject_its_consumer_would_deliver_back() {
     let handler_called = Arc::clone(&called);
     let stack = ServiceBuilder::new()
         .ack_messages()
-        .dead_letter(natty.clone(), "orders.dead")
+        .dead_letter(natty.publisher(), "orders.dead")
         .service(service_fn(move |_: Message| {
             handler_called.store(true, Ordering::SeqCst);
             async { Err::<(), _>(BoxError::from(HandlerError::give_up("bad"))) }
@@ -289,7 +294,7 @@ async fn serve_refuses_a_dead_letter_subject_its_consumer_would_deliver_back() {
     .expect("refused, not served")
     .expect_err("refused");
     assert_eq!(err.kind(), ConsumeErrorKind::NotReady, "{err}");
-    let text = err.to_string();
+    let text = format!("{err:#}");
     println!("refused: {text}");
     assert!(
         text.contains("orders.dead") && text.contains("ORDERS") && text.contains("billing"),
@@ -329,7 +334,7 @@ async fn serve_with_a_separate_dead_letter_stream_dead_letters_every_original_on
     let originals = publish_originals(&natty, &plain).await;
     let stack = ServiceBuilder::new()
         .ack_messages()
-        .dead_letter(natty.clone(), "dead.orders")
+        .dead_letter(natty.publisher(), "dead.orders")
         .service(service_fn(|_: Message| async {
             Err::<(), _>(BoxError::from(HandlerError::give_up("unknown customer")))
         }));
@@ -388,7 +393,7 @@ async fn dead_lettering_the_same_message_twice_stores_one_dead_letter() {
     .await
     .unwrap();
     let msg = next_message(&consumer).await;
-    give_up(msg, DeadLetterLayer::new(js.clone(), "dead.orders")).await;
+    give_up(msg, DeadLetterLayer::new(publisher(&js), "dead.orders")).await;
     wait_consumer_empty(&js, "billing").await;
 
     let orders = js.get_stream("ORDERS").await.unwrap();
@@ -402,7 +407,7 @@ async fn dead_lettering_the_same_message_twice_stores_one_dead_letter() {
         .unwrap();
     let again = next_message(&consumer).await;
     assert_eq!(again.info().stream_sequence, 1, "the same message");
-    give_up(again, DeadLetterLayer::new(js.clone(), "dead.orders")).await;
+    give_up(again, DeadLetterLayer::new(publisher(&js), "dead.orders")).await;
     wait_consumer_empty(&js, "billing").await;
     let dead = stored_on(&js, "ORDERS_DEAD", "dead.orders").await;
     assert_eq!(originals_of(&dead), [1], "one dead letter");
@@ -430,7 +435,7 @@ async fn a_dead_letter_whose_id_is_taken_by_another_message_leaves_the_original_
         .await
         .unwrap();
 
-    give_up(msg, DeadLetterLayer::new(js.clone(), "dead.orders")).await;
+    give_up(msg, DeadLetterLayer::new(publisher(&js), "dead.orders")).await;
     let again = next_message(&consumer).await;
     assert_eq!(again.info().stream_sequence, 1, "the original came back");
     assert_eq!(again.info().delivered, 2);

@@ -23,7 +23,7 @@ use natty_tower::backoff::Backoff;
 use natty_tower::classify::HandlerError;
 use natty_tower::dead_letter::DeadLetterLayer;
 use natty_tower::error::BoxError;
-use natty_tower::json::Json;
+use natty_tower::json::JsonMessage;
 use natty_tower::ServiceBuilderExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
@@ -256,7 +256,7 @@ fn recording_stack(
     ServiceBuilder::new()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let handled = handled.clone();
             async move {
                 handled.record(order.payload.id);
@@ -509,7 +509,7 @@ async fn crash_during_consume_handles_every_message_and_resumes_on_its_own() {
     let stack = ServiceBuilder::new()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let seen = seen.clone();
             async move {
                 if order.payload.id.is_multiple_of(97) && order.message.info().delivered == 1 {
@@ -846,7 +846,7 @@ async fn a_handler_slower_than_the_ack_wait_sends_in_progress_and_is_not_redeliv
     publish_all(&natty, "orders.created", (0..TOTAL).map(order)).await;
 
     let slow = |handled: Handled| {
-        service_fn(move |order: Json<Order>| {
+        service_fn(move |order: JsonMessage<Order>| {
             let handled = handled.clone();
             async move {
                 tokio::time::sleep(ACK_WAIT * 5 / 2).await;
@@ -955,7 +955,7 @@ where
     let healthy = ServiceBuilder::new()
         .ack_messages()
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let sent = handled_tx.send((
                 Instant::now(),
                 order.payload.id,
@@ -1150,10 +1150,10 @@ async fn poison_storm_dead_letters_every_poison_once_and_handles_every_good_mess
     let (seen, tried) = (handled.clone(), attempts.clone());
     let stack = ServiceBuilder::new()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
-        .layer(DeadLetterLayer::new(natty.clone(), "dlq.orders").max_deliveries(MAX_DELIVER))
+        .layer(DeadLetterLayer::new(natty.publisher(), "dlq.orders").max_deliveries(MAX_DELIVER))
         .catch_panic()
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let (seen, tried) = (seen.clone(), tried.clone());
             async move {
                 let id = order.payload.id;

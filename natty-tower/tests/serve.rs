@@ -12,7 +12,7 @@ use natty_tower::backoff::Backoff;
 use natty_tower::classify::HandlerError;
 use natty_tower::dead_letter::DeadLetterLayer;
 use natty_tower::error::BoxError;
-use natty_tower::json::Json;
+use natty_tower::json::JsonMessage;
 use natty_tower::leader::FencingToken;
 use natty_tower::ServiceBuilderExt;
 use tokio::time::timeout;
@@ -129,10 +129,10 @@ async fn poison_is_dead_lettered_after_max_deliveries_while_good_messages_flow()
     let stack = ServiceBuilder::new()
         .trace_messages()
         .layer(AckLayer::new().nak_backoff(quick_naks()))
-        .layer(DeadLetterLayer::new(natty.clone(), "dlq.orders").max_deliveries(3))
+        .layer(DeadLetterLayer::new(natty.publisher(), "dlq.orders").max_deliveries(3))
         .catch_panic()
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let (seen, poison_attempts) = (seen.clone(), poison_attempts.clone());
             async move {
                 if order.payload.poison {
@@ -274,7 +274,7 @@ async fn shutdown_under_load_loses_nothing_and_acks_only_what_was_handled() {
         let stack = ServiceBuilder::new()
             .ack_messages()
             .decode_json::<Order>()
-            .service(service_fn(move |order: Json<Order>| {
+            .service(service_fn(move |order: JsonMessage<Order>| {
                 let handled = handled.clone();
                 async move {
                     tokio::task::yield_now().await; // some work between fetch and ack
@@ -362,7 +362,7 @@ async fn a_slow_service_never_has_more_than_n_messages_outstanding() {
     let stack = ServiceBuilder::new()
         .layer(AckLayer::new().double_ack(true))
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let seen = seen.clone();
             async move {
                 // Slow work: far slower than a fetch.
@@ -444,7 +444,7 @@ async fn only_the_leader_consumes_and_a_handover_loses_nothing() {
             .wait_for_leader(leadership.clone())
             .ack_messages()
             .decode_json::<Order>()
-            .service(service_fn(move |order: Json<Order>| {
+            .service(service_fn(move |order: JsonMessage<Order>| {
                 let (log, seen) = (log.clone(), seen.clone());
                 async move {
                     let token = order

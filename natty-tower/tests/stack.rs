@@ -6,7 +6,7 @@ use std::time::Duration;
 use natty::message::{Message, Settlement};
 use natty_tower::classify::HandlerError;
 use natty_tower::error::BoxError;
-use natty_tower::json::Json;
+use natty_tower::json::JsonMessage;
 use natty_tower::ServiceBuilderExt;
 use tokio::sync::{mpsc, watch};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
@@ -33,7 +33,7 @@ async fn the_whole_stack_settles_each_message_once() {
         .catch_panic()
         .timeout(Duration::from_secs(5))
         .decode_json::<Order>()
-        .service(service_fn(|order: Json<Order>| async move {
+        .service(service_fn(|order: JsonMessage<Order>| async move {
             match order.payload.id {
                 0 => Err(BoxError::from(HandlerError::give_up("order 0 is invalid"))),
                 13 => panic!("unlucky order"),
@@ -103,19 +103,27 @@ async fn a_retry_layer_above_the_ack_layer_still_retries() {
 /// only a failure no attempt fixed is dead-lettered.
 #[tokio::test(start_paused = true)]
 async fn a_retry_layer_above_the_dead_letter_layer_retries_the_last_delivery_first() {
-    use natty_tower::dead_letter::{DeadLetterError, DeadLetterSink};
-
     #[derive(Clone, Default)]
     struct CountingSink(std::sync::Arc<std::sync::atomic::AtomicU32>);
-    impl DeadLetterSink for CountingSink {
-        async fn publish(
-            &self,
-            _: String,
-            _: async_nats::HeaderMap,
-            _: bytes::Bytes,
-        ) -> Result<(), DeadLetterError> {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
+    impl tower::Service<natty::OutgoingMessage> for CountingSink {
+        type Response = natty::PublishAck;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<natty::PublishAck, BoxError>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: natty::OutgoingMessage) -> Self::Future {
+            let sequence = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(natty::PublishAck::new(
+                "DEAD",
+                u64::from(sequence) + 1,
+                false,
+            )))
         }
     }
 

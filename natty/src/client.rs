@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::connect::{self, ConnectError, ConnectionState};
-use crate::publish::{PublishError, PublishFailure, PublishPath, Publisher};
+use crate::error::{Error, PublishErrorKind};
+use crate::publish::{Enqueue, Pipeline, PublishError, PublishFailure, PublishPath};
+use crate::publisher::{PublishAck, Publisher};
 
 /// A connected natty client: publish, consume, streams, consumers, key/value and leader
 /// election. Cheap to clone; every clone shares one connection and one publisher.
@@ -32,7 +34,7 @@ pub struct Natty {
 pub(crate) struct Inner {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
-    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) publisher: Arc<Pipeline>,
     pub(crate) buckets: Mutex<HashMap<String, Arc<jetstream::kv::Store>>>,
 }
 
@@ -68,7 +70,7 @@ impl Natty {
             .timeout(config.request_timeout)
             .ack_timeout(config.request_timeout)
             .build(client.clone());
-        let publisher = Arc::new(Publisher::new(
+        let publisher = Arc::new(Pipeline::new(
             jetstream.clone(),
             client.clone(),
             config.publish.clone(),
@@ -155,19 +157,29 @@ impl Natty {
     }
 
     /// Like [`Natty::publish`], but fails with `Full` instead of waiting when the subject's
-    /// queue is full.
+    /// queue is full; never waits.
     ///
     /// # Errors
     /// `Full`, and those of [`Natty::publish`].
-    pub async fn try_publish(
+    pub fn try_publish(
         &self,
         subject: &str,
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
-        self.inner
-            .publisher
-            .publish(subject, None, payload.into(), false)
-            .await
+        let pipeline = &self.inner.publisher;
+        let (subject, message) = pipeline.prepare(subject, None, payload.into(), None)?;
+        match pipeline.try_enqueue(&subject, message) {
+            Ok(()) => Ok(()),
+            Err(Enqueue::Full(..)) => Err(Error::new(PublishErrorKind::Full)),
+            Err(Enqueue::Failed(error)) => Err(error),
+        }
+    }
+
+    /// Publishing as a tower `Service`, on the same batched pipeline as [`Natty::publish`]:
+    /// `poll_ready` waits for queue room, the response is the stream's ack. Cheap to clone.
+    /// See [`publisher`](crate::publisher).
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(Arc::clone(&self.inner.publisher))
     }
 
     /// Publish one message and wait for the stream to confirm it, retrying under the same
@@ -180,7 +192,7 @@ impl Natty {
         &self,
         subject: &str,
         payload: impl Into<Bytes>,
-    ) -> Result<jetstream::publish::PublishAck, PublishError> {
+    ) -> Result<PublishAck, PublishError> {
         self.inner
             .publisher
             .publish_acked(subject, None, payload.into())
@@ -196,7 +208,7 @@ impl Natty {
         subject: &str,
         headers: async_nats::HeaderMap,
         payload: impl Into<Bytes>,
-    ) -> Result<jetstream::publish::PublishAck, PublishError> {
+    ) -> Result<PublishAck, PublishError> {
         self.inner
             .publisher
             .publish_acked(subject, Some(headers), payload.into())

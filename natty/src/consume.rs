@@ -56,7 +56,7 @@ use tower::{Service, ServiceExt};
 
 use crate::backoff::jittered;
 use crate::consumer::ConsumerSettings;
-use crate::error::{ConsumeErrorKind, Error, StreamErrorKind};
+use crate::error::{BoxError, ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{Acker, Message};
 use crate::report::ReportSender;
 use crate::stream::ConsumerOptions;
@@ -150,6 +150,12 @@ fn spawn_call<S>(
                 Some(PanicMessage::from_payload(panic.as_ref()).into()),
             ),
         };
+        // A layer that logged the failure already claimed its log line.
+        let logged = error.is_some()
+            && guard
+                .0
+                .as_ref()
+                .is_some_and(|acker| !acker.claim_failure_log());
         guard.settle(matches!(outcome, Outcome::Handled)).await;
         drop(slot);
         let failure = error.map(|error| HandlerFailure {
@@ -157,6 +163,7 @@ fn spawn_call<S>(
             stream_sequence,
             delivered,
             error,
+            logged,
         });
         (outcome, failure)
     });
@@ -237,11 +244,9 @@ impl std::error::Error for NotReadyError {
 /// The error of [`Natty::consume`] and [`Natty::serve`].
 pub type ConsumeError = Error<ConsumeErrorKind>;
 
-/// A type-erased handler error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// A handler error with the message it happened on (Go natty's `ErrorCh` reports).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct HandlerFailure {
     /// The message's subject.
     pub subject: String,
@@ -252,6 +257,8 @@ pub struct HandlerFailure {
     /// What went wrong (`ConsumeErrorKind::Handler` with the handler's error as source, or
     /// `Panicked` with the panic's text).
     pub error: ConsumeError,
+    /// Whether a layer already logged it (see [`Acker::claim_failure_log`]).
+    pub(crate) logged: bool,
 }
 
 /// What to consume and how.
@@ -383,7 +390,7 @@ impl SettleGuard {
                     acker.nak(None).await
                 };
                 if let Err(err) = settled {
-                    tracing::warn!(target: "natty", error = %err, "could not settle message");
+                    tracing::warn!(target: "natty", error = %format_args!("{err:#}"), "could not settle message");
                 }
             }
         }
@@ -495,7 +502,7 @@ impl Natty {
                             message
                         }
                         Err(err) => {
-                            tracing::warn!(target: "natty", error = %err, "message stream error; refetching");
+                            tracing::warn!(target: "natty", error = %format_args!("{err:#}"), "message stream error; refetching");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
                             settings = refreshed(&settings, &consumer);
                             continue;
@@ -553,7 +560,7 @@ impl Natty {
                         }
                         Err(err) => {
                             drop(reserved);
-                            tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %err, "fetch failed; retrying");
+                            tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, error = %format_args!("{err:#}"), "fetch failed; retrying");
                             self.pause_then_recreate(&config, &mut consumer, &shutdown, &mut backoff).await;
                             settings = refreshed(&settings, &consumer);
                         }
@@ -663,7 +670,7 @@ impl Natty {
         match self.consumer_for(config).await {
             Ok(fresh) => *consumer = fresh,
             Err(err) => {
-                tracing::debug!(target: "natty", error = %err, "consumer not reachable yet")
+                tracing::debug!(target: "natty", error = %format_args!("{err:#}"), "consumer not reachable yet")
             }
         }
     }
@@ -711,18 +718,24 @@ async fn record(
                 stream_sequence: 0,
                 delivered: 0,
                 error: Error::new(ConsumeErrorKind::Panicked),
+                logged: false,
             })
         }
         Err(_) => None,
     };
     if let Some(failure) = failure {
-        tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error = %failure.error, "handler failed");
+        if failure.logged {
+            tracing::debug!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, "handler failed (logged by a layer)");
+        } else {
+            let error = format!("{:#}", failure.error);
+            tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error, "handler failed");
+        }
         if let Some(errors) = &config.errors {
             if let Err(undelivered) = errors.send(failure).await {
                 summary.dropped_reports += 1;
                 let reason = undelivered.reason();
                 let failure = undelivered.into_inner();
-                tracing::error!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, error = %failure.error, reason, "handler error report not delivered");
+                tracing::error!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, error = %format_args!("{:#}", failure.error), reason, "handler error report not delivered");
             }
         }
     }

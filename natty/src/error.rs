@@ -1,26 +1,113 @@
-//! natty's errors: async-nats' `Error<Kind>` with one small kind enum per area.
+//! natty's errors: [`Error<Kind>`](Error) with one small kind enum per area.
 //!
 //! Every error carries a [`Copy`] kind to `match` on and keeps the underlying cause (an
-//! async-nats error, a [`ValidationError`], an I/O error) as its `source`.
+//! async-nats error, a [`ValidationError`], an I/O error) as its [`source`](std::error::Error::source).
+//! The type is natty's own, so an async-nats release cannot change natty's API, and its
+//! `Display` is the kind alone: a reporter that walks `source()` (anyhow, eyre, tracing's
+//! error fields) prints each cause once. Kinds that depend on the server's answer come from
+//! its error codes and async-nats' kinds, never from an error's text.
 //!
 //! # Example
 //! ```no_run
 //! use natty::error::KvErrorKind;
 //!
-//! # async fn run(natty: natty::Natty) {
-//! match natty.create("bucket", "key", "value".into()).await {
+//! # async fn run(natty: natty::Natty) -> Result<(), natty::KvError> {
+//! let bucket = natty.bucket("bucket")?;
+//! match bucket.create("key", "value").await {
 //!     Ok(revision) => println!("created at revision {revision}"),
 //!     Err(err) if err.kind() == KvErrorKind::AlreadyExists => println!("taken"),
 //!     Err(err) => eprintln!("{err}"),
 //! }
+//! # Ok(())
 //! # }
 //! ```
 
 use std::fmt;
 
-/// An error with a kind to match on and the cause kept as `source` (async-nats' own type).
-pub use async_nats::error::Error;
+/// A type-erased error: a handler's or a tower service's, as tower's own layers return it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An error with a kind to match on and the cause kept as `source`.
+///
+/// `Display` shows the kind only; the cause is [`source`](std::error::Error::source). The
+/// alternate form (`{:#}`, as in anyhow) adds the causes, each once: `kind: cause: ...`.
+pub struct Error<K> {
+    kind: K,
+    source: Option<BoxError>,
+}
+
+impl<K: Copy> Error<K> {
+    /// An error of `kind` without a cause.
+    pub fn new(kind: K) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// An error of `kind` caused by `source`.
+    pub fn with_source(kind: K, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// What went wrong, to `match` on.
+    pub fn kind(&self) -> K {
+        self.kind
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for Error<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl<K: fmt::Display> fmt::Display for Error<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.kind.fmt(f)?;
+        match &self.source {
+            // The source's own alternate form goes on down the chain.
+            Some(source) if f.alternate() => write!(f, ": {source:#}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<K: fmt::Debug + fmt::Display> std::error::Error for Error<K> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl<K: PartialEq> PartialEq<K> for Error<K> {
+    /// Whether this error is of `kind`: `err == KvErrorKind::Conflict`.
+    fn eq(&self, kind: &K) -> bool {
+        self.kind == *kind
+    }
+}
+
+/// Declares a kind enum for [`Error`]: `Clone + Copy + Debug + PartialEq + Eq + Hash`,
+/// `#[non_exhaustive]`, with a lowercase `Display` per variant. natty-tower's and your own
+/// middleware's kinds use it too.
+///
+/// # Example
+/// ```
+/// natty::error_kind! {
+///     /// Why an order could not be billed.
+///     BillingErrorKind {
+///         /// The card was refused.
+///         Refused => "card refused",
+///     }
+/// }
+/// let err = natty::Error::new(BillingErrorKind::Refused);
+/// assert_eq!(err.to_string(), "card refused");
+/// ```
+#[macro_export]
 macro_rules! error_kind {
     ($(#[$meta:meta])* $name:ident {
         $($(#[doc = $doc:literal])* $variant:ident => $text:literal,)*
@@ -32,14 +119,112 @@ macro_rules! error_kind {
             $($(#[doc = $doc])* $variant,)*
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(match self {
                     $(Self::$variant => $text,)*
                 })
             }
         }
     };
+}
+
+/// Whether `err` or one of its causes is an async-nats timeout, told by its kind.
+pub(crate) fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::{consumer, context, kv, stream};
+    macro_rules! timed_out_kind {
+        ($err:expr, $($type:ty => $kind:pat),* $(,)?) => {
+            $(if let Some(err) = $err.downcast_ref::<$type>() {
+                return matches!(err.kind(), $kind);
+            })*
+        };
+    }
+    let mut next = Some(err);
+    while let Some(err) = next {
+        timed_out_kind!(err,
+            context::RequestError => context::RequestErrorKind::TimedOut,
+            context::PublishError => context::PublishErrorKind::TimedOut,
+            context::CreateStreamError => context::CreateStreamErrorKind::TimedOut,
+            context::CreateKeyValueError => context::CreateKeyValueErrorKind::TimedOut,
+            context::ConsumerInfoError => context::ConsumerInfoErrorKind::TimedOut,
+            stream::ConsumerError => stream::ConsumerErrorKind::TimedOut,
+            consumer::StreamError => consumer::StreamErrorKind::TimedOut,
+            kv::EntryError => kv::EntryErrorKind::TimedOut,
+            kv::UpdateError => kv::UpdateErrorKind::TimedOut,
+            kv::WatchError => kv::WatchErrorKind::TimedOut,
+            kv::StatusError => kv::StatusErrorKind::TimedOut,
+        );
+        if let Some(err) = err.downcast_ref::<std::io::Error>() {
+            return err.kind() == std::io::ErrorKind::TimedOut;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// The JetStream API error code of `err` or of its first cause that carries one.
+pub(crate) fn api_error_code(
+    err: &(dyn std::error::Error + 'static),
+) -> Option<async_nats::jetstream::ErrorCode> {
+    use async_nats::jetstream::{context, kv, stream};
+    let mut next = Some(err);
+    while let Some(err) = next {
+        macro_rules! code_of {
+            ($($type:ty),*) => {$(
+                if let Some(code) = err.downcast_ref::<$type>().and_then(|e| e.kind().api_error_code()) {
+                    return Some(code);
+                }
+            )*};
+        }
+        code_of!(
+            context::GetStreamError,
+            context::CreateStreamError,
+            stream::ConsumerError,
+            stream::RawMessageError,
+            kv::StatusError
+        );
+        if let Some(err) = err.downcast_ref::<async_nats::jetstream::Error>() {
+            return Some(err.error_code());
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// The JetStream API error code an async-nats error kind carries, if it came from the server.
+trait ApiErrorCode {
+    fn api_error_code(&self) -> Option<async_nats::jetstream::ErrorCode>;
+}
+
+macro_rules! api_error_code {
+    ($($kind:ty),*) => {$(
+        impl ApiErrorCode for $kind {
+            fn api_error_code(&self) -> Option<async_nats::jetstream::ErrorCode> {
+                match self {
+                    Self::JetStream(err) => Some(err.error_code()),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+// `DeleteStreamErrorKind` is `GetStreamErrorKind` under another name.
+api_error_code!(
+    async_nats::jetstream::context::GetStreamErrorKind,
+    async_nats::jetstream::context::CreateStreamErrorKind,
+    async_nats::jetstream::stream::ConsumerErrorKind,
+    async_nats::jetstream::kv::StatusErrorKind
+);
+
+impl ApiErrorCode for async_nats::jetstream::stream::RawMessageErrorKind {
+    fn api_error_code(&self) -> Option<async_nats::jetstream::ErrorCode> {
+        match self {
+            Self::NoMessageFound => Some(async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND),
+            Self::JetStream(err) => Some(err.error_code()),
+            _ => None,
+        }
+    }
 }
 
 error_kind! {

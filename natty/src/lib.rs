@@ -7,11 +7,11 @@
 //!
 //! | Go natty | natty |
 //! |---|---|
-//! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`] |
+//! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`], [`Natty::publisher`] (a tower `Service`) |
 //! | `PublishErrorCh`, `ErrorCh` | [`PublishConfig::failures`], [`ConsumeConfig::errors`] (a [`ReportSender`]) |
 //! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
 //! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
-//! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ... |
+//! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ...: shims over [`Natty::bucket`], a [`Bucket`] handle |
 //! | `AsLeader`, `HaveLeader`, `GetLeader` | [`Natty::as_leader`], [`Natty::have_leader`], [`Natty::get_leader`], and [`Natty::elect`] for a [`Leadership`] handle |
 //!
 //! Tower middleware for consumed messages lives in `natty-tower`, axum integration in
@@ -57,6 +57,7 @@ pub mod group;
 pub mod kv;
 pub mod message;
 pub mod publish;
+pub mod publisher;
 pub mod report;
 pub mod stream;
 pub mod validate;
@@ -67,9 +68,11 @@ pub use connect::{ConnectError, ConnectionState};
 pub use consume::{ConsumeConfig, ConsumeError, ConsumeSummary, HandlerFailure};
 pub use consumer::ConsumerSettings;
 pub use election::{ElectionConfig, ElectionError, LeaderState, Leadership, Term};
-pub use kv::{KvEntry, KvError, KvOperation};
+pub use error::{BoxError, Error};
+pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
 pub use message::Message;
 pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
+pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
 pub use report::ReportSender;
 pub use stream::{ConsumerOptions, StreamError};
 

@@ -102,6 +102,7 @@ struct AckerInner {
     settled: AtomicBool,
     /// The final settlement claimed, for drivers that must know whether a message comes back.
     outcome: Mutex<Option<Settlement>>,
+    failure_logged: AtomicBool,
 }
 
 enum Target {
@@ -132,6 +133,7 @@ impl Acker {
                 target,
                 settled: AtomicBool::new(false),
                 outcome: Mutex::new(None),
+                failure_logged: AtomicBool::new(false),
             }),
         }
     }
@@ -145,6 +147,13 @@ impl Acker {
     /// the server.
     pub(crate) fn final_settlement(&self) -> Option<Settlement> {
         *self.inner.outcome.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim the log line of this delivery's handler failure: `true` for the first caller
+    /// only. natty-tower's report and dead-letter layers and natty's driver each ask before
+    /// they log a failure, so it is logged once however many of them see it.
+    pub fn claim_failure_log(&self) -> bool {
+        !self.inner.failure_logged.swap(true, Ordering::AcqRel)
     }
 
     /// Acknowledge: the message was handled.

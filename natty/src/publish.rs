@@ -86,7 +86,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
@@ -206,9 +206,18 @@ pub struct PublishFailure {
     pub error: PublishError,
 }
 
-struct Outgoing {
+pub(crate) struct Outgoing {
     headers: HeaderMap,
     payload: Bytes,
+    /// Set for a [`Publisher`](crate::Publisher) call: who waits for the outcome.
+    reply: Option<Reply>,
+}
+
+/// The caller of a [`Publisher`](crate::Publisher) call, and its slot of queue room, which is
+/// given back when the message settles (dropped with it).
+pub(crate) struct Reply {
+    pub(crate) sender: oneshot::Sender<Result<crate::PublishAck, PublishError>>,
+    pub(crate) _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Outgoing {
@@ -238,9 +247,10 @@ pub enum PublishPath {
     PerMessage,
 }
 
-/// The publisher shared by every clone of a [`Natty`](crate::Natty).
-pub(crate) struct Publisher {
-    jetstream: async_nats::jetstream::Context,
+/// The publish pipeline shared by every clone of a [`Natty`](crate::Natty): one worker per
+/// subject.
+pub(crate) struct Pipeline {
+    jetstream: Arc<async_nats::jetstream::Context>,
     client: async_nats::Client,
     config: PublishConfig,
     workers: Mutex<HashMap<String, Worker>>,
@@ -248,17 +258,20 @@ pub(crate) struct Publisher {
     next_worker: AtomicU64,
     pending: AtomicUsize,
     idle: Notify,
+    /// Room of the [`Publisher`](crate::Publisher) services: `queue_capacity` unsettled calls.
+    room: Arc<Semaphore>,
 }
 
-impl Publisher {
+impl Pipeline {
     pub(crate) fn new(
         jetstream: async_nats::jetstream::Context,
         client: async_nats::Client,
         config: PublishConfig,
     ) -> Self {
         Self {
-            jetstream,
+            jetstream: Arc::new(jetstream),
             client,
+            room: Arc::new(Semaphore::new(config.queue_capacity)),
             config,
             workers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -280,6 +293,7 @@ impl Publisher {
         let message = Outgoing {
             headers: with_message_id(headers),
             payload,
+            reply: None,
         };
         loop {
             let (id, sender) = self.sender_for(&subject)?;
@@ -313,17 +327,78 @@ impl Publisher {
         subject: &str,
         headers: Option<HeaderMap>,
         payload: Bytes,
-    ) -> Result<PublishAck, PublishError> {
+    ) -> Result<crate::PublishAck, PublishError> {
         let subject = self.check(subject, &payload)?;
         let message = Outgoing {
             headers: with_message_id(headers),
             payload,
+            reply: None,
         };
         let sent = self
             .jetstream
             .send_publish(subject.clone(), message.to_publish())
             .await;
-        confirm(&self.jetstream, &self.config, &subject, &message, sent).await
+        confirm(&self.jetstream, &self.config, &subject, &message, sent)
+            .await
+            .map(|ack| crate::PublishAck::new_stored(ack, &self.jetstream))
+    }
+
+    /// The room every [`Publisher`](crate::Publisher) service reserves a slot of.
+    pub(crate) fn room(&self) -> &Arc<Semaphore> {
+        &self.room
+    }
+
+    /// Validate and stamp a message for [`Pipeline::try_enqueue`].
+    pub(crate) fn prepare(
+        &self,
+        subject: &str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        reply: Option<Reply>,
+    ) -> Result<(Subject, Outgoing), PublishError> {
+        let subject = self.check(subject, &payload)?;
+        let message = Outgoing {
+            headers: with_message_id(headers),
+            payload,
+            reply,
+        };
+        Ok((subject, message))
+    }
+
+    /// Enqueue `message` if its subject's queue has room now; otherwise hand it back with the
+    /// queue's sender, to wait for room on.
+    pub(crate) fn try_enqueue(
+        self: &Arc<Self>,
+        subject: &Subject,
+        message: Outgoing,
+    ) -> Result<(), Enqueue> {
+        loop {
+            let (id, sender) = self.sender_for(subject).map_err(Enqueue::Failed)?;
+            let full = match sender.try_reserve() {
+                Ok(slot) => {
+                    self.enqueue(slot, message);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(())) => true,
+                Err(mpsc::error::TrySendError::Closed(())) => false,
+            };
+            if full {
+                return Err(Enqueue::Full(sender, message));
+            }
+            // The worker went idle between lookup and reserve: replace it and try again.
+            self.forget_worker(subject, id);
+        }
+    }
+
+    /// Put `message` into the slot reserved for it, counted first so it cannot settle uncounted.
+    fn enqueue(&self, slot: mpsc::Permit<'_, Outgoing>, message: Outgoing) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        slot.send(message);
+    }
+
+    /// Count a message about to be sent into a slot reserved elsewhere (see [`Pipeline::enqueue`]).
+    pub(crate) fn count_one(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
     }
 
     fn check(&self, subject: &str, payload: &Bytes) -> Result<Subject, PublishError> {
@@ -402,7 +477,7 @@ impl Publisher {
         path.store(fast, Ordering::Release);
         loop {
             let room = if !resend.is_empty() {
-                in_flight.len() < window
+                batch.is_none() && in_flight.len() < window
             } else if let Some(batch) = &batch {
                 batch.has_room()
             } else if fast && !troubled {
@@ -483,7 +558,18 @@ impl Publisher {
                         }
                         continue;
                     };
-                    if single || !fast || troubled {
+                    // A `Publisher` call waits for its own ack (sequence, duplicate), which a
+                    // flow ack does not give: it goes alone, after the open batch has ended,
+                    // so the subject's order holds.
+                    let alone = single || !fast || troubled || message.reply.is_some();
+                    if alone {
+                        if let Some(current) = batch.as_mut() {
+                            current.commit().await;
+                            resend.push_front(message);
+                            continue;
+                        }
+                    }
+                    if alone {
                         // Written one at a time, in queue order, so the stream stores the
                         // subject's messages in publish order; earlier acks are still
                         // collected meanwhile, since the write may wait for async-nats' ack
@@ -560,7 +646,30 @@ impl Publisher {
         subject: &Subject,
         outcome: (Result<PublishAck, PublishError>, Outgoing),
     ) {
-        let (result, Outgoing { headers, payload }) = outcome;
+        let (
+            result,
+            Outgoing {
+                headers,
+                payload,
+                reply,
+            },
+        ) = outcome;
+        let result = match reply {
+            // A caller that stopped waiting (a timeout) leaves its failure to be reported.
+            Some(reply) => match result {
+                Ok(ack) => {
+                    let _ = reply
+                        .sender
+                        .send(Ok(crate::PublishAck::new_stored(ack, &self.jetstream)));
+                    Ok(())
+                }
+                Err(error) => match reply.sender.send(Err(error)) {
+                    Ok(()) => Ok(()),
+                    Err(unheard) => unheard.map(drop),
+                },
+            },
+            None => result.map(drop),
+        };
         if let Err(error) = result {
             let message_id = headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
@@ -580,18 +689,18 @@ impl Publisher {
 
     async fn report(&self, failure: PublishFailure) {
         let Some(failures) = &self.config.failures else {
-            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt (no failure channel configured)");
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %format_args!("{:#}", failure.error), "publish failed after every attempt (no failure channel configured)");
             return;
         };
-        tracing::warn!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, "publish failed after every attempt; reported");
+        tracing::warn!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %format_args!("{:#}", failure.error), "publish failed after every attempt; reported");
         if let Err(undelivered) = failures.send(failure).await {
             let reason = undelivered.reason();
             let failure = undelivered.into_inner();
-            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %failure.error, reason, "publish failed after every attempt and its report was not delivered");
+            tracing::error!(target: "natty", subject = %failure.subject, message_id = %failure.message_id, error = %format_args!("{:#}", failure.error), reason, "publish failed after every attempt and its report was not delivered");
         }
     }
 
-    fn settled_one(&self) {
+    pub(crate) fn settled_one(&self) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
@@ -628,6 +737,7 @@ impl Publisher {
         let workers: Vec<Worker> = {
             let mut workers = self.lock();
             self.closed.store(true, Ordering::Release);
+            self.room.close();
             workers.drain().map(|(_, worker)| worker).collect()
         };
         for Worker { sender, task, .. } in workers {
@@ -690,6 +800,14 @@ impl BatchMessage for Outgoing {
     fn parts(&self) -> (HeaderMap, Bytes) {
         (self.headers.clone(), self.payload.clone())
     }
+}
+
+/// Why a [`Pipeline::try_enqueue`] did not enqueue.
+pub(crate) enum Enqueue {
+    /// The subject's queue is full: wait for room on its sender, then send the message.
+    Full(mpsc::Sender<Outgoing>, Outgoing),
+    /// The pipeline refused the message.
+    Failed(PublishError),
 }
 
 fn with_message_id(headers: Option<HeaderMap>) -> HeaderMap {

@@ -29,7 +29,7 @@ use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::ErrorCode;
 
-use crate::error::{Error, StreamErrorKind};
+use crate::error::{api_error_code, timed_out, Error, StreamErrorKind};
 use crate::{validate, Natty};
 
 /// The error of a stream or consumer call.
@@ -123,54 +123,17 @@ fn check_filters(filters: &[String]) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// The JetStream API error code an async-nats error kind carries, if it came from the server.
-trait ApiErrorCode {
-    fn api_error_code(&self) -> Option<ErrorCode>;
-}
-
-macro_rules! api_error_code {
-    ($($kind:ty),*) => {$(
-        impl ApiErrorCode for $kind {
-            fn api_error_code(&self) -> Option<ErrorCode> {
-                match self {
-                    Self::JetStream(err) => Some(err.error_code()),
-                    _ => None,
-                }
-            }
-        }
-    )*};
-}
-
-// `DeleteStreamErrorKind` is `GetStreamErrorKind` under another name.
-api_error_code!(
-    async_nats::jetstream::context::GetStreamErrorKind,
-    async_nats::jetstream::context::CreateStreamErrorKind,
-    async_nats::jetstream::stream::ConsumerErrorKind
-);
-
-impl ApiErrorCode for async_nats::jetstream::context::RequestErrorKind {
-    fn api_error_code(&self) -> Option<ErrorCode> {
-        None
-    }
-}
-
-/// Sort an async-nats stream or consumer error into natty's kinds, keeping it as the source.
-fn classify<K>(err: async_nats::error::Error<K>) -> StreamError
-where
-    K: ApiErrorCode
-        + Clone
-        + std::fmt::Debug
-        + std::fmt::Display
-        + PartialEq
-        + Send
-        + Sync
-        + 'static,
-{
-    let kind = match err.kind().api_error_code() {
-        Some(ErrorCode::STREAM_NOT_FOUND) | Some(ErrorCode::CONSUMER_NOT_FOUND) => {
-            StreamErrorKind::NotFound
-        }
-        _ if err.to_string().contains("timed out") => StreamErrorKind::TimedOut,
+/// Sort an async-nats stream or consumer error into natty's kinds by its API error code or
+/// async-nats kind, keeping it as the source.
+pub(crate) fn classify(err: impl std::error::Error + Send + Sync + 'static) -> StreamError {
+    let kind = match api_error_code(&err) {
+        Some(
+            ErrorCode::STREAM_NOT_FOUND
+            | ErrorCode::CONSUMER_NOT_FOUND
+            | ErrorCode::NO_MESSAGE_FOUND
+            | ErrorCode::SEQUENCE_NOT_FOUND,
+        ) => StreamErrorKind::NotFound,
+        _ if timed_out(&err) => StreamErrorKind::TimedOut,
         _ => StreamErrorKind::JetStream,
     };
     Error::with_source(kind, err)
@@ -238,7 +201,7 @@ impl Natty {
                     ))
                 }
             }
-            Err(err) if err.kind().api_error_code() == Some(ErrorCode::STREAM_NOT_FOUND) => {
+            Err(err) if api_error_code(&err) == Some(ErrorCode::STREAM_NOT_FOUND) => {
                 js.create_stream(config).await.map(drop).map_err(classify)
             }
             Err(err) => Err(classify(err)),

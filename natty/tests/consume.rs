@@ -111,7 +111,7 @@ async fn handler_errors_are_reported_and_the_message_redelivered() {
     let failure = errors.try_recv().expect("error reported");
     assert_eq!(failure.error.kind(), ConsumeErrorKind::Handler);
     assert_eq!(failure.stream_sequence, 1);
-    assert!(failure.error.to_string().contains("first try fails"));
+    assert!(chain(&failure.error).contains("first try fails"));
 }
 
 #[tokio::test]
@@ -564,4 +564,15 @@ async fn a_failing_poll_ready_drains_like_shutdown_and_returns_its_own_kind_with
     assert_eq!(left.len(), 9, "{left:?}");
     assert_eq!(ack_pending, 0);
     assert!(summary.returned >= 1, "{summary:?}");
+}
+
+/// `err` and its causes, joined as a reporter walking `source()` prints them.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        text = format!("{text}: {cause}");
+        next = cause.source();
+    }
+    text
 }

@@ -108,7 +108,7 @@ async fn try_publish_reports_full_when_the_bounded_queue_is_full() {
     server.pause().unwrap();
     let mut full = None;
     for n in 0..100 {
-        if let Err(err) = natty.try_publish("p3", format!("{n}")).await {
+        if let Err(err) = natty.try_publish("p3", format!("{n}")) {
             full = Some((n, err));
             break;
         }

@@ -30,8 +30,9 @@ async fn a_tls_only_server_refuses_a_plain_client_with_a_tls_error() {
         .unwrap_err();
     assert_eq!(err.kind(), ConnectErrorKind::Tls, "{err}");
     assert!(
-        err.to_string().contains("certificate"),
-        "a readable reason: {err}"
+        chain(&err).contains("certificate"),
+        "a readable reason: {}",
+        chain(&err)
     );
 }
 
@@ -193,4 +194,15 @@ async fn secrets_never_appear_in_debug_output_or_logs() {
         );
         assert!(!logs.contains(secret), "a secret in the logs");
     }
+}
+
+/// `err` and its causes, joined as a reporter walking `source()` prints them.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        text = format!("{text}: {cause}");
+        next = cause.source();
+    }
+    text
 }

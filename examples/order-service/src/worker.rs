@@ -6,7 +6,7 @@ use natty::{
     CancellationToken, ConsumeConfig, ConsumeError, ConsumeSummary, ConsumerOptions, Natty,
 };
 use natty_tower::error::BoxError;
-use natty_tower::json::Json;
+use natty_tower::json::JsonMessage;
 use natty_tower::ServiceBuilderExt;
 use tower::{service_fn, ServiceBuilder};
 
@@ -39,12 +39,12 @@ pub(crate) async fn run(
         .trace_messages()
         .report_errors()
         .ack_messages()
-        .dead_letter(natty.clone(), DEAD_LETTER_SUBJECT) // after the consumer's MAX_DELIVER
+        .dead_letter(natty.publisher(), DEAD_LETTER_SUBJECT) // after the consumer's MAX_DELIVER
         .in_progress() // every half the consumer's ACK_WAIT
         .retry_messages(3)
         .catch_panic()
         .decode_json::<Order>()
-        .service(service_fn(move |order: Json<Order>| {
+        .service(service_fn(move |order: JsonMessage<Order>| {
             let (natty, node) = (writer.clone(), node.clone());
             async move {
                 let order = order.payload;

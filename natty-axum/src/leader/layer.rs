@@ -1,6 +1,6 @@
 //! [`LeaderOnlyLayer`], the layer of [`LeaderOnly`].
 
-use tower::Layer;
+use tower_layer::Layer;
 
 use super::LeaderOnly;
 use crate::NattyState;

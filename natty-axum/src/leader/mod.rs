@@ -54,7 +54,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Extensions, HeaderValue, Request, Uri};
 use natty::LeaderState;
-use tower::Service;
+use tower_service::Service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::LeaderOnlyLayer;

@@ -134,10 +134,7 @@ pub(crate) async fn child(calls: usize) -> Result<(), BoxError> {
     let start = Instant::now();
     for _ in 0..calls {
         // A fresh payload per call, so what the queue holds is really held.
-        match natty
-            .try_publish(SUBJECT, Bytes::from(vec![b'x'; PAYLOAD_SIZE]))
-            .await
-        {
+        match natty.try_publish(SUBJECT, Bytes::from(vec![b'x'; PAYLOAD_SIZE])) {
             Ok(()) => accepted += 1,
             Err(err) if err.kind() == PublishErrorKind::Full => full += 1,
             Err(err) => return Err(err.into()),

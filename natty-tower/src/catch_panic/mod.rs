@@ -27,7 +27,8 @@
 //! let err = service.oneshot(msg).await.unwrap_err();
 //! let panicked = err.downcast_ref::<Error<ConsumeErrorKind>>().unwrap();
 //! assert_eq!(panicked.kind(), ConsumeErrorKind::Panicked);
-//! assert_eq!(err.to_string(), "handler panicked: index out of bounds");
+//! assert_eq!(err.to_string(), "handler panicked");
+//! assert_eq!(format!("{err:#}"), "handler panicked: index out of bounds");
 //! # }
 //! ```
 

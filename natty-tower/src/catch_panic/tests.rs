@@ -59,7 +59,13 @@ async fn a_panic_in_call_becomes_an_error_and_the_service_keeps_running() {
     let (bad, _) = Message::builder("orders", "").build();
     let err = service.ready().await.unwrap().call(bad).await.unwrap_err();
     assert!(panicked(&err).is_some());
-    assert_eq!(err.to_string(), "handler panicked: no payload");
+    assert_eq!(err.to_string(), "handler panicked");
+    let cause = std::error::Error::source(&*err).map(ToString::to_string);
+    assert_eq!(
+        cause.as_deref(),
+        Some("no payload"),
+        "the panic's text is the cause"
+    );
 
     let (good, _) = Message::builder("orders", "{}").build();
     service.ready().await.unwrap().call(good).await.unwrap();

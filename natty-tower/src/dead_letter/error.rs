@@ -1,6 +1,6 @@
 use crate::error::{error_kind, Error};
 
-/// The error of a [`DeadLetterSink`](super::DeadLetterSink) publish.
+/// The error of a dead-letter publish.
 pub type DeadLetterError = Error<DeadLetterErrorKind>;
 
 error_kind! {

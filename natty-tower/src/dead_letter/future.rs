@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 
 use super::layer::Config;
 use super::{
-    message_id, DeadLetterAbove, DeadLetterSink, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER,
+    message_id, DeadLetterAbove, DeadLetterPublisher, DELIVERY_COUNT, ERROR, ORIGINAL_CONSUMER,
     ORIGINAL_MESSAGE_ID, ORIGINAL_SEQUENCE, ORIGINAL_STREAM, ORIGINAL_SUBJECT,
 };
 use crate::catch_panic::PanicMessage;
@@ -177,7 +177,7 @@ impl<F, K, C, T, E> Future for ResponseFuture<F, K, C>
 where
     F: Future<Output = Result<T, E>>,
     E: fmt::Display,
-    K: DeadLetterSink,
+    K: DeadLetterPublisher,
     C: ClassifyError<E> + Send + Sync + 'static,
 {
     type Output = Result<T, E>;
@@ -197,7 +197,7 @@ where
                             if !this.original.as_ref().is_some_and(|o| o.takes(decision)) {
                                 return Poll::Ready(output);
                             }
-                            let error = err.to_string();
+                            let error = format!("{err:#}");
                             (Ended::Output(output), error)
                         }
                         Err(panic) => panicked(panic, this.original.as_ref()),
@@ -250,26 +250,31 @@ fn panicked<O>(panic: Panic, original: Option<&Original>) -> (Ended<O>, String) 
 }
 
 /// Publish `original` to the dead-letter subject and terminate it, or nak it if that fails.
-async fn dead_letter<K: DeadLetterSink, C>(
+async fn dead_letter<K: DeadLetterPublisher, C>(
     original: Original,
     error: String,
     config: Arc<Config<K, C>>,
 ) {
     let subject = config.target.subject_for(original.subject.as_str());
     let headers = original.dead_letter_headers(&error);
-    let published = config
-        .sink
-        .publish(subject.clone(), headers, original.payload.clone())
-        .await;
+    let published = super::publish::publish(
+        config.publisher.clone(),
+        subject.clone(),
+        headers,
+        original.payload.clone(),
+    )
+    .await;
     let settlement = match published {
         Ok(()) => {
+            // The failure itself is logged once: here, unless a layer below logged it.
+            let error = original.acker.claim_failure_log().then_some(error.as_str());
             tracing::warn!(
                 subject = %original.subject,
                 stream = %original.info.stream,
                 stream_sequence = original.info.stream_sequence,
                 delivered = original.info.delivered,
                 dead_letter_subject = %subject,
-                error = %error,
+                error,
                 "message dead-lettered"
             );
             Settlement::Term
@@ -280,7 +285,7 @@ async fn dead_letter<K: DeadLetterSink, C>(
                 stream = %original.info.stream,
                 stream_sequence = original.info.stream_sequence,
                 dead_letter_subject = %subject,
-                error = %publish_error,
+                error = %format_args!("{publish_error:#}"),
                 "could not dead-letter message; nak'd for redelivery"
             );
             Settlement::Nak(Some(config.nak_backoff.delay(original.info.delivered)))

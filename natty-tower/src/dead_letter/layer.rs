@@ -33,7 +33,7 @@ impl Target {
 }
 
 pub(super) struct Config<K, C> {
-    pub(super) sink: K,
+    pub(super) publisher: K,
     pub(super) target: Target,
     pub(super) classifier: C,
     pub(super) max_deliveries: Option<u64>,
@@ -55,10 +55,10 @@ impl<K, C: fmt::Debug> fmt::Debug for Config<K, C> {
     }
 }
 
-/// Applies [`DeadLetter`] to a service: the sink, the subject and when to give up.
+/// Applies [`DeadLetter`] to a service: the publisher, the subject and when to give up.
 #[derive(Clone, Debug)]
 pub struct DeadLetterLayer<K, C = DefaultClassifier> {
-    sink: K,
+    publisher: K,
     target: Target,
     classifier: C,
     max_deliveries: Option<u64>,
@@ -66,19 +66,20 @@ pub struct DeadLetterLayer<K, C = DefaultClassifier> {
 }
 
 impl<K> DeadLetterLayer<K> {
-    /// Dead-letter to `subject` through `sink`, for messages the [`DefaultClassifier`] gives up.
-    pub fn new(sink: K, subject: impl Into<String>) -> Self {
-        Self::with_target(sink, Target::Subject(subject.into()))
+    /// Dead-letter to `subject` through `publisher` (such as [`natty::Natty::publisher`]),
+    /// for messages the [`DefaultClassifier`] gives up.
+    pub fn new(publisher: K, subject: impl Into<String>) -> Self {
+        Self::with_target(publisher, Target::Subject(subject.into()))
     }
 
-    /// Dead-letter to `<prefix>.<original subject>` through `sink`.
-    pub fn with_prefix(sink: K, prefix: impl Into<String>) -> Self {
-        Self::with_target(sink, Target::Prefix(prefix.into()))
+    /// Dead-letter to `<prefix>.<original subject>` through `publisher`.
+    pub fn with_prefix(publisher: K, prefix: impl Into<String>) -> Self {
+        Self::with_target(publisher, Target::Prefix(prefix.into()))
     }
 
-    fn with_target(sink: K, target: Target) -> Self {
+    fn with_target(publisher: K, target: Target) -> Self {
         Self {
-            sink,
+            publisher,
             target,
             classifier: DefaultClassifier,
             max_deliveries: None,
@@ -104,7 +105,7 @@ impl<K, C> DeadLetterLayer<K, C> {
     /// Decide about handler errors with `classifier`.
     pub fn classifier<C2>(self, classifier: C2) -> DeadLetterLayer<K, C2> {
         DeadLetterLayer {
-            sink: self.sink,
+            publisher: self.publisher,
             target: self.target,
             classifier,
             max_deliveries: self.max_deliveries,
@@ -119,7 +120,7 @@ impl<K, C> DeadLetterLayer<K, C> {
         C: Clone,
     {
         Arc::new(Config {
-            sink: self.sink.clone(),
+            publisher: self.publisher.clone(),
             target: self.target.clone(),
             classifier: self.classifier.clone(),
             max_deliveries: self.max_deliveries,

@@ -6,7 +6,7 @@
 //! [`ConsumerSettings`](natty::ConsumerSettings) natty's driver attaches to each message;
 //! [`DeadLetterLayer::max_deliveries`] overrides it. It is then:
 //!
-//! 1. published to the dead-letter subject through a [`DeadLetterSink`], with its payload, its
+//! 1. published to the dead-letter subject through a publisher, with its payload, its
 //!    headers (less the `Nats-*` publish controls such as `Nats-Expected-Stream`, which would
 //!    make the publish fail), headers naming where it came from and why
 //!    ([`ORIGINAL_SUBJECT`], [`ORIGINAL_STREAM`], [`ORIGINAL_CONSUMER`], [`ORIGINAL_SEQUENCE`],
@@ -14,9 +14,11 @@
 //!    ([`message_id`]: stream, consumer and sequence of the delivery), so dead-lettering the
 //!    same message twice stores one dead letter, and the stream never drops it as a duplicate
 //!    of the original;
-//! 2. terminated, once the sink confirmed the dead letter is stored. A "duplicate" answer
-//!    counts only when the stored message is this dead letter; otherwise the dead letter was
-//!    not stored, and the message is nak'd and the failure logged.
+//! 2. terminated, once the stream acknowledged the dead letter. A "duplicate" answer counts
+//!    only when the stored message (read back through the ack,
+//!    [`PublishAck::stored_message`](natty::PublishAck::stored_message)) is this dead letter;
+//!    otherwise the dead letter was not stored, and the message is nak'd and the failure
+//!    logged.
 //!
 //! If the publish fails the message is nak'd instead (after the nak [`Backoff`](crate::backoff::Backoff)), so it comes back
 //! rather than vanish. The handler's result is passed on unchanged; layers above see the message
@@ -33,8 +35,9 @@
 //! In-process [retries](crate::retry) belong below it and below the ack layer: an attempt
 //! settled by a layer below the retry is not retried (see the retry module).
 //!
-//! The sink is a trait so that any publisher works: it is implemented for [`natty::Natty`]
-//! (`publish_acked_with_headers`, with its retries) and async-nats' `jetstream::Context`.
+//! The publisher is any tower `Service` of [`natty::OutgoingMessage`] answering with the
+//! stream's [`natty::PublishAck`] ([`DeadLetterPublisher`]): [`natty::Natty::publisher`], alone
+//! or under tower middleware (a rate limit, a timeout).
 //!
 //! # Example
 //! ```no_run
@@ -45,11 +48,10 @@
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = async_nats::connect("nats://localhost:4222").await?;
-//! let jetstream = async_nats::jetstream::new(client);
+//! let natty = natty::Natty::connect(natty::Config::from_env()).await?;
 //! let service = ServiceBuilder::new()
 //!     // Dead-letters to "dlq.<original subject>", here on the 5th failed delivery at the latest.
-//!     .layer(DeadLetterLayer::with_prefix(jetstream, "dlq").max_deliveries(5))
+//!     .layer(DeadLetterLayer::with_prefix(natty.publisher(), "dlq").max_deliveries(5))
 //!     .service(service_fn(|_: Message| async { Ok::<_, BoxError>(()) }));
 //! # let _ = service;
 //! # Ok(())
@@ -59,7 +61,7 @@
 mod error;
 mod future;
 mod layer;
-mod sink;
+mod publish;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -75,7 +77,35 @@ use self::future::Original;
 pub use self::future::ResponseFuture;
 use self::layer::Config;
 pub use self::layer::DeadLetterLayer;
-pub use self::sink::DeadLetterSink;
+
+/// What a dead-letter layer publishes through: any tower `Service` of
+/// [`OutgoingMessage`](natty::OutgoingMessage) answering with the stream's
+/// [`PublishAck`](natty::PublishAck), such as [`natty::Natty::publisher`]. Implemented for
+/// every such service; there is nothing to implement.
+pub trait DeadLetterPublisher:
+    Service<
+        natty::OutgoingMessage,
+        Response = natty::PublishAck,
+        Error: Into<crate::error::BoxError>,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<P> DeadLetterPublisher for P
+where
+    P: Service<natty::OutgoingMessage, Response = natty::PublishAck>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    P::Error: Into<crate::error::BoxError>,
+    P::Future: Send,
+{
+}
 use crate::classify::{ClassifyError, Decision, DefaultClassifier};
 
 /// Header: the subject the message was published to.
@@ -208,7 +238,7 @@ impl<S, K, C> Service<Message> for DeadLetter<S, K, C>
 where
     S: Service<Message>,
     S::Error: std::fmt::Display + From<DeadLetterError>,
-    K: DeadLetterSink,
+    K: DeadLetterPublisher,
     C: ClassifyError<S::Error> + Send + Sync + 'static,
 {
     type Response = S::Response;

@@ -4,6 +4,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use natty::message::{DeliveryInfo, Message, Recorder, Settlement};
+use natty::{OutgoingMessage, PublishAck};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 use super::*;
@@ -34,21 +35,30 @@ impl FakeSink {
     }
 }
 
-impl DeadLetterSink for FakeSink {
-    async fn publish(
-        &self,
-        subject: String,
-        headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<(), DeadLetterError> {
+impl Service<OutgoingMessage> for FakeSink {
+    type Response = PublishAck;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<PublishAck, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, message: OutgoingMessage) -> Self::Future {
         if self.fail {
-            return Err(DeadLetterError::new(DeadLetterErrorKind::Publish));
+            return std::future::ready(Err("publish refused".into()));
         }
-        self.published
-            .lock()
-            .unwrap()
-            .push((subject, headers, payload));
-        Ok(())
+        let mut published = self.published.lock().unwrap();
+        published.push((
+            message.subject().to_owned(),
+            message.headers().clone(),
+            message.payload().clone(),
+        ));
+        let sequence = published.len() as u64;
+        std::future::ready(Ok(PublishAck::new("DEAD", sequence, false)))
     }
 }
 

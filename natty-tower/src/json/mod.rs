@@ -1,6 +1,6 @@
 //! Decode each message's JSON payload before the handler sees it.
 //!
-//! [`DecodeJson`] turns a service of [`Json<T>`] into a service of [`Message`]: the payload is
+//! [`DecodeJson`] turns a service of [`JsonMessage<T>`] into a service of [`Message`]: the payload is
 //! parsed with `serde_json` and handed over together with the message. A payload that does not
 //! parse as `T` fails the call with [`DecodeErrorKind::InvalidJson`] without calling the
 //! handler; the [default classifier](crate::classify) gives such a message up (dead letter or
@@ -11,7 +11,7 @@
 //! use natty::message::{Message, Settlement};
 //! use natty_tower::ack::AckLayer;
 //! use natty_tower::error::BoxError;
-//! use natty_tower::json::{Json, JsonLayer};
+//! use natty_tower::json::{JsonMessage, JsonLayer};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! #[derive(serde::Deserialize)]
@@ -24,7 +24,7 @@
 //! let service = ServiceBuilder::new()
 //!     .layer(AckLayer::new())
 //!     .layer(JsonLayer::<OrderCreated>::new())
-//!     .service(service_fn(|order: Json<OrderCreated>| async move {
+//!     .service(service_fn(|order: JsonMessage<OrderCreated>| async move {
 //!         assert_eq!(order.payload.id, 42);
 //!         Ok::<_, BoxError>(())
 //!     }));
@@ -59,14 +59,14 @@ use crate::error::BoxError;
 /// A message with its payload decoded as `T`.
 #[derive(Debug)]
 #[non_exhaustive]
-pub struct Json<T> {
+pub struct JsonMessage<T> {
     /// The decoded payload.
     pub payload: T,
     /// The message it came in (to read headers, extensions or settle it).
     pub message: Message,
 }
 
-impl<T> Json<T> {
+impl<T> JsonMessage<T> {
     /// The decoded payload and its message.
     pub fn into_parts(self) -> (T, Message) {
         (self.payload, self.message)
@@ -123,7 +123,7 @@ impl<S: fmt::Debug, T> fmt::Debug for DecodeJson<S, T> {
 
 impl<S, T> Service<Message> for DecodeJson<S, T>
 where
-    S: Service<Json<T>>,
+    S: Service<JsonMessage<T>>,
     S::Error: Into<BoxError>,
     T: DeserializeOwned,
 {
@@ -137,7 +137,9 @@ where
 
     fn call(&mut self, message: Message) -> Self::Future {
         match serde_json::from_slice::<T>(message.payload()) {
-            Ok(payload) => ResponseFuture::called(self.inner.call(Json { payload, message })),
+            Ok(payload) => {
+                ResponseFuture::called(self.inner.call(JsonMessage { payload, message }))
+            }
             Err(err) => ResponseFuture::rejected(DecodeError::with_source(
                 DecodeErrorKind::InvalidJson,
                 err,
@@ -161,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_json_is_classified_give_up_and_skips_the_handler() {
-        let service = JsonLayer::<Order>::new().layer(service_fn(|_: Json<Order>| async {
+        let service = JsonLayer::<Order>::new().layer(service_fn(|_: JsonMessage<Order>| async {
             panic!("the handler must not see undecodable input");
             #[allow(unreachable_code)]
             Ok::<_, BoxError>(())
@@ -177,7 +179,7 @@ mod tests {
     #[tokio::test]
     async fn good_json_reaches_the_handler_with_its_message() {
         let service =
-            JsonLayer::<Order>::new().layer(service_fn(|order: Json<Order>| async move {
+            JsonLayer::<Order>::new().layer(service_fn(|order: JsonMessage<Order>| async move {
                 Ok::<_, BoxError>((order.payload.id, order.message.subject().to_string()))
             }));
         let (msg, _) = Message::builder("orders", r#"{"id":7}"#).build();

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use natty::message::Acker;
 use pin_project_lite::pin_project;
 
 use super::{ErrorReport, Shared};
@@ -14,15 +15,17 @@ pin_project! {
         #[pin]
         future: F,
         report: Option<ErrorReport>,
+        acker: Acker,
         shared: Arc<Shared>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(future: F, report: ErrorReport, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(future: F, report: ErrorReport, acker: Acker, shared: Arc<Shared>) -> Self {
         Self {
             future,
             report: Some(report),
+            acker,
             shared,
         }
     }
@@ -39,8 +42,9 @@ where
         let this = self.project();
         let output = ready!(this.future.poll(cx));
         if let (Err(err), Some(mut report)) = (&output, this.report.take()) {
-            report.error = err.to_string();
-            this.shared.report(report);
+            // With its causes: natty's errors print them in the alternate form.
+            report.error = format!("{err:#}");
+            this.shared.report(report, this.acker);
         }
         Poll::Ready(output)
     }

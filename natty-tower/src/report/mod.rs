@@ -106,8 +106,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn report(&self, report: ErrorReport) {
-        tracing::warn!(
+    /// Log the failure (unless a layer below did) and hand the report to the sink.
+    fn report(&self, report: ErrorReport, acker: &natty::message::Acker) {
+        if acker.claim_failure_log() {
+            tracing::warn!(
             subject = %report.subject,
             stream = %report.info.stream,
             consumer = %report.info.consumer,
@@ -116,7 +118,8 @@ impl Shared {
             message_id = report.message_id.as_deref(),
             error = %report.error,
             "message handler failed"
-        );
+            );
+        }
         match &self.sink {
             Sink::Log => {}
             Sink::Channel(sender) => {
@@ -182,7 +185,8 @@ where
             message_id: msg.message_id().map(str::to_owned),
             error: String::new(),
         };
-        ResponseFuture::new(self.inner.call(msg), report, self.shared.clone())
+        let acker = msg.acker().clone();
+        ResponseFuture::new(self.inner.call(msg), report, acker, self.shared.clone())
     }
 }
 

@@ -91,3 +91,32 @@ async fn a_callback_gets_each_error_and_successes_are_not_reported() {
     let subjects: Vec<_> = seen.iter().map(|r| r.subject.as_str()).collect();
     assert_eq!(subjects, ["orders.bad"]);
 }
+
+/// A failure is logged once: the report layer claims the delivery's log line (so the driver
+/// and the layers above stay quiet), and leaves it to a layer below that claimed it first.
+#[tokio::test]
+async fn the_report_layer_claims_the_failure_log_unless_a_layer_below_did() {
+    let seen = Arc::new(Mutex::new(0));
+    let counter = seen.clone();
+    let layer = ReportErrorsLayer::new().callback(move |_| *counter.lock().unwrap() += 1);
+
+    let msg = message("orders.created", "x");
+    let acker = msg.acker().clone();
+    let _ = failing(&layer).oneshot(msg).await;
+    assert!(!acker.claim_failure_log(), "the report layer logged it");
+
+    // A layer below logged it first: the report still reaches the sink.
+    let below = ReportErrorsLayer::new().layer(service_fn(|msg: Message| async move {
+        assert!(msg.acker().claim_failure_log());
+        Err::<(), _>(BoxError::from("failed below"))
+    }));
+    let _ = layer
+        .layer(below)
+        .oneshot(message("orders.created", "x"))
+        .await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        2,
+        "every failure reported to the sink"
+    );
+}

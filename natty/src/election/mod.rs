@@ -143,7 +143,7 @@ impl Natty {
 
     /// The election bucket, created when missing; an existing one must have the TTL asked.
     async fn election_bucket(&self, config: &ElectionConfig) -> Result<kv::Store, ElectionError> {
-        let store = match self.bucket(&config.bucket).await.map_err(bucket_error)? {
+        let store = match self.store(&config.bucket).await.map_err(bucket_error)? {
             Some(store) => kv::Store::clone(&store),
             None => {
                 let created = self
@@ -159,7 +159,7 @@ impl Natty {
                     Ok(store) => store,
                     // Another node may have created it first, possibly with another TTL.
                     Err(err) => self
-                        .bucket(&config.bucket)
+                        .store(&config.bucket)
                         .await
                         .map_err(bucket_error)?
                         .map(|store| kv::Store::clone(&store))

@@ -23,7 +23,7 @@ use tower::{Service, ServiceExt};
 
 use super::config::{config_key, consumer_name, StaticGroupConfig, PRIORITY_GROUP};
 use super::error::{refused, GroupError, GroupErrorKind};
-use crate::consume::BoxError;
+use crate::error::BoxError;
 use crate::error::Error;
 use crate::message::{Acker, Message, Settlement};
 use crate::Natty;
