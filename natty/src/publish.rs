@@ -12,7 +12,7 @@
 //! [`Natty::publish_path`](crate::Natty::publish_path) says which a subject uses right now:
 //!
 //! - **Fast ingest** ([`PublishPath::FastIngest`]), on servers 2.14+ when the subject's stream
-//!   allows batched publishing (`allow_batched`, which [`Natty::create_stream`] sets on those
+//!   allows batched publishing (`allow_batched`, which [`Natty::create_stream`](crate::Natty::create_stream) sets on those
 //!   servers): messages go out as one fast-ingest batch (ADR-50), and one flow ack from the
 //!   server confirms hundreds of them (default 500, [`PublishConfig::fast_ingest_flow`]). When
 //!   the queue stays empty for a moment the batch is committed, so its tail is confirmed too.
