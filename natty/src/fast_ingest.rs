@@ -12,8 +12,8 @@
 //! What the worker keeps on top: every message sent and not yet confirmed, oldest first.
 //! When a batch ends early (a gap, an unknown batch after a server restart, silence past the
 //! ack timeout), the stored prefix is confirmed and the rest goes back to the worker, which
-//! resends it one by one under the same `Nats-Msg-Id`s, so whatever did reach the stream is
-//! dropped as a duplicate and nothing is stored twice.
+//! sends it again first, in the next batch, under the same `Nats-Msg-Id`s: whatever did reach
+//! the stream is dropped as a duplicate and nothing is stored twice or out of order.
 //!
 //! Why natty's own code: async-nats has no fast-ingest publisher, and Synadia's
 //! `jetstream-extra` one is built on another async-nats release and publishes one batch per
@@ -201,6 +201,11 @@ impl<M: BatchMessage> Batch<M> {
     /// Whether sent messages wait for confirmation.
     pub(crate) fn has_unconfirmed(&self) -> bool {
         !self.unconfirmed.is_empty()
+    }
+
+    /// Whether the server confirmed any message of this batch.
+    pub(crate) fn confirmed_any(&self) -> bool {
+        self.stored > 0
     }
 
     /// Whether the end-of-batch commit was sent.

@@ -17,8 +17,11 @@
 //!   server confirms hundreds of them (default 500, [`PublishConfig::fast_ingest_flow`]). When
 //!   the queue stays empty for a moment the batch is committed, so its tail is confirmed too.
 //!   A batch that ends early (a gap, a server restart, silence past the request timeout)
-//!   confirms what the server says it stored; the rest is resent one by one under the same
-//!   `Nats-Msg-Id`s before anything newer, so nothing is stored twice and order holds.
+//!   confirms what the server says it stored; the rest goes into the next batch, under the
+//!   same `Nats-Msg-Id`s and before anything newer, so nothing is stored twice and order
+//!   holds (the server stores a batch's messages in order and stops at a gap). Only when a
+//!   batch cannot be opened, or confirmed nothing at all (an outage), do messages go one by
+//!   one with their own retries until one of them is confirmed again.
 //! - **Per message** ([`PublishPath::PerMessage`]): one publish and one ack each, with up to
 //!   `window` acks outstanding. Streams without `allow_batched`, servers before 2.14, and
 //!   [`PublishConfig::fast_ingest`]`(false)` use it.
@@ -47,7 +50,10 @@
 //! after its backoff, when later messages of the same subject may already be stored, so it is
 //! stored *after* them (and if its first attempt did reach the stream after all, the retry is
 //! dropped as a duplicate and the message keeps its first place). Messages of different
-//! subjects are not ordered with each other. Where order must hold across failures too, use
+//! subjects are not ordered with each other. On the fast-ingest path (see [Paths](self#paths))
+//! a batch's leftovers are resent in the next batch, so order holds across a crash or a cut
+//! too, unless the outage outlasts a batch (then messages go one by one, with the retry
+//! caveat above). Where order must hold across any failure, use
 //! [`Natty::publish_acked`](crate::Natty::publish_acked) one message at a time.
 //!
 //! # Cancellation
@@ -463,22 +469,21 @@ impl Pipeline {
         let ack_timeout = self.jetstream.timeout();
         // Single publishes whose acks are outstanding.
         let mut in_flight = FuturesUnordered::new();
-        // Messages to send one by one before anything newer: what a batch did not confirm.
+        // Messages to send before anything newer: what a batch did not confirm.
         let mut resend: VecDeque<Outgoing> = VecDeque::new();
         let mut batch: Option<Batch<Outgoing>> = None;
         let mut fast =
             self.config.fast_ingest && version_at_least(&self.client.server_info().version, 2, 14);
-        // Set when a batch could not be opened or was lost (an outage, a restart): single
-        // publishes, with their window, until one of them is confirmed again.
+        // Set when a batch could not be opened, or ended without confirming anything (an
+        // outage): single publishes, with their window and retries, until one is confirmed.
         let mut troubled = false;
         // Since when the queue has been empty while a batch holds unconfirmed messages.
         let mut quiet_since: Option<Instant> = None;
         let mut open = true;
         path.store(fast, Ordering::Release);
         loop {
-            let room = if !resend.is_empty() {
-                batch.is_none() && in_flight.len() < window
-            } else if let Some(batch) = &batch {
+            let room = if let Some(batch) = &batch {
+                // What a batch left over goes into the next batch, in order, like new messages.
                 batch.has_room()
             } else if fast && !troubled {
                 // A new batch starts only once every single publish before it is settled,
@@ -519,10 +524,12 @@ impl Pipeline {
                                 self.settled_one();
                             }
                             if let Some(ended) = batch.take() {
-                                let unconfirmed = ended.into_unconfirmed();
                                 // A batch that ended before confirming everything it was sent
-                                // met a gap or a restart.
-                                troubled |= !unconfirmed.is_empty();
+                                // met a gap or a restart: the rest goes into the next batch,
+                                // or alone if this one confirmed nothing at all.
+                                let made_progress = ended.confirmed_any();
+                                let unconfirmed = ended.into_unconfirmed();
+                                troubled |= !unconfirmed.is_empty() && !made_progress;
                                 resend.extend(unconfirmed);
                             }
                         }
@@ -537,9 +544,9 @@ impl Pipeline {
                     if !alive {
                         tracing::debug!(target: "natty", %subject, "fast-ingest batch went silent; resending what it did not confirm");
                         if let Some(lost) = batch.take() {
+                            troubled |= !lost.confirmed_any();
                             resend.extend(lost.into_unconfirmed());
                         }
-                        troubled = true;
                     }
                 }
                 () = sleep_until(commit_at), if quiet_since.is_some() => {
@@ -551,7 +558,7 @@ impl Pipeline {
                     quiet_since = None;
                 }
                 next = next_message(&mut resend, &mut queue), if room && (open || !resend.is_empty()) => {
-                    let Some((message, single)) = next else {
+                    let Some(message) = next else {
                         open = false;
                         if let Some(current) = batch.as_mut() {
                             current.commit().await;
@@ -561,7 +568,7 @@ impl Pipeline {
                     // A `Publisher` call waits for its own ack (sequence, duplicate), which a
                     // flow ack does not give: it goes alone, after the open batch has ended,
                     // so the subject's order holds.
-                    let alone = single || !fast || troubled || message.reply.is_some();
+                    let alone = !fast || troubled || message.reply.is_some();
                     if alone {
                         if let Some(current) = batch.as_mut() {
                             current.commit().await;
@@ -776,15 +783,15 @@ impl Pipeline {
 /// tail: long enough that a steady producer keeps one batch open, short next to an ack.
 const BATCH_LINGER: Duration = Duration::from_millis(1);
 
-/// The next message to send, and whether it must go alone: first what a batch left to
-/// resend, then the queue (`None` once it is closed and empty).
+/// The next message to send: first what a batch left over, then the queue (`None` once it is
+/// closed and empty).
 async fn next_message(
     resend: &mut VecDeque<Outgoing>,
     queue: &mut mpsc::Receiver<Outgoing>,
-) -> Option<(Outgoing, bool)> {
+) -> Option<Outgoing> {
     match resend.pop_front() {
-        Some(message) => Some((message, true)),
-        None => queue.recv().await.map(|message| (message, false)),
+        Some(message) => Some(message),
+        None => queue.recv().await,
     }
 }
 

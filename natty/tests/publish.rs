@@ -559,7 +559,8 @@ async fn a_subject_publishes_through_fast_ingest_where_its_stream_allows_it() {
 /// The fast-ingest path through a server crash (SIGKILL and restart on the same store) and a
 /// network cut, both in the middle of batches: every message published is stored exactly
 /// once, and the messages of each (task, subject) are stored in publish order, read back by a
-/// plain client.
+/// plain client. On a server without fast ingest (2.10) the same run checks exactly once; its
+/// per-message retries may reorder, as the publish docs say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_ingest_through_a_crash_and_a_cut_loses_nothing_and_stores_nothing_twice() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -661,5 +662,10 @@ async fn fast_ingest_through_a_crash_and_a_cut_loses_nothing_and_stores_nothing_
     );
     assert_eq!(distinct.len(), TASKS * PER_TASK, "every message stored");
     assert_eq!(stored.len(), TASKS * PER_TASK, "no message stored twice");
-    assert_eq!(inversions, 0, "order kept per task and subject");
+    if natty.supports_fast_ingest() {
+        assert_eq!(inversions, 0, "order kept per task and subject");
+    } else {
+        // One publish per message: a retry is written after later messages (documented).
+        println!("chaos: per-message path, retried messages may land after later ones");
+    }
 }
