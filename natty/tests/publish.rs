@@ -277,6 +277,24 @@ async fn stored_in_order(server: &Server, stream: &str) -> Vec<(String, String)>
     stored
 }
 
+/// Stored `(subject, "task:seq")` messages that came after a later one of the same task and
+/// subject.
+fn inversions(stored: &[(String, String)]) -> usize {
+    let mut last = std::collections::HashMap::new();
+    let mut inversions = 0;
+    for (subject, payload) in stored {
+        let (task, seq) = payload.split_once(':').expect("task:seq");
+        let seq: usize = seq.parse().expect("seq");
+        let previous = last.entry((task, subject.as_str())).or_insert(seq);
+        if seq < *previous {
+            inversions += 1;
+        } else {
+            *previous = seq;
+        }
+    }
+    inversions
+}
+
 /// 100,000 messages over five subjects from four tasks, each payload `task:seq` with a
 /// sequence per task and subject: read back in stream order, no message of a (task, subject)
 /// is stored before one that task published earlier to that subject.
@@ -310,20 +328,7 @@ async fn messages_of_one_subject_are_stored_in_publish_order() {
 
     let stored = stored_in_order(&server, "ORDER").await;
     assert_eq!(stored.len(), TASKS * PER_TASK, "every message stored once");
-    let mut last = std::collections::HashMap::new();
-    let mut inversions = 0usize;
-    for (subject, payload) in &stored {
-        let (task, seq) = payload.split_once(':').expect("task:seq");
-        let seq: usize = seq.parse().expect("seq");
-        let previous = last
-            .entry((task.to_owned(), subject.clone()))
-            .or_insert(seq);
-        if seq < *previous {
-            inversions += 1;
-        } else {
-            *previous = seq;
-        }
-    }
+    let inversions = inversions(&stored);
     println!(
         "publish order: {} stored, {inversions} stored after a later one",
         stored.len()
@@ -641,20 +646,7 @@ async fn fast_ingest_through_a_crash_and_a_cut_loses_nothing_and_stores_nothing_
 
     let stored = stored_in_order(&server, "CHAOS").await;
     let distinct: std::collections::HashSet<&(String, String)> = stored.iter().collect();
-    let mut last = std::collections::HashMap::new();
-    let mut inversions = 0usize;
-    for (subject, payload) in &stored {
-        let (task, seq) = payload.split_once(':').expect("task:seq");
-        let seq: usize = seq.parse().expect("seq");
-        let previous = last
-            .entry((task.to_owned(), subject.clone()))
-            .or_insert(seq);
-        if seq < *previous {
-            inversions += 1;
-        } else {
-            *previous = seq;
-        }
-    }
+    let inversions = inversions(&stored);
     println!(
         "chaos: {} stored, {} distinct, {inversions} stored after a later one",
         stored.len(),
