@@ -486,9 +486,13 @@ impl Pipeline {
                 // What a batch left over goes into the next batch, in order, like new messages.
                 batch.has_room()
             } else if fast && !troubled {
-                // A new batch starts only once every single publish before it is settled,
-                // so the subject's order holds across the two paths.
-                in_flight.is_empty()
+                match resend.front() {
+                    // A new batch starts only once every single publish before it is settled,
+                    // so the subject's order holds across the two paths.
+                    Some(next) if next.reply.is_none() => in_flight.is_empty(),
+                    // `Publisher` calls go alone, in a window, like the per-message path.
+                    _ => in_flight.len() < window,
+                }
             } else {
                 in_flight.len() < window
             };
@@ -604,6 +608,11 @@ impl Pipeline {
                                 resend.push_back(unsent);
                                 troubled = true;
                             }
+                        }
+                        None if !in_flight.is_empty() => {
+                            // Single publishes are still out: this one opens the next batch
+                            // once they are settled.
+                            resend.push_front(message);
                         }
                         None => {
                             let flow = self.config.fast_ingest_flow;
