@@ -126,7 +126,8 @@ fn spawn_call<S>(
     S::Error: Into<BoxError>,
 {
     let guard = SettleGuard(Some(message.acker().clone()));
-    let subject = message.subject().to_string();
+    // A cheap handle on the subject; it becomes a `String` only for a failure report.
+    let subject = message.subject().clone();
     let (stream_sequence, delivered) = (message.info().stream_sequence, message.info().delivered);
     // A panic in `call` itself (a closure parsing before its `async` block) would otherwise
     // unwind through the driver and stop consuming with messages left ack-pending.
@@ -159,7 +160,7 @@ fn spawn_call<S>(
         guard.settle(matches!(outcome, Outcome::Handled)).await;
         drop(slot);
         let failure = error.map(|error| HandlerFailure {
-            subject,
+            subject: subject.to_string(),
             stream_sequence,
             delivered,
             error,
