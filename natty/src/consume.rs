@@ -615,6 +615,14 @@ impl Natty {
         }
     }
 
+    /// Check `config`'s names and create (or update) its durable consumer.
+    pub(crate) async fn resolve_consumer(
+        &self,
+        config: &ConsumeConfig,
+    ) -> Result<(), ConsumeError> {
+        self.consumer_for(config).await.map(drop)
+    }
+
     async fn consumer_for(
         &self,
         config: &ConsumeConfig,

@@ -341,6 +341,56 @@ async fn consume_rejects_bad_names_and_missing_streams() {
     assert_eq!(err.kind(), ConsumeErrorKind::StreamNotFound, "{err}");
 }
 
+/// A consumer handle checks its names and creates the durable when it is made, then serves
+/// every message, each carrying the consumer's settings, and acks them all.
+#[tokio::test]
+async fn a_consumer_handle_fails_early_and_serves_every_message() {
+    let server = Server::start().unwrap();
+    let natty = setup(&server, "CH", 200).await;
+    let err = natty
+        .consumer(ConsumeConfig::new("A.B", "worker"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConsumeErrorKind::InvalidName);
+    let err = natty
+        .consumer(ConsumeConfig::new("MISSING", "worker"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConsumeErrorKind::StreamNotFound, "{err}");
+
+    let handle = natty
+        .consumer(ConsumeConfig::new("CH", "worker").concurrency(8))
+        .await
+        .unwrap();
+    // The durable exists on the server as soon as the handle does.
+    assert_eq!(pending(&natty, "CH", "worker").await, (200, 0));
+    let with_settings = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let (counted, stop) = (Arc::clone(&with_settings), shutdown.clone());
+    let summary = timeout(
+        DEADLINE,
+        handle.consume(shutdown, move |msg: Message| {
+            let (counted, stop) = (Arc::clone(&counted), stop.clone());
+            async move {
+                if msg
+                    .consumer_settings()
+                    .is_some_and(|settings| settings.consumer() == "worker")
+                    && counted.fetch_add(1, Ordering::SeqCst) + 1 == 200
+                {
+                    stop.cancel();
+                }
+                Ok::<_, std::io::Error>(())
+            }
+        }),
+    )
+    .await
+    .expect("consume ends after shutdown")
+    .unwrap();
+    assert_eq!(with_settings.load(Ordering::SeqCst), 200);
+    assert_eq!(summary.handled, 200);
+    assert_eq!(pending(&natty, "CH", "worker").await, (0, 0), "all acked");
+}
+
 /// The durable `durable` of `stream` read through a plain async-nats client, not through natty.
 async fn plain_consumer(
     server: &Server,

@@ -1,0 +1,103 @@
+//! [`Consumer`]: a durable consumer resolved once, then served or consumed as often as needed.
+
+use std::future::Future;
+
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::consume::{ConsumeConfig, ConsumeError, ConsumeSummary};
+use crate::error::BoxError;
+use crate::message::Message;
+use crate::Natty;
+
+/// A durable pull consumer, from [`Natty::consumer`]: its names were checked and the consumer
+/// created (or updated) on the server when the handle was made, so a typo or a missing stream
+/// fails there, not when serving starts. Cheap to clone.
+///
+/// Every message it delivers carries the consumer's
+/// [`ConsumerSettings`](crate::ConsumerSettings) in its extensions, so natty-tower's layers
+/// take the ack wait and max deliveries from the server.
+///
+/// # Example
+/// ```no_run
+/// use natty::{CancellationToken, ConsumeConfig, Message};
+///
+/// async fn run(natty: natty::Natty) -> Result<(), Box<dyn std::error::Error>> {
+///     let billing = natty.consumer(ConsumeConfig::new("ORDERS", "billing")).await?;
+///     let shutdown = CancellationToken::new();
+///     let summary = billing
+///         .consume(shutdown, |msg: Message| async move {
+///             println!("{:?}", msg.payload());
+///             Ok::<_, std::io::Error>(())
+///         })
+///         .await?;
+///     println!("handled {}", summary.handled);
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Consumer {
+    natty: Natty,
+    config: ConsumeConfig,
+}
+
+impl Natty {
+    /// Resolve the durable consumer `config` describes (checking its names, creating or
+    /// updating it on the server) and return its handle.
+    ///
+    /// # Errors
+    /// `InvalidName` for a bad stream, consumer or filter name; `StreamNotFound` when the
+    /// stream does not exist; `Fetch` when the server cannot be asked.
+    pub async fn consumer(&self, config: ConsumeConfig) -> Result<Consumer, ConsumeError> {
+        self.resolve_consumer(&config).await?;
+        Ok(Consumer {
+            natty: self.clone(),
+            config,
+        })
+    }
+}
+
+impl Consumer {
+    /// The configuration the handle serves with.
+    pub fn config(&self) -> &ConsumeConfig {
+        &self.config
+    }
+
+    /// Feed the consumer into `service` until `shutdown` is cancelled, as
+    /// [`Natty::serve`] does.
+    ///
+    /// # Errors
+    /// See [`Natty::serve`].
+    pub fn serve<S>(
+        &self,
+        shutdown: CancellationToken,
+        service: S,
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + '_
+    where
+        S: Service<Message> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        self.natty.serve(self.config.clone(), shutdown, service)
+    }
+
+    /// Run `handler` for each message until `shutdown` is cancelled, as [`Natty::consume`]
+    /// does (Go natty's `Consume`).
+    ///
+    /// # Errors
+    /// See [`Natty::consume`].
+    pub async fn consume<F, Fut, E>(
+        &self,
+        shutdown: CancellationToken,
+        handler: F,
+    ) -> Result<ConsumeSummary, ConsumeError>
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.natty
+            .consume(self.config.clone(), shutdown, handler)
+            .await
+    }
+}
