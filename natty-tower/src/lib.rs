@@ -45,6 +45,9 @@
 //!
 //! # Features
 //! - `metrics` (off by default): the `metrics` module, recording through the `metrics` facade.
+//! - `opentelemetry` (off by default): the [`trace`] layer makes the publisher's span (the W3C
+//!   trace context in the message's headers) the OpenTelemetry parent of each message's span;
+//!   turns on natty's feature of the same name, which writes that context on every publish.
 //!
 //! # Example
 //! ```

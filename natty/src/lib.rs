@@ -57,6 +57,8 @@ mod fast_ingest;
 pub mod group;
 pub mod kv;
 pub mod message;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 pub mod publish;
 pub mod publisher;
 pub mod report;

@@ -826,8 +826,12 @@ pub(crate) enum Enqueue {
     Failed(PublishError),
 }
 
+/// The headers a message is sent with: the caller's, a `Nats-Msg-Id` unless they set one, and
+/// (with the `opentelemetry` feature) the current span's trace context.
 fn with_message_id(headers: Option<HeaderMap>) -> HeaderMap {
     let mut headers = headers.unwrap_or_default();
+    #[cfg(feature = "opentelemetry")]
+    crate::otel::inject_current(&mut headers);
     if headers.get(async_nats::header::NATS_MESSAGE_ID).is_none() {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
     }

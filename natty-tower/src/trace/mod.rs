@@ -1,8 +1,8 @@
 //! A `tracing` span per message, with OpenTelemetry's messaging fields.
 //!
-//! [`Trace`] runs each call inside an `INFO` span named `process` whose fields follow the
-//! OpenTelemetry semantic conventions for messaging, so an OpenTelemetry subscriber layer turns
-//! it into a consumer span without natty depending on OpenTelemetry:
+//! [`Trace`] runs each call inside a span, by default an `INFO` span named `process` whose
+//! fields follow the OpenTelemetry semantic conventions for messaging, so an OpenTelemetry
+//! subscriber layer (`tracing-opentelemetry`) turns it into a consumer span:
 //!
 //! | field | value |
 //! | --- | --- |
@@ -12,24 +12,40 @@
 //! | `messaging.destination.name` | the subject |
 //! | `messaging.consumer.group.name` | the durable consumer |
 //! | `messaging.message.id` | the `Nats-Msg-Id` header, if any |
+//! | `messaging.message.body.size` | the payload's length in bytes |
 //! | `messaging.nats.stream`, `messaging.nats.stream_sequence` | where it is stored |
 //! | `messaging.nats.delivery_count` | how many times it was delivered |
 //! | `traceparent` | the W3C `traceparent` header, if present and well-formed |
 //! | `otel.status_code`, `error.message` | `ERROR` and the error, when the handler fails |
 //!
+//! The span is made by a [`MakeSpan`], as in tower-http: [`DefaultMakeSpan`] (whose
+//! [`level`](DefaultMakeSpan::level) can change) or a closure given to
+//! [`TraceLayer::make_span_with`]. A failure is recorded on whatever span it made.
+//!
+//! # Parent spans across services (the `opentelemetry` feature)
+//! With the feature on, the span gets the publisher's span as its OpenTelemetry parent: the
+//! trace context the message's headers carry (read by the propagator set with
+//! `opentelemetry::global::set_text_map_propagator`, header names matched case-insensitively,
+//! so a Go service's `Traceparent` counts) is set as the parent of the span, whichever
+//! [`MakeSpan`] made it. natty's publishes write that context with the same feature (see
+//! `natty::otel`). A message without trace context keeps the span's usual parent.
+//!
 //! # Example
 //! ```
 //! use natty::Message;
 //! use natty_tower::error::BoxError;
-//! use natty_tower::trace::TraceLayer;
+//! use natty_tower::trace::{DefaultMakeSpan, TraceLayer};
 //! use tower::{service_fn, Layer, ServiceExt};
+//! use tracing::Level;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let service = TraceLayer::new().layer(service_fn(|_: Message| async {
-//!     tracing::info!("inside the message's span");
-//!     Ok::<_, BoxError>(())
-//! }));
+//! let service = TraceLayer::new()
+//!     .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+//!     .layer(service_fn(|_: Message| async {
+//!         tracing::info!("inside the message's span");
+//!         Ok::<_, BoxError>(())
+//!     }));
 //! let (msg, _) = Message::builder("orders.created", "{}")
 //!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 //!     .build();
@@ -39,29 +55,38 @@
 
 mod future;
 mod layer;
+mod make_span;
 
 use std::task::{Context, Poll};
 
 use natty::Message;
 use tower::Service;
-use tracing::field::Empty;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::TraceLayer;
+pub use self::make_span::{DefaultMakeSpan, MakeSpan};
 
 /// The W3C trace-context header carrying the producer's trace and span.
 pub const TRACEPARENT: &str = "traceparent";
 
 /// Runs each call in a span with messaging fields; see the [module docs](self).
 #[derive(Clone, Debug)]
-pub struct Trace<S> {
+pub struct Trace<S, M = DefaultMakeSpan> {
     inner: S,
+    make_span: M,
 }
 
 impl<S> Trace<S> {
-    /// Trace `inner`'s calls.
+    /// Trace `inner`'s calls in [`DefaultMakeSpan`]'s spans.
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self::with_make_span(inner, DefaultMakeSpan::new())
+    }
+}
+
+impl<S, M> Trace<S, M> {
+    /// Trace `inner`'s calls in spans made by `make_span`.
+    pub fn with_make_span(inner: S, make_span: M) -> Self {
+        Self { inner, make_span }
     }
 
     /// The inner service.
@@ -80,10 +105,11 @@ impl<S> Trace<S> {
     }
 }
 
-impl<S> Service<Message> for Trace<S>
+impl<S, M> Service<Message> for Trace<S, M>
 where
     S: Service<Message>,
     S::Error: std::fmt::Display,
+    M: MakeSpan,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -94,42 +120,38 @@ where
     }
 
     fn call(&mut self, msg: Message) -> Self::Future {
-        let span = make_span(&msg);
+        let span = self.make_span.make_span(&msg);
+        #[cfg(feature = "opentelemetry")]
+        set_remote_parent(&span, &msg);
         let future = span.in_scope(|| self.inner.call(msg));
         ResponseFuture::new(future, span)
     }
 }
 
-fn make_span(msg: &Message) -> tracing::Span {
-    let info = msg.info();
-    let span = tracing::info_span!(
-        "process",
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = msg.subject().as_str(),
-        messaging.consumer.group.name = info.consumer.as_str(),
-        messaging.message.id = Empty,
-        messaging.nats.stream = info.stream.as_str(),
-        messaging.nats.stream_sequence = info.stream_sequence,
-        messaging.nats.delivery_count = info.delivered,
-        traceparent = Empty,
-        otel.status_code = Empty,
-        error.message = Empty,
-    );
+/// Make the trace context `msg` carries the OpenTelemetry parent of `span`, if it carries one.
+#[cfg(feature = "opentelemetry")]
+fn set_remote_parent(span: &tracing::Span, msg: &Message) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
     if span.is_disabled() {
-        return span;
+        return;
     }
-    if let Some(id) = msg.message_id() {
-        span.record("messaging.message.id", id);
+    let parent = natty::otel::extract(msg.headers());
+    if parent.span().span_context().is_valid() {
+        // Fails only without an OpenTelemetry layer, or on a span a custom maker already
+        // started: the span keeps its parent then.
+        let _ = span.set_parent(parent);
     }
-    if let Some(parent) = msg.headers().get(TRACEPARENT).map(|value| value.as_str()) {
-        if is_traceparent(parent) {
-            span.record(TRACEPARENT, parent);
-        }
-    }
-    span
+}
+
+/// The first value of the header `name` of `msg`, its name matched case-insensitively.
+fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
+    msg.headers()
+        .iter()
+        .find(|(key, _)| AsRef::<str>::as_ref(key).eq_ignore_ascii_case(name))
+        .and_then(|(_, values)| values.first())
+        .map(|value| value.as_str())
 }
 
 /// Whether `value` is a W3C `traceparent`: `version-traceid-parentid-flags` in lowercase hex,

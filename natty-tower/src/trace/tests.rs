@@ -8,7 +8,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-use super::{is_traceparent, TraceLayer};
+use super::{is_traceparent, DefaultMakeSpan, MakeSpan, TraceLayer};
 use crate::error::BoxError;
 
 type Fields = Arc<Mutex<HashMap<String, String>>>;
@@ -17,6 +17,7 @@ type Fields = Arc<Mutex<HashMap<String, String>>>;
 #[derive(Default)]
 struct Capture {
     fields: Fields,
+    levels: Arc<Mutex<Vec<tracing::Level>>>,
 }
 
 struct Visitor<'a>(&'a Fields);
@@ -39,6 +40,7 @@ impl Subscriber for Capture {
     }
 
     fn new_span(&self, span: &Attributes<'_>) -> Id {
+        self.levels.lock().unwrap().push(*span.metadata().level());
         span.record(&mut Visitor(&self.fields));
         Id::from_u64(1)
     }
@@ -55,12 +57,20 @@ impl Subscriber for Capture {
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// The span fields of one call with `msg`, whose handler fails if `fail`.
-async fn span_fields(msg: Message, fail: bool) -> HashMap<String, String> {
+/// The span fields of one call with `msg` through `layer`, whose handler fails if `fail`, and
+/// the level of each span made.
+async fn call_with<M>(
+    layer: TraceLayer<M>,
+    msg: Message,
+    fail: bool,
+) -> (HashMap<String, String>, Vec<tracing::Level>)
+where
+    M: MakeSpan + Clone,
+{
     let capture = Capture::default();
-    let fields = capture.fields.clone();
+    let (fields, levels) = (capture.fields.clone(), capture.levels.clone());
     let _default = tracing::subscriber::set_default(capture);
-    let service = TraceLayer::new().layer(service_fn(move |_: Message| async move {
+    let service = layer.layer(service_fn(move |_: Message| async move {
         if fail {
             return Err(BoxError::from("inventory unavailable"));
         }
@@ -68,7 +78,13 @@ async fn span_fields(msg: Message, fail: bool) -> HashMap<String, String> {
     }));
     let _ = service.oneshot(msg).await;
     let fields = fields.lock().unwrap().clone();
-    fields
+    let levels = levels.lock().unwrap().clone();
+    (fields, levels)
+}
+
+/// The span fields of one call with `msg` through the default layer.
+async fn span_fields(msg: Message, fail: bool) -> HashMap<String, String> {
+    call_with(TraceLayer::new(), msg, fail).await.0
 }
 
 fn message(traceparent: &str) -> Message {
@@ -100,6 +116,7 @@ async fn the_span_has_the_opentelemetry_messaging_fields_and_the_traceparent() {
     assert_eq!(field("messaging.nats.stream"), Some("ORDERS"));
     assert_eq!(field("messaging.nats.stream_sequence"), Some("12"));
     assert_eq!(field("messaging.nats.delivery_count"), Some("2"));
+    assert_eq!(field("messaging.message.body.size"), Some("2"));
     assert_eq!(field("traceparent"), Some(PARENT));
     assert_eq!(field("otel.status_code"), None);
 }
@@ -120,6 +137,58 @@ async fn a_failed_handler_marks_the_span_as_an_error() {
     assert_eq!(
         fields.get("error.message").map(String::as_str),
         Some("inventory unavailable")
+    );
+}
+
+#[tokio::test]
+async fn a_traceparent_header_is_found_whatever_its_case() {
+    let (msg, _) = Message::builder("orders.paid", "{}")
+        .header("Traceparent", PARENT)
+        .build();
+    let fields = span_fields(msg, false).await;
+    assert_eq!(fields.get("traceparent").map(String::as_str), Some(PARENT));
+}
+
+#[tokio::test]
+async fn the_default_span_takes_the_level_it_is_given() {
+    let (_, levels) = call_with(TraceLayer::new(), message(PARENT), false).await;
+    assert_eq!(levels, [tracing::Level::INFO]);
+    let debug =
+        TraceLayer::new().make_span_with(DefaultMakeSpan::new().level(tracing::Level::DEBUG));
+    let (fields, levels) = call_with(debug, message(PARENT), false).await;
+    assert_eq!(levels, [tracing::Level::DEBUG]);
+    assert_eq!(
+        fields.get("messaging.destination.name").map(String::as_str),
+        Some("orders.paid")
+    );
+}
+
+#[tokio::test]
+async fn a_custom_span_maker_makes_the_span_and_gets_the_failure_recorded() {
+    let maker = |msg: &Message| {
+        tracing::warn_span!(
+            "billing",
+            order = msg.message_id().unwrap_or_default(),
+            otel.status_code = tracing::field::Empty,
+            error.message = tracing::field::Empty,
+        )
+    };
+    let (fields, levels) = call_with(
+        TraceLayer::new().make_span_with(maker),
+        message(PARENT),
+        true,
+    )
+    .await;
+    assert_eq!(levels, [tracing::Level::WARN]);
+    assert_eq!(fields.get("order").map(String::as_str), Some("order-12"));
+    assert_eq!(
+        fields.get("messaging.system"),
+        None,
+        "only the maker's fields"
+    );
+    assert_eq!(
+        fields.get("otel.status_code").map(String::as_str),
+        Some("ERROR")
     );
 }
 
