@@ -37,6 +37,7 @@
 
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -50,6 +51,10 @@ pub fn inject_current(headers: &mut HeaderMap) {
         return;
     }
     let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        // Outside any OpenTelemetry span: skip the propagator's lock on the publish path.
+        return;
+    }
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderWriter(headers));
     });

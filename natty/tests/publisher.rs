@@ -207,3 +207,31 @@ async fn after_shutdown_poll_ready_fails_closed_and_invalid_subjects_fail_the_ca
     let closed = natty.publisher().ready().await.unwrap_err();
     assert_eq!(closed.kind(), PublishErrorKind::Closed);
 }
+
+#[tokio::test]
+async fn rate_limit_holds_the_publisher_back_and_only_the_allowed_calls_are_stored() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    natty.create_stream("RATE", ["rate.>"]).await.unwrap();
+    let mut publisher = ServiceBuilder::new()
+        .rate_limit(3, Duration::from_secs(3600))
+        .service(natty.publisher());
+
+    for n in 0..3 {
+        let ready = timeout(DEADLINE, publisher.ready())
+            .await
+            .expect("within the rate")
+            .expect("ready");
+        ready
+            .call(OutgoingMessage::new("rate.limited", format!("m{n}")))
+            .await
+            .expect("acked");
+    }
+    // Readiness is the whole contract: a fourth call is not admitted within the window.
+    let fourth = timeout(Duration::from_millis(300), publisher.ready()).await;
+    assert!(fourth.is_err(), "a fourth publish was admitted past the rate");
+
+    let stored = read_back(&server, "RATE").await;
+    let payloads: Vec<&str> = stored.iter().map(|(_, payload, _)| payload.as_str()).collect();
+    assert_eq!(payloads, ["m0", "m1", "m2"]);
+}
