@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::connect::{self, ConnectError, ConnectionState};
 use crate::error::{Error, PublishErrorKind};
+use crate::header::HeaderMap;
 use crate::publish::{Enqueue, Pipeline, PublishError, PublishFailure, PublishPath};
 use crate::publisher::{PublishAck, Publisher};
 
@@ -125,7 +126,7 @@ impl Natty {
     /// queued; waits while the subject's queue is full. The message gets a `Nats-Msg-Id`.
     ///
     /// # Errors
-    /// `InvalidSubject` or `PayloadTooLarge` (nothing sent), `Closed` after
+    /// `InvalidSubject`, `InvalidHeader` or `PayloadTooLarge` (nothing sent), `Closed` after
     /// [`Natty::shutdown`]. Failures after queueing are reported through
     /// [`PublishConfig::failures`](crate::PublishConfig::failures).
     pub async fn publish(
@@ -147,7 +148,7 @@ impl Natty {
     pub async fn publish_with_headers(
         &self,
         subject: &str,
-        headers: async_nats::HeaderMap,
+        headers: HeaderMap,
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
         self.inner
@@ -206,7 +207,7 @@ impl Natty {
     pub async fn publish_acked_with_headers(
         &self,
         subject: &str,
-        headers: async_nats::HeaderMap,
+        headers: HeaderMap,
         payload: impl Into<Bytes>,
     ) -> Result<PublishAck, PublishError> {
         self.inner

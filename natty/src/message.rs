@@ -26,12 +26,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::{HeaderMap, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
 pub use http::Extensions;
 
 use crate::consumer::ConsumerSettings;
 use crate::error::{Error, SettleErrorKind};
+use crate::header::HeaderMap;
 
 /// The error of a settle call.
 pub type SettleError = Error<SettleErrorKind>;
@@ -322,7 +323,7 @@ impl Message {
         Self {
             subject: message.subject,
             payload: message.payload,
-            headers: message.headers.unwrap_or_default(),
+            headers: message.headers.map(HeaderMap::from).unwrap_or_default(),
             reply: message.reply,
             info,
             extensions: Extensions::new(),
@@ -371,9 +372,11 @@ impl Message {
         &self.info
     }
 
-    /// The `Nats-Msg-Id` header, if it was published with one.
+    /// The `Nats-Msg-Id` header, if it was published with one (spelled exactly so, as the
+    /// server reads it).
     pub fn message_id(&self) -> Option<&str> {
         self.headers
+            .as_async_nats()
             .get(async_nats::header::NATS_MESSAGE_ID)
             .map(|value| value.as_str())
     }
@@ -457,7 +460,7 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
-    /// Add a header.
+    /// Set a header (see [`HeaderMap::insert`]).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.insert(name, value);
         self

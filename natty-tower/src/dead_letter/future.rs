@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use async_nats::{HeaderMap, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
+use natty::header::{HeaderMap, NATS_MESSAGE_ID};
 use natty::message::{Acker, DeliveryInfo, Settlement};
 use natty::Message;
 use pin_project_lite::pin_project;
@@ -65,23 +66,15 @@ impl Original {
     /// The dead letter's headers: the original's, less `Nats-*` publish controls, plus its own
     /// `Nats-Msg-Id`, where it came from and why it failed.
     fn dead_letter_headers(&self, error: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, values) in self.headers.iter() {
-            let name: &str = name.as_ref();
-            if name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-") {
-                continue;
-            }
-            for value in values {
-                headers.append(name, value.clone());
-            }
-        }
+        let mut headers: HeaderMap = self
+            .headers
+            .iter()
+            .filter(|(name, _)| !(name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-")))
+            .collect();
         // The original's id would make the stream drop the dead letter as its duplicate.
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            message_id(&self.info).as_str(),
-        );
-        if let Some(id) = self.headers.get(async_nats::header::NATS_MESSAGE_ID) {
-            headers.insert(ORIGINAL_MESSAGE_ID, id.as_str());
+        headers.insert(NATS_MESSAGE_ID, message_id(&self.info));
+        if let Some(id) = self.headers.get(NATS_MESSAGE_ID) {
+            headers.insert(ORIGINAL_MESSAGE_ID, id);
         }
         headers.insert(ORIGINAL_SUBJECT, self.subject.as_str());
         headers.insert(ORIGINAL_STREAM, self.info.stream.as_str());

@@ -124,7 +124,7 @@ fn make_span(msg: &Message) -> tracing::Span {
     if let Some(id) = msg.message_id() {
         span.record("messaging.message.id", id);
     }
-    if let Some(parent) = msg.headers().get(TRACEPARENT).map(|value| value.as_str()) {
+    if let Some(parent) = msg.headers().get(TRACEPARENT) {
         if is_traceparent(parent) {
             span.record(TRACEPARENT, parent);
         }

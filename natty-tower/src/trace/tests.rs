@@ -105,6 +105,17 @@ async fn the_span_has_the_opentelemetry_messaging_fields_and_the_traceparent() {
 }
 
 #[tokio::test]
+async fn a_traceparent_spelled_the_go_way_is_recorded() {
+    // Go services write headers through `http.Header`, which spells it `Traceparent`.
+    let msg = Message::builder("orders.paid", "{}")
+        .header("Traceparent", PARENT)
+        .build()
+        .0;
+    let fields = span_fields(msg, false).await;
+    assert_eq!(fields.get("traceparent").map(String::as_str), Some(PARENT));
+}
+
+#[tokio::test]
 async fn a_malformed_traceparent_is_not_recorded() {
     let fields = span_fields(message("00-nonsense-01"), false).await;
     assert_eq!(fields.get("traceparent"), None);
