@@ -169,7 +169,7 @@ impl Publisher {
             Err(err) if err.kind() == StreamErrorKind::NotFound => return Ok(()),
             Err(err) => return Err(self.failure(err)),
         };
-        if first.subject.as_str() == subject && first.payload == *payload {
+        if first.subject == subject && first.payload == *payload {
             Ok(())
         } else {
             Err(IdempotencyKeyReused::with_detail(

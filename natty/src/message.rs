@@ -288,7 +288,7 @@ pub struct Message {
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
-            .field("subject", &self.subject)
+            .field("subject", &self.subject())
             .field("payload_len", &self.payload.len())
             .field("info", &self.info)
             .field("settled", &self.acker.is_settled())
@@ -332,9 +332,9 @@ impl Message {
     }
 
     /// Start a hand-built message, settled into a [`Recorder`] (for tests).
-    pub fn builder(subject: impl Into<Subject>, payload: impl Into<Bytes>) -> MessageBuilder {
+    pub fn builder(subject: impl Into<String>, payload: impl Into<Bytes>) -> MessageBuilder {
         MessageBuilder {
-            subject: subject.into(),
+            subject: Subject::from(subject.into()),
             payload: payload.into(),
             headers: HeaderMap::new(),
             info: DeliveryInfo::default(),
@@ -343,7 +343,12 @@ impl Message {
     }
 
     /// The subject it was published to.
-    pub fn subject(&self) -> &Subject {
+    pub fn subject(&self) -> &str {
+        self.subject.as_str()
+    }
+
+    /// The subject as a cheap handle (a reference count), for the driver's failure reports.
+    pub(crate) fn subject_handle(&self) -> &Subject {
         &self.subject
     }
 
@@ -363,8 +368,8 @@ impl Message {
     }
 
     /// The JetStream reply (ack) subject.
-    pub fn reply(&self) -> Option<&Subject> {
-        self.reply.as_ref()
+    pub fn reply(&self) -> Option<&str> {
+        self.reply.as_ref().map(Subject::as_str)
     }
 
     /// Stream, sequences and delivery count.

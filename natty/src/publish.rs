@@ -202,7 +202,7 @@ impl PublishConfig {
 #[derive(Debug)]
 pub struct PublishFailure {
     /// The subject it was published to.
-    pub subject: Subject,
+    pub subject: String,
     /// Its `Nats-Msg-Id`.
     pub message_id: String,
     /// The payload, so the caller can store or resend it.
@@ -694,7 +694,7 @@ impl Pipeline {
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
             self.report(PublishFailure {
-                subject: subject.clone(),
+                subject: subject.to_string(),
                 message_id,
                 payload,
                 headers: HeaderMap::from(headers),

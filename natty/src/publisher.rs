@@ -181,7 +181,7 @@ impl PublishAck {
             .await
             .map_err(crate::stream::classify)?;
         Ok(StoredMessage {
-            subject: stored.subject,
+            subject: stored.subject.to_string(),
             sequence: stored.sequence,
             headers: HeaderMap::from(stored.headers),
             payload: stored.payload,
@@ -194,7 +194,7 @@ impl PublishAck {
 #[non_exhaustive]
 pub struct StoredMessage {
     /// The subject it was published to.
-    pub subject: Subject,
+    pub subject: String,
     /// Its sequence in the stream.
     pub sequence: u64,
     /// Its headers, `Nats-Msg-Id` included.

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use async_nats::Subject;
 use bytes::Bytes;
 use natty::header::{HeaderMap, NATS_MESSAGE_ID};
 use natty::message::{Acker, DeliveryInfo, Settlement};
@@ -29,7 +28,7 @@ const MAX_ERROR_LEN: usize = 1024;
 /// What is kept of a message to dead-letter it after its handler took it.
 #[derive(Debug)]
 pub(super) struct Original {
-    subject: Subject,
+    subject: String,
     headers: HeaderMap,
     payload: Bytes,
     info: DeliveryInfo,
@@ -41,7 +40,7 @@ pub(super) struct Original {
 impl Original {
     pub(super) fn of(msg: &Message, last_delivery: bool) -> Self {
         Self {
-            subject: msg.subject().clone(),
+            subject: msg.subject().to_owned(),
             headers: msg.headers().clone(),
             payload: msg.payload().clone(),
             info: msg.info().clone(),

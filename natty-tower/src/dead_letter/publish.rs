@@ -38,7 +38,7 @@ where
             let kept = stored.headers.get(name);
             kept.is_some() && kept == headers.get(name)
         });
-    if stored.subject.as_str() == subject && same_origin {
+    if stored.subject == subject && same_origin {
         Ok(())
     } else {
         Err(DeadLetterError::new(DeadLetterErrorKind::Duplicate))

@@ -108,7 +108,7 @@ fn make_span(msg: &Message) -> tracing::Span {
         messaging.system = "nats",
         messaging.operation.type = "process",
         messaging.operation.name = "process",
-        messaging.destination.name = msg.subject().as_str(),
+        messaging.destination.name = msg.subject(),
         messaging.consumer.group.name = info.consumer.as_str(),
         messaging.message.id = Empty,
         messaging.nats.stream = info.stream.as_str(),
