@@ -78,7 +78,7 @@ pub use message::Message;
 pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
 pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
 pub use report::ReportSender;
-pub use stream::{ConsumerOptions, StreamError};
+pub use stream::{ConsumerOptions, DeliverPolicy, StreamError};
 
 pub use async_nats;
 pub use tokio_util::sync::CancellationToken;
