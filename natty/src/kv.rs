@@ -49,6 +49,7 @@ pub struct KvEntry {
 
 /// What a [`KvEntry`] records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KvOperation {
     /// A value was written.
     Put,

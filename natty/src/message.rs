@@ -38,7 +38,10 @@ use crate::header::HeaderMap;
 pub type SettleError = Error<SettleErrorKind>;
 
 /// Where a message sits in its stream and consumer, from the JetStream reply subject.
+///
+/// Built by hand (for a hand-built [`Message`]) with [`DeliveryInfo::new`], then its fields set.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeliveryInfo {
     /// The stream the message is stored in.
     pub stream: String,
@@ -58,9 +61,22 @@ pub struct DeliveryInfo {
 
 impl Default for DeliveryInfo {
     fn default() -> Self {
+        Self::new("", "")
+    }
+}
+
+impl DeliveryInfo {
+    /// The first delivery by `consumer` of `stream`, its sequences and time still 0.
+    ///
+    /// ```
+    /// let mut info = natty::message::DeliveryInfo::new("ORDERS", "billing");
+    /// info.stream_sequence = 12;
+    /// info.delivered = 2;
+    /// ```
+    pub fn new(stream: impl Into<String>, consumer: impl Into<String>) -> Self {
         Self {
-            stream: String::new(),
-            consumer: String::new(),
+            stream: stream.into(),
+            consumer: consumer.into(),
             stream_sequence: 0,
             consumer_sequence: 0,
             delivered: 1,
@@ -72,6 +88,7 @@ impl Default for DeliveryInfo {
 
 /// How a message was settled (or told to wait, for [`Settlement::InProgress`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Settlement {
     /// Handled.
     Ack,

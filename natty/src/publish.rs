@@ -200,6 +200,7 @@ impl PublishConfig {
 /// Resend it with [`Natty::republish`](crate::Natty::republish), which keeps its
 /// `Nats-Msg-Id`, so the stream stores it at most once within its duplicate window.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct PublishFailure {
     /// The subject it was published to.
     pub subject: String,

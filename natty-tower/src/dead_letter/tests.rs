@@ -75,13 +75,9 @@ fn handler(
 }
 
 fn message(payload: &'static str, delivered: u64) -> (Message, Recorder) {
-    let info = DeliveryInfo {
-        stream: "ORDERS".into(),
-        consumer: "billing".into(),
-        stream_sequence: 41,
-        delivered,
-        ..DeliveryInfo::default()
-    };
+    let mut info = DeliveryInfo::new("ORDERS", "billing");
+    info.stream_sequence = 41;
+    info.delivered = delivered;
     Message::builder("orders.paid", payload)
         .header("Nats-Msg-Id", "order-41")
         .header("Nats-Expected-Stream", "ORDERS")

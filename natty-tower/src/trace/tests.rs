@@ -72,13 +72,9 @@ async fn span_fields(msg: Message, fail: bool) -> HashMap<String, String> {
 }
 
 fn message(traceparent: &str) -> Message {
-    let info = DeliveryInfo {
-        stream: "ORDERS".into(),
-        consumer: "billing".into(),
-        stream_sequence: 12,
-        delivered: 2,
-        ..DeliveryInfo::default()
-    };
+    let mut info = DeliveryInfo::new("ORDERS", "billing");
+    info.stream_sequence = 12;
+    info.delivered = 2;
     Message::builder("orders.paid", "{}")
         .header("Nats-Msg-Id", "order-12")
         .header("traceparent", traceparent)
