@@ -61,7 +61,8 @@ impl Natty {
         Ok(Self::from_client_with(client, &config))
     }
 
-    /// Wrap an async-nats client you connected yourself, with default tuning.
+    /// Escape hatch: wrap an async-nats client you connected yourself, with default tuning.
+    /// Takes async-nats' own type, so it may change with async-nats releases.
     pub fn from_client(client: async_nats::Client) -> Self {
         Self::from_client_with(client, &Config::new(Vec::<String>::new()))
     }
@@ -86,12 +87,14 @@ impl Natty {
         }
     }
 
-    /// The underlying async-nats client, for anything natty does not wrap.
+    /// Escape hatch: the underlying async-nats client, for anything natty does not wrap. Its
+    /// type is async-nats' own, so code using it may change with async-nats releases.
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
     }
 
-    /// The underlying JetStream context.
+    /// Escape hatch: the underlying async-nats JetStream context (async-nats' own type, like
+    /// [`Natty::client`]).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.inner.jetstream
     }

@@ -80,5 +80,10 @@ pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
 pub use report::ReportSender;
 pub use stream::{ConsumerOptions, DeliverPolicy, StreamError};
 
+/// The async-nats release natty is built on: the escape hatch for what natty does not wrap
+/// ([`Natty::client`], [`Natty::jetstream`], [`Message::from_jetstream`], [`Natty::from_client`],
+/// [`Natty::create_stream_with`], the `From` conversions of [`HeaderMap`]). natty's own API
+/// uses none of its types, so an async-nats release cannot break it; code that uses this
+/// re-export may have to change with async-nats releases.
 pub use async_nats;
 pub use tokio_util::sync::CancellationToken;

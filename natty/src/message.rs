@@ -314,7 +314,8 @@ impl fmt::Debug for Message {
 }
 
 impl Message {
-    /// Wrap a message received from a JetStream consumer.
+    /// Escape hatch: wrap a message received from a JetStream consumer you drive yourself.
+    /// Takes async-nats' own type, so it may change with async-nats releases.
     pub fn from_jetstream(message: async_nats::jetstream::Message) -> Self {
         let info = message
             .info()

@@ -215,8 +215,10 @@ impl Natty {
         .await
     }
 
-    /// Create a stream from a full async-nats configuration (replicas, storage, max age,
-    /// duplicate window, ...). Idempotent on the subjects, like [`Natty::create_stream`].
+    /// Escape hatch: create a stream from a full async-nats configuration (replicas, storage,
+    /// max age, duplicate window, ...). Idempotent on the subjects, like
+    /// [`Natty::create_stream`]. Takes async-nats' own type, so it may change with async-nats
+    /// releases.
     ///
     /// # Errors
     /// See [`Natty::create_stream`].
