@@ -100,7 +100,8 @@ async fn leader(status: Result<LeaderStatus, NoElection>) -> Response {
     let state = match status.state() {
         LeaderState::Leader { .. } => "leader",
         LeaderState::Follower { .. } => "follower",
-        LeaderState::Unknown => "unknown",
+        // `Unknown`, and a state natty adds in a later release.
+        _ => "unknown",
     };
     json_response(
         StatusCode::OK,

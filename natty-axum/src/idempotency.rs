@@ -29,8 +29,7 @@
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 use http::HeaderName;
-use natty::async_nats::header::NATS_MESSAGE_ID;
-use natty::async_nats::HeaderMap;
+use natty::header::{HeaderMap, NATS_MESSAGE_ID};
 
 use crate::rejection::{IdempotencyKeyRejection, InvalidIdempotencyKey, MissingIdempotencyKey};
 
@@ -126,6 +125,6 @@ mod tests {
             assert!(IdempotencyKey::new(bad).is_err(), "{bad:?}");
         }
         let headers = IdempotencyKey::new("abc").unwrap().to_headers();
-        assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some("abc"));
+        assert_eq!(headers.get("Nats-Msg-Id"), Some("abc"));
     }
 }

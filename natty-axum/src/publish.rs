@@ -36,16 +36,15 @@ use std::future::poll_fn;
 use axum::extract::{FromRef, FromRequestParts};
 use bytes::Bytes;
 use http::request::Parts;
-use natty::async_nats::header::NATS_MESSAGE_ID;
-use natty::async_nats::HeaderMap;
 use natty::error::{PublishErrorKind, StreamErrorKind};
+use natty::header::{HeaderMap, NATS_MESSAGE_ID};
 use natty::{ConnectionState, OutgoingMessage, PublishAck, PublishError};
 use serde::Serialize;
 use tower_service::Service;
 
 use crate::rejection::{
-    cause, IdempotencyKeyReused, InvalidSubject, NatsFailure, NatsUnavailable, PayloadTooLarge,
-    PublishRejection, ValueNotSerializable,
+    cause, IdempotencyKeyReused, InvalidHeader, InvalidSubject, NatsFailure, NatsUnavailable,
+    PayloadTooLarge, PublishRejection, ValueNotSerializable,
 };
 use crate::{subject, NattyState};
 
@@ -110,7 +109,8 @@ impl Publisher {
     /// duplicate window (2 minutes by default).
     ///
     /// # Errors
-    /// 400 [`InvalidSubject`], 403 [`SubjectOutOfScope`](crate::rejection::SubjectOutOfScope),
+    /// 400 [`InvalidSubject`] or [`InvalidHeader`],
+    /// 403 [`SubjectOutOfScope`](crate::rejection::SubjectOutOfScope),
     /// 413 [`PayloadTooLarge`], 422 [`IdempotencyKeyReused`], 503 [`NatsUnavailable`] when
     /// disconnected or timed out, and 500 [`NatsFailure`] for the rest (such as no stream
     /// capturing the subject).
@@ -122,6 +122,9 @@ impl Publisher {
     ) -> Result<PublishAck, PublishRejection> {
         let payload = payload.into();
         subject::check_publish(subject, self.state.allowed_subjects())?;
+        if let Some(invalid) = headers.invalid() {
+            return Err(InvalidHeader::with_detail(invalid).into());
+        }
         let max = self.state.max_payload();
         if max > 0 && payload.len() > max {
             return Err(PayloadTooLarge::with_detail(format_args!(
@@ -166,7 +169,7 @@ impl Publisher {
             Err(err) if err.kind() == StreamErrorKind::NotFound => return Ok(()),
             Err(err) => return Err(self.failure(err)),
         };
-        if first.subject.as_str() == subject && first.payload == *payload {
+        if first.subject == subject && first.payload == *payload {
             Ok(())
         } else {
             Err(IdempotencyKeyReused::with_detail(
@@ -200,6 +203,7 @@ impl Publisher {
     fn rejection(&self, err: PublishError) -> PublishRejection {
         match err.kind() {
             PublishErrorKind::InvalidSubject => InvalidSubject::with_detail(cause(&err)).into(),
+            PublishErrorKind::InvalidHeader => InvalidHeader::with_detail(cause(&err)).into(),
             PublishErrorKind::PayloadTooLarge => PayloadTooLarge::with_detail(cause(&err)).into(),
             PublishErrorKind::TimedOut => self
                 .unavailable("nats did not answer in time", Some(err))

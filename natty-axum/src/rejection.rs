@@ -8,7 +8,7 @@
 //!
 //! | rejection | status |
 //! |---|---|
-//! | [`InvalidSubject`], [`InvalidKey`], [`InvalidId`], [`InvalidIdempotencyKey`], [`MissingIdempotencyKey`] | 400 Bad Request |
+//! | [`InvalidSubject`], [`InvalidHeader`], [`InvalidKey`], [`InvalidId`], [`InvalidIdempotencyKey`], [`MissingIdempotencyKey`] | 400 Bad Request |
 //! | [`MalformedJson`], [`BodyNotRead`], [`InvalidPathParameter`] | 400 Bad Request |
 //! | [`SubjectOutOfScope`], [`BucketOutOfScope`] | 403 Forbidden |
 //! | [`KeyNotFound`], [`RouteNotFound`] | 404 Not Found |
@@ -240,6 +240,13 @@ rejection! {
     /// A subject, or a subject token taken from the request, is not a valid publish subject
     /// (empty token, whitespace, wildcard, a dot inside a token).
     InvalidSubject, BAD_REQUEST, "invalid subject"
+}
+
+rejection! {
+    /// A header to publish cannot be sent: a name that is empty or has a space, control
+    /// character, `:` or non-ASCII character, or a value with CR or LF (see
+    /// [`natty::header`]).
+    InvalidHeader, BAD_REQUEST, "invalid header"
 }
 
 rejection! {
@@ -581,6 +588,8 @@ composite_rejection! {
     PublishRejection {
         /// 400: not a valid publish subject.
         InvalidSubject,
+        /// 400: a header cannot be sent.
+        InvalidHeader,
         /// 400: an id for the subject is not a valid id token.
         InvalidId,
         /// 403: reserved or not allowed.

@@ -95,6 +95,19 @@ async fn raw(extract::Bytes(body): extract::Bytes) -> String {
     body.len().to_string()
 }
 
+/// Publish with a header named by the request, as a header name taken from input would be.
+async fn tagged(
+    publisher: Publisher,
+    Path(name): Path<String>,
+) -> Result<String, PublishRejection> {
+    let mut headers = natty::HeaderMap::new();
+    headers.insert(&name, "v");
+    let ack = publisher
+        .publish_with_headers("orders.tagged", headers, "x")
+        .await?;
+    Ok(ack.sequence.to_string())
+}
+
 /// Publish to a subject in scope that no stream captures: a NATS failure, not the client's.
 async fn unstored(publisher: Publisher) -> Result<String, PublishRejection> {
     Ok(publisher
@@ -131,6 +144,7 @@ fn app(state: NattyState) -> Router {
         )
         .route("/raw", post(raw).layer(DefaultBodyLimit::max(16)))
         .route("/unstored", post(unstored))
+        .route("/tag/{name}", post(tagged))
         .route(
             "/slow",
             get(slow).layer(
@@ -237,6 +251,8 @@ async fn publish_rejections_have_their_status_and_a_json_body() {
         ),
         ("/orders/1.paid", StatusCode::BAD_REQUEST, "invalid subject"),
         ("/orders/%3E", StatusCode::BAD_REQUEST, "invalid subject"),
+        ("/tag/a%20b", StatusCode::BAD_REQUEST, "invalid header"),
+        ("/tag/a:b", StatusCode::BAD_REQUEST, "invalid header"),
         (
             "/publish/$JS.API.INFO",
             StatusCode::FORBIDDEN,

@@ -51,6 +51,7 @@ impl Tls {
 
 /// How clients must authenticate to a test server.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum Auth {
     /// Anyone may connect.
     #[default]

@@ -67,7 +67,7 @@
 //!     .catch_panic()
 //!     .timeout(Duration::from_secs(30))
 //!     .service(service_fn(|msg: Message| async move {
-//!         match msg.headers().get("kind").map(|v| v.as_str()) {
+//!         match msg.headers().get("kind") {
 //!             Some("order") => Ok(()),
 //!             _ => Err(BoxError::from(HandlerError::give_up("unknown kind"))),
 //!         }

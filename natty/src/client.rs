@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::connect::{self, ConnectError, ConnectionState};
 use crate::error::{Error, PublishErrorKind};
+use crate::header::HeaderMap;
 use crate::publish::{Enqueue, Pipeline, PublishError, PublishFailure, PublishPath};
 use crate::publisher::{PublishAck, Publisher};
 
@@ -60,7 +61,8 @@ impl Natty {
         Ok(Self::from_client_with(client, &config))
     }
 
-    /// Wrap an async-nats client you connected yourself, with default tuning.
+    /// Escape hatch: wrap an async-nats client you connected yourself, with default tuning.
+    /// Takes async-nats' own type, so it may change with async-nats releases.
     pub fn from_client(client: async_nats::Client) -> Self {
         Self::from_client_with(client, &Config::new(Vec::<String>::new()))
     }
@@ -85,12 +87,14 @@ impl Natty {
         }
     }
 
-    /// The underlying async-nats client, for anything natty does not wrap.
+    /// Escape hatch: the underlying async-nats client, for anything natty does not wrap. Its
+    /// type is async-nats' own, so code using it may change with async-nats releases.
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
     }
 
-    /// The underlying JetStream context.
+    /// Escape hatch: the underlying async-nats JetStream context (async-nats' own type, like
+    /// [`Natty::client`]).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.inner.jetstream
     }
@@ -125,7 +129,7 @@ impl Natty {
     /// queued; waits while the subject's queue is full. The message gets a `Nats-Msg-Id`.
     ///
     /// # Errors
-    /// `InvalidSubject` or `PayloadTooLarge` (nothing sent), `Closed` after
+    /// `InvalidSubject`, `InvalidHeader` or `PayloadTooLarge` (nothing sent), `Closed` after
     /// [`Natty::shutdown`]. Failures after queueing are reported through
     /// [`PublishConfig::failures`](crate::PublishConfig::failures).
     pub async fn publish(
@@ -147,7 +151,7 @@ impl Natty {
     pub async fn publish_with_headers(
         &self,
         subject: &str,
-        headers: async_nats::HeaderMap,
+        headers: HeaderMap,
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
         self.inner
@@ -206,7 +210,7 @@ impl Natty {
     pub async fn publish_acked_with_headers(
         &self,
         subject: &str,
-        headers: async_nats::HeaderMap,
+        headers: HeaderMap,
         payload: impl Into<Bytes>,
     ) -> Result<PublishAck, PublishError> {
         self.inner

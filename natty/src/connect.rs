@@ -23,6 +23,8 @@ pub enum ConnectionState {
 }
 
 impl From<async_nats::connection::State> for ConnectionState {
+    /// Escape hatch: the state of an async-nats client ([`Natty::client`](crate::Natty::client)).
+    /// Takes async-nats' own type, so it may change with async-nats releases.
     fn from(state: async_nats::connection::State) -> Self {
         match state {
             async_nats::connection::State::Connected => ConnectionState::Connected,

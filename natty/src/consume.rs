@@ -127,7 +127,7 @@ fn spawn_call<S>(
 {
     let guard = SettleGuard(Some(message.acker().clone()));
     // A cheap handle on the subject; it becomes a `String` only for a failure report.
-    let subject = message.subject().clone();
+    let subject = message.subject_handle().clone();
     let (stream_sequence, delivered) = (message.info().stream_sequence, message.info().delivered);
     // A panic in `call` itself (a closure parsing before its `async` block) would otherwise
     // unwind through the driver and stop consuming with messages left ack-pending.

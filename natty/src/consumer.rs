@@ -70,7 +70,8 @@ impl ConsumerSettings {
         }
     }
 
-    /// The settings in a consumer's info, with the subjects of its stream.
+    /// Escape hatch: the settings in an async-nats consumer info, with the subjects of its
+    /// stream. Takes async-nats' own type, so it may change with async-nats releases.
     pub fn from_info(
         info: &async_nats::jetstream::consumer::Info,
         stream_subjects: Vec<String>,

@@ -269,6 +269,10 @@ error_kind! {
         /// The subject is invalid for publishing (empty token, whitespace, wildcard, longer
         /// than 3072 bytes); nothing was sent.
         InvalidSubject => "invalid subject",
+        /// A header cannot be sent (a name that is empty or has a space, control character,
+        /// `:` or non-ASCII character; a value with CR or LF); nothing was sent. See
+        /// [`HeaderMap::invalid`](crate::header::HeaderMap::invalid).
+        InvalidHeader => "invalid header",
         /// The payload is larger than the server's max payload; nothing was sent.
         PayloadTooLarge => "payload too large",
         /// The subject's queue is full (`try_publish` only).

@@ -49,6 +49,7 @@ pub struct KvEntry {
 
 /// What a [`KvEntry`] records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KvOperation {
     /// A value was written.
     Put,
@@ -59,6 +60,8 @@ pub enum KvOperation {
 }
 
 impl From<kv::Entry> for KvEntry {
+    /// Escape hatch: an entry read through async-nats' own store. Takes async-nats' own type,
+    /// so it may change with async-nats releases.
     fn from(entry: kv::Entry) -> Self {
         Self {
             key: entry.key,

@@ -55,6 +55,7 @@ pub mod election;
 pub mod error;
 mod fast_ingest;
 pub mod group;
+pub mod header;
 pub mod kv;
 pub mod message;
 #[cfg(feature = "opentelemetry")]
@@ -73,12 +74,18 @@ pub use consumer::ConsumerSettings;
 pub use consumer_handle::Consumer;
 pub use election::{ElectionConfig, ElectionError, LeaderState, Leadership, Term};
 pub use error::{BoxError, Error};
+pub use header::HeaderMap;
 pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
 pub use message::Message;
 pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
 pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
 pub use report::ReportSender;
-pub use stream::{ConsumerOptions, StreamError};
+pub use stream::{ConsumerOptions, DeliverPolicy, StreamError};
 
+/// The async-nats release natty is built on: the escape hatch for what natty does not wrap
+/// ([`Natty::client`], [`Natty::jetstream`], [`Message::from_jetstream`], [`Natty::from_client`],
+/// [`Natty::create_stream_with`], the `From` conversions of [`HeaderMap`]). natty's own API
+/// uses none of its types, so an async-nats release cannot break it; code that uses this
+/// re-export may have to change with async-nats releases.
 pub use async_nats;
 pub use tokio_util::sync::CancellationToken;

@@ -26,18 +26,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
-use async_nats::{HeaderMap, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
 pub use http::Extensions;
 
 use crate::consumer::ConsumerSettings;
 use crate::error::{Error, SettleErrorKind};
+use crate::header::HeaderMap;
 
 /// The error of a settle call.
 pub type SettleError = Error<SettleErrorKind>;
 
 /// Where a message sits in its stream and consumer, from the JetStream reply subject.
+///
+/// Built by hand (for a hand-built [`Message`]) with [`DeliveryInfo::new`], then its fields set.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeliveryInfo {
     /// The stream the message is stored in.
     pub stream: String,
@@ -57,9 +61,22 @@ pub struct DeliveryInfo {
 
 impl Default for DeliveryInfo {
     fn default() -> Self {
+        Self::new("", "")
+    }
+}
+
+impl DeliveryInfo {
+    /// The first delivery by `consumer` of `stream`, its sequences and time still 0.
+    ///
+    /// ```
+    /// let mut info = natty::message::DeliveryInfo::new("ORDERS", "billing");
+    /// info.stream_sequence = 12;
+    /// info.delivered = 2;
+    /// ```
+    pub fn new(stream: impl Into<String>, consumer: impl Into<String>) -> Self {
         Self {
-            stream: String::new(),
-            consumer: String::new(),
+            stream: stream.into(),
+            consumer: consumer.into(),
             stream_sequence: 0,
             consumer_sequence: 0,
             delivered: 1,
@@ -71,6 +88,7 @@ impl Default for DeliveryInfo {
 
 /// How a message was settled (or told to wait, for [`Settlement::InProgress`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Settlement {
     /// Handled.
     Ack,
@@ -287,7 +305,7 @@ pub struct Message {
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
-            .field("subject", &self.subject)
+            .field("subject", &self.subject())
             .field("payload_len", &self.payload.len())
             .field("info", &self.info)
             .field("settled", &self.acker.is_settled())
@@ -296,7 +314,8 @@ impl fmt::Debug for Message {
 }
 
 impl Message {
-    /// Wrap a message received from a JetStream consumer.
+    /// Escape hatch: wrap a message received from a JetStream consumer you drive yourself.
+    /// Takes async-nats' own type, so it may change with async-nats releases.
     pub fn from_jetstream(message: async_nats::jetstream::Message) -> Self {
         let info = message
             .info()
@@ -322,7 +341,7 @@ impl Message {
         Self {
             subject: message.subject,
             payload: message.payload,
-            headers: message.headers.unwrap_or_default(),
+            headers: message.headers.map(HeaderMap::from).unwrap_or_default(),
             reply: message.reply,
             info,
             extensions: Extensions::new(),
@@ -331,9 +350,9 @@ impl Message {
     }
 
     /// Start a hand-built message, settled into a [`Recorder`] (for tests).
-    pub fn builder(subject: impl Into<Subject>, payload: impl Into<Bytes>) -> MessageBuilder {
+    pub fn builder(subject: impl Into<String>, payload: impl Into<Bytes>) -> MessageBuilder {
         MessageBuilder {
-            subject: subject.into(),
+            subject: Subject::from(subject.into()),
             payload: payload.into(),
             headers: HeaderMap::new(),
             info: DeliveryInfo::default(),
@@ -342,7 +361,12 @@ impl Message {
     }
 
     /// The subject it was published to.
-    pub fn subject(&self) -> &Subject {
+    pub fn subject(&self) -> &str {
+        self.subject.as_str()
+    }
+
+    /// The subject as a cheap handle (a reference count), for the driver's failure reports.
+    pub(crate) fn subject_handle(&self) -> &Subject {
         &self.subject
     }
 
@@ -362,8 +386,8 @@ impl Message {
     }
 
     /// The JetStream reply (ack) subject.
-    pub fn reply(&self) -> Option<&Subject> {
-        self.reply.as_ref()
+    pub fn reply(&self) -> Option<&str> {
+        self.reply.as_ref().map(Subject::as_str)
     }
 
     /// Stream, sequences and delivery count.
@@ -371,9 +395,11 @@ impl Message {
         &self.info
     }
 
-    /// The `Nats-Msg-Id` header, if it was published with one.
+    /// The `Nats-Msg-Id` header, if it was published with one (spelled exactly so, as the
+    /// server reads it).
     pub fn message_id(&self) -> Option<&str> {
         self.headers
+            .as_async_nats()
             .get(async_nats::header::NATS_MESSAGE_ID)
             .map(|value| value.as_str())
     }
@@ -457,7 +483,7 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
-    /// Add a header.
+    /// Set a header (see [`HeaderMap::insert`]).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.insert(name, value);
         self

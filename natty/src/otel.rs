@@ -35,11 +35,12 @@
 //! # }
 //! ```
 
-use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::header::HeaderMap;
 
 /// The W3C trace-context header naming the producer's trace and span.
 pub const TRACEPARENT: &str = "traceparent";
@@ -47,7 +48,7 @@ pub const TRACEPARENT: &str = "traceparent";
 /// Write the current `tracing` span's trace context into `headers` unless they carry a
 /// `traceparent` already (matched case-insensitively).
 pub fn inject_current(headers: &mut HeaderMap) {
-    if header(headers, TRACEPARENT).is_some() {
+    if headers.contains_key(TRACEPARENT) {
         return;
     }
     let context = tracing::Span::current().context();
@@ -69,15 +70,6 @@ pub fn extract(headers: &HeaderMap) -> Context {
     })
 }
 
-/// The first value of the header `name`, its name matched case-insensitively.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(key, _)| AsRef::<str>::as_ref(key).eq_ignore_ascii_case(name))
-        .and_then(|(_, values)| values.first())
-        .map(|value| value.as_str())
-}
-
 struct HeaderWriter<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderWriter<'_> {
@@ -90,13 +82,10 @@ struct HeaderReader<'a>(&'a HeaderMap);
 
 impl Extractor for HeaderReader<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        header(self.0, key)
+        self.0.get(key)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0
-            .iter()
-            .map(|(key, _)| AsRef::<str>::as_ref(key))
-            .collect()
+        self.0.iter().map(|(key, _)| key).collect()
     }
 }

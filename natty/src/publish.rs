@@ -88,7 +88,7 @@ use async_nats::jetstream::context::{
 };
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::{HeaderMap, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -100,6 +100,7 @@ use crate::backoff::jittered;
 use crate::client::version_at_least;
 use crate::error::{Error, PublishErrorKind};
 use crate::fast_ingest::{Batch, BatchMessage, OpenError, Progress};
+use crate::header::HeaderMap;
 use crate::report::ReportSender;
 use crate::validate;
 
@@ -199,9 +200,10 @@ impl PublishConfig {
 /// Resend it with [`Natty::republish`](crate::Natty::republish), which keeps its
 /// `Nats-Msg-Id`, so the stream stores it at most once within its duplicate window.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct PublishFailure {
     /// The subject it was published to.
-    pub subject: Subject,
+    pub subject: String,
     /// Its `Nats-Msg-Id`.
     pub message_id: String,
     /// The payload, so the caller can store or resend it.
@@ -213,7 +215,7 @@ pub struct PublishFailure {
 }
 
 pub(crate) struct Outgoing {
-    headers: HeaderMap,
+    headers: async_nats::HeaderMap,
     payload: Bytes,
     /// Set for a [`Publisher`](crate::Publisher) call: who waits for the outcome.
     reply: Option<Reply>,
@@ -295,12 +297,7 @@ impl Pipeline {
         payload: Bytes,
         wait: bool,
     ) -> Result<(), PublishError> {
-        let subject = self.check(subject, &payload)?;
-        let message = Outgoing {
-            headers: with_message_id(headers),
-            payload,
-            reply: None,
-        };
+        let (subject, message) = self.prepare(subject, headers, payload, None)?;
         loop {
             let (id, sender) = self.sender_for(&subject)?;
             // Waiting for room is the only await: a publish dropped there (a timeout, a
@@ -334,12 +331,7 @@ impl Pipeline {
         headers: Option<HeaderMap>,
         payload: Bytes,
     ) -> Result<crate::PublishAck, PublishError> {
-        let subject = self.check(subject, &payload)?;
-        let message = Outgoing {
-            headers: with_message_id(headers),
-            payload,
-            reply: None,
-        };
+        let (subject, message) = self.prepare(subject, headers, payload, None)?;
         let sent = self
             .jetstream
             .send_publish(subject.clone(), message.to_publish())
@@ -362,13 +354,13 @@ impl Pipeline {
         payload: Bytes,
         reply: Option<Reply>,
     ) -> Result<(Subject, Outgoing), PublishError> {
-        let subject = self.check(subject, &payload)?;
+        self.check(subject, headers.as_ref(), &payload)?;
         let message = Outgoing {
             headers: with_message_id(headers),
             payload,
             reply,
         };
-        Ok((subject, message))
+        Ok((Subject::from(subject), message))
     }
 
     /// Enqueue `message` if its subject's queue has room now; otherwise hand it back with the
@@ -407,15 +399,26 @@ impl Pipeline {
         self.pending.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn check(&self, subject: &str, payload: &Bytes) -> Result<Subject, PublishError> {
+    fn check(
+        &self,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &Bytes,
+    ) -> Result<(), PublishError> {
         validate::publish_subject(subject)
             .map_err(|err| Error::with_source(PublishErrorKind::InvalidSubject, err))?;
+        if let Some(invalid) = headers.and_then(HeaderMap::invalid) {
+            return Err(Error::with_source(
+                PublishErrorKind::InvalidHeader,
+                invalid.clone(),
+            ));
+        }
         validate::payload(payload.len(), self.client.max_payload())
             .map_err(|err| Error::with_source(PublishErrorKind::PayloadTooLarge, err))?;
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(PublishErrorKind::Closed));
         }
-        Ok(Subject::from(subject))
+        Ok(())
     }
 
     fn sender_for(
@@ -692,10 +695,10 @@ impl Pipeline {
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
             self.report(PublishFailure {
-                subject: subject.clone(),
+                subject: subject.to_string(),
                 message_id,
                 payload,
-                headers,
+                headers: HeaderMap::from(headers),
                 error,
             })
             .await;
@@ -813,7 +816,7 @@ async fn batch_progress(batch: &mut Option<Batch<Outgoing>>) -> Progress {
 }
 
 impl BatchMessage for Outgoing {
-    fn parts(&self) -> (HeaderMap, Bytes) {
+    fn parts(&self) -> (async_nats::HeaderMap, Bytes) {
         (self.headers.clone(), self.payload.clone())
     }
 }
@@ -826,12 +829,16 @@ pub(crate) enum Enqueue {
     Failed(PublishError),
 }
 
-/// The headers a message is sent with: the caller's, a `Nats-Msg-Id` unless they set one, and
-/// (with the `opentelemetry` feature) the current span's trace context.
-fn with_message_id(headers: Option<HeaderMap>) -> HeaderMap {
-    let mut headers = headers.unwrap_or_default();
+/// The headers as sent: async-nats' map (moved, not copied), with a `Nats-Msg-Id` unless the
+/// caller set one and (with the `opentelemetry` feature) the current span's trace context.
+fn with_message_id(headers: Option<HeaderMap>) -> async_nats::HeaderMap {
     #[cfg(feature = "opentelemetry")]
-    crate::otel::inject_current(&mut headers);
+    let headers = {
+        let mut headers = headers.unwrap_or_default();
+        crate::otel::inject_current(&mut headers);
+        Some(headers)
+    };
+    let mut headers = headers.map(async_nats::HeaderMap::from).unwrap_or_default();
     if headers.get(async_nats::header::NATS_MESSAGE_ID).is_none() {
         headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
     }

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use async_nats::jetstream;
-use async_nats::{HeaderMap, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -57,6 +57,7 @@ use tokio_util::sync::{PollSemaphore, PollSender};
 use tower_service::Service;
 
 use crate::error::{Error, PublishErrorKind, StreamErrorKind};
+use crate::header::HeaderMap;
 use crate::publish::{Enqueue, Outgoing, Pipeline, PublishError, Reply};
 use crate::stream::StreamError;
 
@@ -85,7 +86,8 @@ impl OutgoingMessage {
         self
     }
 
-    /// This message with the header `name` set to `value`.
+    /// This message with the header `name` set to `value` (see [`HeaderMap::insert`]: an
+    /// invalid header makes the publish fail with `InvalidHeader`).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.insert(name, value);
         self
@@ -179,9 +181,9 @@ impl PublishAck {
             .await
             .map_err(crate::stream::classify)?;
         Ok(StoredMessage {
-            subject: stored.subject,
+            subject: stored.subject.to_string(),
             sequence: stored.sequence,
-            headers: stored.headers,
+            headers: HeaderMap::from(stored.headers),
             payload: stored.payload,
         })
     }
@@ -192,7 +194,7 @@ impl PublishAck {
 #[non_exhaustive]
 pub struct StoredMessage {
     /// The subject it was published to.
-    pub subject: Subject,
+    pub subject: String,
     /// Its sequence in the stream.
     pub sequence: u64,
     /// Its headers, `Nats-Msg-Id` included.

@@ -23,9 +23,9 @@
 //! # }
 //! ```
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{self, pull, AckPolicy};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::ErrorCode;
 
@@ -37,6 +37,55 @@ pub type StreamError = Error<StreamErrorKind>;
 
 /// Go natty's stream defaults: limits retention, file storage, 30 days max age.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Where a new consumer starts in its stream (an existing durable keeps its place).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliverPolicy {
+    /// Every message the stream holds (the default).
+    #[default]
+    All,
+    /// The last message the stream holds, then new ones.
+    Last,
+    /// Only messages stored after the consumer is created.
+    New,
+    /// From this stream sequence on.
+    ByStartSequence(u64),
+    /// From the first message stored at or after this time. Times before 1970 start at the
+    /// first message; times after 2262-04-11 (the end of the server's nanosecond clock) are
+    /// taken as that end.
+    ByStartTime(SystemTime),
+    /// The last message of each subject, then new ones (the consumer needs filter subjects).
+    LastPerSubject,
+}
+
+impl DeliverPolicy {
+    fn to_async_nats(self) -> consumer::DeliverPolicy {
+        use consumer::DeliverPolicy as Nats;
+        match self {
+            Self::All => Nats::All,
+            Self::Last => Nats::Last,
+            Self::New => Nats::New,
+            Self::ByStartSequence(start_sequence) => Nats::ByStartSequence { start_sequence },
+            Self::ByStartTime(time) => Nats::ByStartTime {
+                start_time: representable(time).into(),
+            },
+            Self::LastPerSubject => Nats::LastPerSubject,
+        }
+    }
+}
+
+/// `time` within what the server reads as a start time: nanoseconds since 1970 in an `i64`
+/// (until 2262-04-11; a later time wraps around to the first message). async-nats' conversion
+/// would panic past the year 9999.
+fn representable(time: SystemTime) -> SystemTime {
+    const LAST: Duration = Duration::from_nanos(i64::MAX as u64);
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) if since <= LAST => time,
+        Ok(_) => SystemTime::UNIX_EPOCH + LAST,
+        Err(_) => SystemTime::UNIX_EPOCH,
+    }
+}
 
 /// Settings of a durable consumer beyond its name and filters.
 #[derive(Clone, Debug)]
@@ -55,7 +104,7 @@ impl Default for ConsumerOptions {
             max_deliver: -1,
             backoff: Vec::new(),
             max_ack_pending: 1000,
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy: DeliverPolicy::default(),
         }
     }
 }
@@ -99,7 +148,7 @@ impl ConsumerOptions {
             max_deliver: self.max_deliver,
             backoff: self.backoff.clone(),
             max_ack_pending: self.max_ack_pending,
-            deliver_policy: self.deliver_policy,
+            deliver_policy: self.deliver_policy.to_async_nats(),
             ..Default::default()
         };
         match filters {
@@ -166,8 +215,10 @@ impl Natty {
         .await
     }
 
-    /// Create a stream from a full async-nats configuration (replicas, storage, max age,
-    /// duplicate window, ...). Idempotent on the subjects, like [`Natty::create_stream`].
+    /// Escape hatch: create a stream from a full async-nats configuration (replicas, storage,
+    /// max age, duplicate window, ...). Idempotent on the subjects, like
+    /// [`Natty::create_stream`]. Takes async-nats' own type, so it may change with async-nats
+    /// releases.
     ///
     /// # Errors
     /// See [`Natty::create_stream`].
@@ -294,5 +345,38 @@ impl Natty {
             .await
             .map(drop)
             .map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_policies_map_to_async_nats_and_times_out_of_range_do_not_panic() {
+        use consumer::DeliverPolicy as Nats;
+        assert_eq!(
+            DeliverPolicy::ByStartSequence(7).to_async_nats(),
+            Nats::ByStartSequence { start_sequence: 7 }
+        );
+        assert_eq!(DeliverPolicy::default().to_async_nats(), Nats::All);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let Nats::ByStartTime { start_time } = DeliverPolicy::ByStartTime(at).to_async_nats()
+        else {
+            panic!("not a start time");
+        };
+        assert_eq!(start_time.unix_timestamp(), 1_700_000_000);
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40);
+        let Nats::ByStartTime { start_time } = DeliverPolicy::ByStartTime(far).to_async_nats()
+        else {
+            panic!("not a start time");
+        };
+        assert_eq!(start_time.unix_timestamp_nanos(), i128::from(i64::MAX));
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(1 << 40);
+        let Nats::ByStartTime { start_time } = DeliverPolicy::ByStartTime(before).to_async_nats()
+        else {
+            panic!("not a start time");
+        };
+        assert_eq!(start_time.unix_timestamp(), 0);
     }
 }

@@ -1,4 +1,4 @@
-//! Checks on names, subjects and keys, made before anything is sent.
+//! Checks on names, subjects, keys and headers, made before anything is sent.
 //!
 //! natty runs these itself on every call; they are public so that code building names from
 //! user input (web handlers, CLIs) can check them up front with the same rules. The rules
@@ -15,6 +15,8 @@
 //! assert!(validate::subject_token("1.paid").is_err());
 //! assert!(validate::key_token("o-17").is_ok());
 //! assert!(validate::key_token("o#17").is_err()); // a subject token, but not a KV key
+//! assert!(validate::header("Nats-Msg-Id", "order-17").is_ok());
+//! assert!(validate::header("order id", "17").is_err());
 //! let err = validate::key("..").unwrap_err();
 //! assert_eq!(err.reason(), "starts or ends with a dot");
 //! ```
@@ -194,6 +196,34 @@ pub fn key(key: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// A header that can be sent: a name of one or more visible ASCII characters other than `:`
+/// (no space, control or non-ASCII character), a value without CR or LF. Either would end the
+/// header line early and corrupt the message. A bad value is reported by its header's name,
+/// never by its content (it may be a credential).
+///
+/// # Errors
+/// A [`ValidationError`] naming the rule broken.
+pub fn header(name: &str, value: &str) -> Result<(), ValidationError> {
+    if name.is_empty() {
+        return Err(ValidationError::new("header name", name, "is empty"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(ValidationError::new(
+            "header name",
+            name,
+            "may only contain visible ASCII characters other than `:`",
+        ));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err(ValidationError::new(
+            "value of header",
+            name,
+            "contains a CR or LF",
+        ));
+    }
+    Ok(())
+}
+
 /// A payload of `len` bytes no larger than `max_payload` (the server's limit; 0 means
 /// unknown, and anything passes).
 ///
@@ -281,6 +311,24 @@ mod tests {
             long.as_str(),
         ] {
             assert!(key_token(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        for (name, value) in [("Nats-Msg-Id", "1"), ("x-a_b.c", ""), ("k", "a b\tc")] {
+            assert!(header(name, value).is_ok(), "{name:?}: {value:?}");
+        }
+        for (name, value) in [
+            ("", "v"),
+            ("a:b", "v"),
+            ("a b", "v"),
+            ("a\0b", "v"),
+            ("é", "v"),
+            ("k", "a\rb"),
+            ("k", "a\nb"),
+        ] {
+            assert!(header(name, value).is_err(), "{name:?}: {value:?}");
         }
     }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use natty::error::{ConnectErrorKind, KvErrorKind, PublishErrorKind, StreamErrorKind};
-use natty::{Config, Credentials, Natty};
+use natty::{Config, Credentials, HeaderMap, Natty, OutgoingMessage, PublishConfig, PublishError};
 use natty_testkit::{Auth, Server, Tls};
 use tokio::time::timeout;
+use tower::ServiceExt;
 
 const BOUND: Duration = Duration::from_secs(5);
 
@@ -149,6 +150,74 @@ async fn names_subjects_keys_and_payloads_are_refused_and_nothing_reaches_the_se
     natty.client().flush().await.unwrap();
     let seen = timeout(Duration::from_millis(300), everything.next()).await;
     assert!(seen.is_err(), "bad input reached the server: {seen:?}");
+}
+
+#[tokio::test]
+async fn bad_headers_fail_every_publish_path_and_nothing_reaches_the_stream() {
+    let server = Server::start().unwrap();
+    let (failures_tx, mut failures) = tokio::sync::mpsc::channel(1);
+    let publish = PublishConfig::default()
+        .retries(1, Duration::ZERO, Duration::ZERO)
+        .failures(failures_tx);
+    let natty = Natty::connect(Config::new([server.url()]).publish(publish))
+        .await
+        .unwrap();
+    // A failure report to republish: published before its stream exists.
+    natty.publish("hdr.orphan", "x").await.unwrap();
+    let mut failure = bounded("failure report", failures.recv())
+        .await
+        .expect("a failure report");
+    natty.create_stream("HDR", ["hdr.>"]).await.unwrap();
+
+    let spy = async_nats::connect(server.url()).await.unwrap();
+    let mut everything = spy.subscribe(">").await.unwrap();
+    spy.flush().await.unwrap();
+
+    let is_invalid_header = |case: &str, err: PublishError| {
+        assert_eq!(err.kind(), PublishErrorKind::InvalidHeader, "{case}");
+        assert!(format!("{err:#}").contains("header"), "{case}: {err:#}");
+    };
+    let bad = [
+        ("", "v"),
+        ("a:b", "v"),
+        ("a b", "v"),
+        ("a\tb", "v"),
+        ("a\r\nInjected", "v"),
+        ("\u{7f}", "v"),
+        ("é", "v"),
+        ("ok", "a\r\nInjected: 1"),
+        ("ok", "a\nb"),
+        ("ok", "a\rb"),
+    ];
+    for (name, value) in bad {
+        let case = format!("{name:?}: {value:?}");
+        let mut headers = HeaderMap::new();
+        headers.insert("tenant", "acme");
+        headers.insert(name, value);
+        let with_headers = natty.publish_with_headers("hdr.x", headers.clone(), "x");
+        is_invalid_header(&case, bounded(&case, with_headers).await.unwrap_err());
+        let acked = natty.publish_acked_with_headers("hdr.x", headers.clone(), "x");
+        is_invalid_header(&case, bounded(&case, acked).await.unwrap_err());
+        let message = OutgoingMessage::new("hdr.x", "x").with_headers(headers);
+        let call = natty.publisher().oneshot(message);
+        is_invalid_header(&case, bounded(&case, call).await.unwrap_err());
+        let message = OutgoingMessage::new("hdr.x", "x").header(name, value);
+        let call = natty.publisher().oneshot(message);
+        is_invalid_header(&case, bounded(&case, call).await.unwrap_err());
+    }
+    failure.headers.insert("a:b", "v");
+    let republished = bounded("republish", natty.republish(failure)).await;
+    is_invalid_header("republish", republished.unwrap_err());
+
+    bounded("flush", natty.flush()).await;
+    natty.client().flush().await.unwrap();
+    let seen = timeout(Duration::from_millis(300), everything.next()).await;
+    assert!(seen.is_err(), "a bad header reached the server: {seen:?}");
+    let mut stream = async_nats::jetstream::new(spy)
+        .get_stream("HDR")
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
 }
 
 #[tokio::test]

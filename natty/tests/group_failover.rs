@@ -67,8 +67,9 @@ fn instance_main(url: String) {
             let n = String::from_utf8_lossy(msg.payload()).into_owned();
             let pin = msg
                 .headers()
-                .get_last("Nats-Pin-Id")
-                .map(|p| p.as_str().to_owned())
+                .get_all("Nats-Pin-Id")
+                .last()
+                .map(str::to_owned)
                 .unwrap_or_default();
             log(format!("start {} {key} {n} {pin}", realtime_ns()));
             tokio::time::sleep(Duration::from_millis(1)).await;

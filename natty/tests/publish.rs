@@ -45,7 +45,7 @@ async fn a_caller_msg_id_is_kept_and_deduplicated() {
     let natty = connect(&server, PublishConfig::default()).await;
     natty.create_stream("P2", ["p2"]).await.unwrap();
     for _ in 0..3 {
-        let mut headers = async_nats::HeaderMap::new();
+        let mut headers = natty::HeaderMap::new();
         headers.insert("Nats-Msg-Id", "order-42");
         natty
             .publish_with_headers("p2", headers, "once")

@@ -229,9 +229,15 @@ async fn rate_limit_holds_the_publisher_back_and_only_the_allowed_calls_are_stor
     }
     // Readiness is the whole contract: a fourth call is not admitted within the window.
     let fourth = timeout(Duration::from_millis(300), publisher.ready()).await;
-    assert!(fourth.is_err(), "a fourth publish was admitted past the rate");
+    assert!(
+        fourth.is_err(),
+        "a fourth publish was admitted past the rate"
+    );
 
     let stored = read_back(&server, "RATE").await;
-    let payloads: Vec<&str> = stored.iter().map(|(_, payload, _)| payload.as_str()).collect();
+    let payloads: Vec<&str> = stored
+        .iter()
+        .map(|(_, payload, _)| payload.as_str())
+        .collect();
     assert_eq!(payloads, ["m0", "m1", "m2"]);
 }

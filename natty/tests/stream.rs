@@ -1,15 +1,31 @@
 //! Stream and consumer management against a real server.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use natty::error::StreamErrorKind;
-use natty::{Config, ConsumerOptions, Natty};
+use natty::{Config, ConsumerOptions, DeliverPolicy, Natty};
 use natty_testkit::Server;
 
 async fn connect(server: &Server) -> Natty {
     Natty::connect(Config::new([server.url()]))
         .await
         .expect("connect")
+}
+
+async fn consumer_info(
+    natty: &Natty,
+    stream: &str,
+    durable: &str,
+) -> async_nats::jetstream::consumer::Info {
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = natty
+        .jetstream()
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .get_consumer(durable)
+        .await
+        .unwrap();
+    consumer.info().await.unwrap().clone()
 }
 
 #[tokio::test]
@@ -73,15 +89,7 @@ async fn consumers_are_durable_explicit_ack_with_options() {
         )
         .await
         .unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = natty
-        .jetstream()
-        .get_stream("S3")
-        .await
-        .unwrap()
-        .get_consumer("billing")
-        .await
-        .unwrap();
-    let config = consumer.info().await.unwrap().config.clone();
+    let config = consumer_info(&natty, "S3", "billing").await.config;
     assert_eq!(config.durable_name.as_deref(), Some("billing"));
     assert_eq!(
         config.ack_policy,
@@ -103,6 +111,50 @@ async fn consumers_are_durable_explicit_ack_with_options() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), StreamErrorKind::NotFound, "{err}");
+}
+
+#[tokio::test]
+async fn a_new_consumer_starts_where_its_deliver_policy_says() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    natty.create_stream("S5", ["s5.>"]).await.unwrap();
+    for subject in ["s5.a", "s5.b", "s5.a"] {
+        natty.publish_acked(subject, "x").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after_them = SystemTime::now();
+    let cases = [
+        ("all", DeliverPolicy::All, 3),
+        ("last", DeliverPolicy::Last, 1),
+        ("new", DeliverPolicy::New, 0),
+        ("from2", DeliverPolicy::ByStartSequence(2), 2),
+        (
+            "since1970",
+            DeliverPolicy::ByStartTime(SystemTime::UNIX_EPOCH),
+            3,
+        ),
+        ("since", DeliverPolicy::ByStartTime(after_them), 0),
+        (
+            "hour",
+            DeliverPolicy::ByStartTime(after_them + Duration::from_secs(3600)),
+            0,
+        ),
+        (
+            "far",
+            DeliverPolicy::ByStartTime(after_them + Duration::from_secs(1 << 40)),
+            0,
+        ),
+        ("persubject", DeliverPolicy::LastPerSubject, 2),
+    ];
+    for (durable, policy, pending) in cases {
+        let options = ConsumerOptions::default().deliver_policy(policy);
+        natty
+            .create_consumer_with("S5", durable, ["s5.>"], options)
+            .await
+            .unwrap();
+        let info = consumer_info(&natty, "S5", durable).await;
+        assert_eq!(info.num_pending, pending, "{durable}: {policy:?}");
+    }
 }
 
 #[tokio::test]

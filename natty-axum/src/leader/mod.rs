@@ -70,7 +70,7 @@ fn check(state: &NattyState, extensions: &Extensions, uri: &Uri) -> Result<u64, 
     let leader = match leadership.state() {
         // Our own name while our lease has run out means nobody is known to lead.
         LeaderState::Follower { leader } => leader.filter(|l| l != leadership.node()),
-        LeaderState::Leader { .. } | LeaderState::Unknown => None,
+        _ => None,
     };
     let location = leader
         .as_deref()
@@ -168,7 +168,7 @@ impl LeaderStatus {
         match &self.state {
             LeaderState::Leader { .. } => Some(&self.node),
             LeaderState::Follower { leader } => leader.as_deref(),
-            LeaderState::Unknown => None,
+            _ => None,
         }
     }
 }

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use natty::header::{HeaderMap, NATS_MESSAGE_ID};
 use natty::message::{Acker, DeliveryInfo, Settlement};
 use natty::Message;
 use pin_project_lite::pin_project;
@@ -28,7 +28,7 @@ const MAX_ERROR_LEN: usize = 1024;
 /// What is kept of a message to dead-letter it after its handler took it.
 #[derive(Debug)]
 pub(super) struct Original {
-    subject: Subject,
+    subject: String,
     headers: HeaderMap,
     payload: Bytes,
     info: DeliveryInfo,
@@ -40,7 +40,7 @@ pub(super) struct Original {
 impl Original {
     pub(super) fn of(msg: &Message, last_delivery: bool) -> Self {
         Self {
-            subject: msg.subject().clone(),
+            subject: msg.subject().to_owned(),
             headers: msg.headers().clone(),
             payload: msg.payload().clone(),
             info: msg.info().clone(),
@@ -65,23 +65,15 @@ impl Original {
     /// The dead letter's headers: the original's, less `Nats-*` publish controls, plus its own
     /// `Nats-Msg-Id`, where it came from and why it failed.
     fn dead_letter_headers(&self, error: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, values) in self.headers.iter() {
-            let name: &str = name.as_ref();
-            if name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-") {
-                continue;
-            }
-            for value in values {
-                headers.append(name, value.clone());
-            }
-        }
+        let mut headers: HeaderMap = self
+            .headers
+            .iter()
+            .filter(|(name, _)| !(name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-")))
+            .collect();
         // The original's id would make the stream drop the dead letter as its duplicate.
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            message_id(&self.info).as_str(),
-        );
-        if let Some(id) = self.headers.get(async_nats::header::NATS_MESSAGE_ID) {
-            headers.insert(ORIGINAL_MESSAGE_ID, id.as_str());
+        headers.insert(NATS_MESSAGE_ID, message_id(&self.info));
+        if let Some(id) = self.headers.get(NATS_MESSAGE_ID) {
+            headers.insert(ORIGINAL_MESSAGE_ID, id);
         }
         headers.insert(ORIGINAL_SUBJECT, self.subject.as_str());
         headers.insert(ORIGINAL_STREAM, self.info.stream.as_str());

@@ -1,6 +1,5 @@
-use async_nats::HeaderMap;
 use bytes::Bytes;
-use natty::{OutgoingMessage, PublishAck};
+use natty::{HeaderMap, OutgoingMessage, PublishAck};
 use tower::{Service, ServiceExt};
 
 use super::{
@@ -36,10 +35,10 @@ where
     let same_origin = [ORIGINAL_STREAM, ORIGINAL_CONSUMER, ORIGINAL_SEQUENCE]
         .iter()
         .all(|name| {
-            let value = |headers: &HeaderMap| headers.get(*name).map(|v| v.as_str().to_owned());
-            value(&stored.headers).is_some() && value(&stored.headers) == value(&headers)
+            let kept = stored.headers.get(name);
+            kept.is_some() && kept == headers.get(name)
         });
-    if stored.subject.as_str() == subject && same_origin {
+    if stored.subject == subject && same_origin {
         Ok(())
     } else {
         Err(DeadLetterError::new(DeadLetterErrorKind::Duplicate))

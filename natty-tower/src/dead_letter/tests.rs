@@ -1,10 +1,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use natty::message::{DeliveryInfo, Message, Recorder, Settlement};
-use natty::{OutgoingMessage, PublishAck};
+use natty::{HeaderMap, OutgoingMessage, PublishAck};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 use super::*;
@@ -76,13 +75,9 @@ fn handler(
 }
 
 fn message(payload: &'static str, delivered: u64) -> (Message, Recorder) {
-    let info = DeliveryInfo {
-        stream: "ORDERS".into(),
-        consumer: "billing".into(),
-        stream_sequence: 41,
-        delivered,
-        ..DeliveryInfo::default()
-    };
+    let mut info = DeliveryInfo::new("ORDERS", "billing");
+    info.stream_sequence = 41;
+    info.delivered = delivered;
     Message::builder("orders.paid", payload)
         .header("Nats-Msg-Id", "order-41")
         .header("Nats-Expected-Stream", "ORDERS")
@@ -109,7 +104,7 @@ async fn a_given_up_message_is_published_with_its_origin_then_termed() {
     let (subject, headers, payload) = &published[0];
     assert_eq!(subject, "dlq.orders");
     assert_eq!(payload.as_ref(), b"poison");
-    let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    let header = |name: &str| headers.get(name).map(str::to_owned);
     assert_eq!(header(ORIGINAL_SUBJECT).as_deref(), Some("orders.paid"));
     assert_eq!(header(ORIGINAL_STREAM).as_deref(), Some("ORDERS"));
     assert_eq!(header(ORIGINAL_CONSUMER).as_deref(), Some("billing"));
@@ -139,7 +134,7 @@ async fn a_retryable_failure_on_the_last_delivery_is_dead_lettered() {
     assert_eq!(recorder.settlements(), [Settlement::Term]);
     let published = sink.published();
     assert_eq!(published[0].0, "dlq.orders.paid");
-    assert_eq!(published[0].1.get(DELIVERY_COUNT).unwrap().as_str(), "5");
+    assert_eq!(published[0].1.get(DELIVERY_COUNT).unwrap(), "5");
 }
 
 #[tokio::test]
@@ -239,7 +234,7 @@ async fn a_panic_on_the_last_delivery_is_dead_lettered_then_unwinds_on() {
     assert_eq!(recorder.settlements(), [Settlement::Term]);
     let published = sink.published();
     assert_eq!(
-        published[0].1.get(ERROR).unwrap().as_str(),
+        published[0].1.get(ERROR).unwrap(),
         "handler panicked: handler bug"
     );
 }

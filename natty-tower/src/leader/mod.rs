@@ -120,6 +120,7 @@ pub struct FencingToken(pub u64);
 
 /// What a [`Leader`] service does on a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LeaderMode {
     /// Stay not ready until this node leads (no fetching on followers).
     #[default]

@@ -26,7 +26,7 @@
 //! let (msg, _) = Message::builder("orders.created", "{}").delivered(2).build();
 //! let _ = service.oneshot(msg).await;
 //! let report = errors.recv().await.unwrap();
-//! assert_eq!(report.subject.as_str(), "orders.created");
+//! assert_eq!(report.subject, "orders.created");
 //! assert_eq!(report.info.delivered, 2);
 //! assert_eq!(report.error, "inventory service unavailable");
 //! assert_eq!(dropped.count(), 0);
@@ -41,7 +41,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_nats::Subject;
 use natty::message::DeliveryInfo;
 use natty::Message;
 use tokio::sync::mpsc;
@@ -55,7 +54,7 @@ pub use self::layer::ReportErrorsLayer;
 #[non_exhaustive]
 pub struct ErrorReport {
     /// The message's subject.
-    pub subject: Subject,
+    pub subject: String,
     /// Stream, consumer, sequences and delivery count.
     pub info: DeliveryInfo,
     /// The `Nats-Msg-Id` header, if the message had one.
@@ -180,7 +179,7 @@ where
     fn call(&mut self, msg: Message) -> Self::Future {
         // Kept now: the message is the handler's once it is called.
         let report = ErrorReport {
-            subject: msg.subject().clone(),
+            subject: msg.subject().to_owned(),
             info: msg.info().clone(),
             message_id: msg.message_id().map(str::to_owned),
             error: String::new(),

@@ -20,13 +20,9 @@ fn failing(
 }
 
 fn message(subject: &str, payload: &'static str) -> Message {
-    let info = DeliveryInfo {
-        stream: "ORDERS".into(),
-        consumer: "billing".into(),
-        stream_sequence: 17,
-        delivered: 3,
-        ..DeliveryInfo::default()
-    };
+    let mut info = DeliveryInfo::new("ORDERS", "billing");
+    info.stream_sequence = 17;
+    info.delivered = 3;
     Message::builder(subject.to_owned(), payload)
         .header("Nats-Msg-Id", "order-17")
         .info(info)

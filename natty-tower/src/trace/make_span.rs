@@ -2,7 +2,7 @@ use natty::Message;
 use tracing::field::Empty;
 use tracing::{Level, Span};
 
-use super::{header, is_traceparent, TRACEPARENT};
+use super::{is_traceparent, TRACEPARENT};
 
 /// Makes the span a message is handled in; [`TraceLayer::make_span_with`](super::TraceLayer::make_span_with)
 /// takes one. Closures `FnMut(&Message) -> Span` are makers too.
@@ -58,7 +58,7 @@ impl MakeSpan for DefaultMakeSpan {
                     messaging.system = "nats",
                     messaging.operation.type = "process",
                     messaging.operation.name = "process",
-                    messaging.destination.name = msg.subject().as_str(),
+                    messaging.destination.name = msg.subject(),
                     messaging.consumer.group.name = msg.info().consumer.as_str(),
                     messaging.message.id = Empty,
                     messaging.message.body.size = msg.payload().len(),
@@ -84,7 +84,11 @@ impl MakeSpan for DefaultMakeSpan {
         if let Some(id) = msg.message_id() {
             span.record("messaging.message.id", id);
         }
-        if let Some(parent) = header(msg, TRACEPARENT).filter(|value| is_traceparent(value)) {
+        if let Some(parent) = msg
+            .headers()
+            .get(TRACEPARENT)
+            .filter(|value| is_traceparent(value))
+        {
             span.record(TRACEPARENT, parent);
         }
         span

@@ -145,15 +145,6 @@ fn set_remote_parent(span: &tracing::Span, msg: &Message) {
     }
 }
 
-/// The first value of the header `name` of `msg`, its name matched case-insensitively.
-fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
-    msg.headers()
-        .iter()
-        .find(|(key, _)| AsRef::<str>::as_ref(key).eq_ignore_ascii_case(name))
-        .and_then(|(_, values)| values.first())
-        .map(|value| value.as_str())
-}
-
 /// Whether `value` is a W3C `traceparent`: `version-traceid-parentid-flags` in lowercase hex,
 /// with non-zero ids; later versions may append fields.
 fn is_traceparent(value: &str) -> bool {

@@ -88,13 +88,9 @@ async fn span_fields(msg: Message, fail: bool) -> HashMap<String, String> {
 }
 
 fn message(traceparent: &str) -> Message {
-    let info = DeliveryInfo {
-        stream: "ORDERS".into(),
-        consumer: "billing".into(),
-        stream_sequence: 12,
-        delivered: 2,
-        ..DeliveryInfo::default()
-    };
+    let mut info = DeliveryInfo::new("ORDERS", "billing");
+    info.stream_sequence = 12;
+    info.delivered = 2;
     Message::builder("orders.paid", "{}")
         .header("Nats-Msg-Id", "order-12")
         .header("traceparent", traceparent)
@@ -119,6 +115,17 @@ async fn the_span_has_the_opentelemetry_messaging_fields_and_the_traceparent() {
     assert_eq!(field("messaging.message.body.size"), Some("2"));
     assert_eq!(field("traceparent"), Some(PARENT));
     assert_eq!(field("otel.status_code"), None);
+}
+
+#[tokio::test]
+async fn a_traceparent_spelled_the_go_way_is_recorded() {
+    // Go services write headers through `http.Header`, which spells it `Traceparent`.
+    let msg = Message::builder("orders.paid", "{}")
+        .header("Traceparent", PARENT)
+        .build()
+        .0;
+    let fields = span_fields(msg, false).await;
+    assert_eq!(fields.get("traceparent").map(String::as_str), Some(PARENT));
 }
 
 #[tokio::test]

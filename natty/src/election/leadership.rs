@@ -14,6 +14,7 @@ use super::error::{ElectionError, ElectionErrorKind};
 
 /// What this node knows about the leadership of its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LeaderState {
     /// This node leads; `term` is the term's fencing token (the revision of the key write
     /// that won it), strictly increasing across terms.
