@@ -17,6 +17,11 @@
 //! Tower middleware for consumed messages lives in `natty-tower`, axum integration in
 //! `natty-axum`, and real `nats-server` processes for tests in `natty-testkit`.
 //!
+//! # Features
+//! - `opentelemetry` (off by default): every publish carries the trace context of the
+//!   `tracing` span it is called in; the `otel` module (built with the feature) says how, and
+//!   reads the context back for consumers of your own.
+//!
 //! # Example
 //! ```no_run
 //! use natty::{Config, ConsumeConfig, Message, Natty};
