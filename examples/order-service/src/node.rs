@@ -56,7 +56,9 @@ impl Node {
 
         let stop_consuming = CancellationToken::new();
         let consumer = tokio::spawn(worker::run(
-            natty.clone(),
+            natty.consumer(worker::config()).await?,
+            natty.bucket(STATUS_BUCKET)?,
+            natty.publisher(),
             name.into(),
             stop_consuming.clone(),
         ));

@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use natty::{
-    CancellationToken, ConsumeConfig, ConsumeError, ConsumeSummary, ConsumerOptions, Natty,
+    Bucket, CancellationToken, ConsumeConfig, ConsumeError, ConsumeSummary, Consumer,
+    ConsumerOptions, Publisher,
 };
 use natty_tower::error::BoxError;
 use natty_tower::json::JsonMessage;
 use natty_tower::ServiceBuilderExt;
 use tower::{service_fn, ServiceBuilder};
 
-use crate::app::{Order, OrderStatus, STATUS_BUCKET};
+use crate::app::{Order, OrderStatus};
 
 /// How long the server waits for an ack before redelivering; the in-progress layer keeps slow
 /// orders from being redelivered mid-work.
@@ -26,26 +27,40 @@ pub(crate) const DEAD_LETTER_STREAM: &str = "ORDERS_DEAD";
 /// Where orders that keep failing (or cannot be handled) go.
 pub(crate) const DEAD_LETTER_SUBJECT: &str = "dead.orders";
 
-/// Handle `orders.*.created` with the durable `order-handler` (shared by every node) until
-/// `shutdown`. Every natty-tower layer is here: tracing, error reports, ack/nak, dead letters,
-/// in-progress heartbeats, in-process retries, panic catching and JSON decoding.
+/// The durable `order-handler` (shared by every node) on `orders.*.created`.
+pub(crate) fn config() -> ConsumeConfig {
+    ConsumeConfig::new("ORDERS", "order-handler")
+        .filter_subjects(["orders.*.created"])
+        .consumer_options(
+            ConsumerOptions::default()
+                .ack_wait(ACK_WAIT)
+                .max_deliver(MAX_DELIVER),
+        )
+        .concurrency(4)
+}
+
+/// Handle the orders `consumer` delivers until `shutdown`, writing each one's status into
+/// `statuses` and dead letters through `dead_letters`. Every natty-tower layer is here: tracing,
+/// error reports, ack/nak, dead letters, in-progress heartbeats, in-process retries, panic
+/// catching and JSON decoding.
 pub(crate) async fn run(
-    natty: Natty,
+    consumer: Consumer,
+    statuses: Bucket,
+    dead_letters: Publisher,
     node: String,
     shutdown: CancellationToken,
 ) -> Result<ConsumeSummary, ConsumeError> {
-    let writer = natty.clone();
     let stack = ServiceBuilder::new()
         .trace_messages()
         .report_errors()
         .ack_messages()
-        .dead_letter(natty.publisher(), DEAD_LETTER_SUBJECT) // after the consumer's MAX_DELIVER
+        .dead_letter(dead_letters, DEAD_LETTER_SUBJECT) // after the consumer's MAX_DELIVER
         .in_progress() // every half the consumer's ACK_WAIT
         .retry_messages(3)
         .catch_panic()
         .decode_json::<Order>()
         .service(service_fn(move |order: JsonMessage<Order>| {
-            let (natty, node) = (writer.clone(), node.clone());
+            let (statuses, node) = (statuses.clone(), node.clone());
             async move {
                 let order = order.payload;
                 let status = OrderStatus {
@@ -55,23 +70,11 @@ pub(crate) async fn run(
                     quantity: order.quantity,
                     handled_by: node,
                 };
-                natty
-                    .put(
-                        STATUS_BUCKET,
-                        &status.id,
-                        serde_json::to_vec(&status)?.into(),
-                    )
+                statuses
+                    .put(&status.id, serde_json::to_vec(&status)?)
                     .await?;
                 Ok::<_, BoxError>(())
             }
         }));
-    let config = ConsumeConfig::new("ORDERS", "order-handler")
-        .filter_subjects(["orders.*.created"])
-        .consumer_options(
-            ConsumerOptions::default()
-                .ack_wait(ACK_WAIT)
-                .max_deliver(MAX_DELIVER),
-        )
-        .concurrency(4);
-    natty.serve(config, shutdown, stack).await
+    consumer.serve(shutdown, stack).await
 }
