@@ -148,15 +148,6 @@ async fn a_failed_handler_marks_the_span_as_an_error() {
 }
 
 #[tokio::test]
-async fn a_traceparent_header_is_found_whatever_its_case() {
-    let (msg, _) = Message::builder("orders.paid", "{}")
-        .header("Traceparent", PARENT)
-        .build();
-    let fields = span_fields(msg, false).await;
-    assert_eq!(fields.get("traceparent").map(String::as_str), Some(PARENT));
-}
-
-#[tokio::test]
 async fn the_default_span_takes_the_level_it_is_given() {
     let (_, levels) = call_with(TraceLayer::new(), message(PARENT), false).await;
     assert_eq!(levels, [tracing::Level::INFO]);
