@@ -158,6 +158,15 @@ impl HeaderMap {
         self.invalid.as_deref()
     }
 
+    /// Wrap a map that came over the wire or that natty built from a checked one: it was sent
+    /// once, so it can be sent again, and a consumed message is not checked header by header.
+    pub(crate) fn received(inner: async_nats::HeaderMap) -> Self {
+        Self {
+            inner,
+            invalid: None,
+        }
+    }
+
     /// The async-nats map, to read a header in its exact spelling without allocating.
     pub(crate) fn as_async_nats(&self) -> &async_nats::HeaderMap {
         &self.inner

@@ -341,7 +341,7 @@ impl Message {
         Self {
             subject: message.subject,
             payload: message.payload,
-            headers: message.headers.map(HeaderMap::from).unwrap_or_default(),
+            headers: message.headers.map(HeaderMap::received).unwrap_or_default(),
             reply: message.reply,
             info,
             extensions: Extensions::new(),

@@ -698,7 +698,7 @@ impl Pipeline {
                 subject: subject.to_string(),
                 message_id,
                 payload,
-                headers: HeaderMap::from(headers),
+                headers: HeaderMap::received(headers),
                 error,
             })
             .await;

@@ -183,7 +183,7 @@ impl PublishAck {
         Ok(StoredMessage {
             subject: stored.subject.to_string(),
             sequence: stored.sequence,
-            headers: HeaderMap::from(stored.headers),
+            headers: HeaderMap::received(stored.headers),
             payload: stored.payload,
         })
     }
