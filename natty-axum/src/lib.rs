@@ -28,8 +28,8 @@
 //!
 //! # Features
 //! - `opentelemetry` (off by default): turns on natty's feature of that name, so what a handler
-//!   publishes carries the trace context of the span it runs in (the request's span under
-//!   tower-http's `TraceLayer`), and a natty-tower consumer continues that trace.
+//!   publishes carries the trace context of the span it runs in (such as a request span
+//!   made by tower-http's `TraceLayer`), and a natty-tower consumer continues that trace.
 //!
 //! The extractors ask for `NattyState: FromRef<S>`, like axum's own library extractors, so
 //! [`NattyState`] can be the router state or a field of the application's state.

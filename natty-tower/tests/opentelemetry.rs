@@ -5,9 +5,12 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use natty::header::{HeaderMap, TRACEPARENT};
 use natty::{CancellationToken, Config, ConsumeConfig, Natty, OutgoingMessage};
 use natty_testkit::Server;
+use natty_tower::classify::HandlerError;
 use natty_tower::error::BoxError;
+use natty_tower::trace::{DefaultMakeSpan, MakeSpan, TraceLayer};
 use natty_tower::ServiceBuilderExt;
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TracerProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -40,6 +43,11 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
 
 /// The exported `process` spans of `trace`'s trace, once there are `n` (waits for them).
 async fn process_spans(trace: &SpanContext, n: usize) -> Vec<SpanData> {
+    exported(n, |span| span.span_context.trace_id() == trace.trace_id()).await
+}
+
+/// The exported `process` spans `wanted` picks, once there are `n` (waits for them).
+async fn exported(n: usize, wanted: impl Fn(&SpanData) -> bool) -> Vec<SpanData> {
     let (exporter, provider) = exporter();
     let started = Instant::now();
     loop {
@@ -50,9 +58,7 @@ async fn process_spans(trace: &SpanContext, n: usize) -> Vec<SpanData> {
             .get_finished_spans()
             .expect("the in-memory exporter lists")
             .into_iter()
-            .filter(|span| {
-                span.name == "process" && span.span_context.trace_id() == trace.trace_id()
-            })
+            .filter(|span| span.name == "process" && wanted(span))
             .collect();
         if spans.len() >= n || started.elapsed() > DEADLINE {
             return spans;
@@ -68,21 +74,28 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
         .map(|kv| kv.value.to_string())
 }
 
-/// Serve `ORDERS` through a traced, acking stack until `n` messages were handled.
-async fn serve_until(natty: &Natty, n: usize) {
+/// Serve `ORDERS` through a stack traced by `make_span` until `n` messages were handled; a
+/// message on `orders.poison` is given up and dead-lettered to `dead.orders`.
+async fn serve_until<M>(natty: &Natty, make_span: M, n: usize)
+where
+    M: MakeSpan + Clone + Send + 'static,
+{
     let consumer = natty
         .consumer(ConsumeConfig::new("ORDERS", "billing"))
         .await
         .unwrap();
     let (handled, mut seen) = mpsc::unbounded_channel();
     let stack = ServiceBuilder::new()
-        .trace_messages()
+        .layer(TraceLayer::new().make_span_with(make_span))
         .ack_messages()
+        .dead_letter(natty.publisher(), "dead.orders")
         .service(service_fn(move |msg: natty::Message| {
             let handled = handled.clone();
             async move {
-                tracing::info!("billing {}", msg.subject());
                 let _ = handled.send(());
+                if msg.subject() == "orders.poison" {
+                    return Err(BoxError::from(HandlerError::give_up("poison")));
+                }
                 Ok::<_, BoxError>(())
             }
         }));
@@ -100,57 +113,117 @@ async fn serve_until(natty: &Natty, n: usize) {
     served.expect("serve ends cleanly");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_published_in_a_span_is_processed_in_a_child_span_of_it() {
+async fn setup() -> (Server, Natty, async_nats::jetstream::Context) {
     exporter();
     let server = Server::start().unwrap();
     let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
     natty.create_stream("ORDERS", ["orders.>"]).await.unwrap();
-
-    // One message through `publish`, one through the `Publisher` service, each in its own span.
-    let created = tracing::info_span!("create_order");
-    let created_context = created.context().span().span_context().clone();
     natty
-        .publish("orders.created", "1")
-        .instrument(created.clone())
+        .create_stream("ORDERS_DEAD", ["dead.orders"])
         .await
         .unwrap();
-    let paid = tracing::info_span!("pay_order");
-    let paid_context = paid.context().span().span_context().clone();
+    let plain = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    (server, natty, plain)
+}
+
+/// The `traceparent` of the last message on `subject`, read by a plain client.
+async fn stored_traceparent(
+    plain: &async_nats::jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Option<String> {
+    let stream = plain.get_stream(stream).await.unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject(subject)
+        .await
+        .unwrap();
+    stored
+        .headers
+        .get(TRACEPARENT)
+        .map(|value| value.as_str().to_owned())
+}
+
+fn traceparent_of(context: &SpanContext) -> String {
+    format!("00-{}-{}-01", context.trace_id(), context.span_id())
+}
+
+/// A new span's OpenTelemetry context (read now, so the span is started).
+fn span_context(span: &tracing::Span) -> SpanContext {
+    span.context().span().span_context().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_in_a_span_is_processed_in_a_child_span_of_it() {
+    let (server, natty, plain) = setup().await;
+    let own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    // Every publish path, each in a span of its own.
+    let mut expected = Vec::new();
+    let span = tracing::info_span!("publish");
+    expected.push(("orders.publish", span_context(&span)));
+    natty
+        .publish("orders.publish", "1")
+        .instrument(span)
+        .await
+        .unwrap();
+    let span = tracing::info_span!("service");
+    expected.push(("orders.service", span_context(&span)));
     let mut publisher = natty.publisher();
     let ready = publisher.ready().await.unwrap();
-    let call = paid.in_scope(|| ready.call(OutgoingMessage::new("orders.paid", "2")));
+    let call = span.in_scope(|| ready.call(OutgoingMessage::new("orders.service", "2")));
     call.await.unwrap();
-    natty.flush().await;
-    drop((created, paid));
-    assert!(created_context.is_valid() && paid_context.is_valid());
-
-    // A plain client reads the W3C header natty wrote.
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let stream = async_nats::jetstream::new(client)
-        .get_stream("ORDERS")
+    let span = tracing::info_span!("try");
+    expected.push(("orders.try", span_context(&span)));
+    span.in_scope(|| natty.try_publish("orders.try", "3"))
+        .unwrap();
+    let span = tracing::info_span!("acked");
+    expected.push(("orders.acked", span_context(&span)));
+    natty
+        .publish_acked("orders.acked", "4")
+        .instrument(span)
         .await
         .unwrap();
-    let stored = stream.get_raw_message(1).await.unwrap();
-    let traceparent = stored
-        .headers
-        .get("traceparent")
-        .map(|value| value.as_str().to_owned());
+    // A malformed `traceparent` of the caller's is replaced; a valid one is kept.
+    let span = tracing::info_span!("malformed");
+    expected.push(("orders.malformed", span_context(&span)));
+    let mut malformed = HeaderMap::new();
+    malformed.insert("Traceparent", "00-nonsense-01");
+    natty
+        .publish_with_headers("orders.malformed", malformed, "5")
+        .instrument(span)
+        .await
+        .unwrap();
+    let mut kept = HeaderMap::new();
+    kept.insert(TRACEPARENT, own);
+    natty
+        .publish_with_headers("orders.own", kept, "6")
+        .instrument(tracing::info_span!("own"))
+        .await
+        .unwrap();
+    natty.publish("orders.plain", "7").await.unwrap(); // outside any span
+    natty.flush().await;
+
+    for (subject, context) in &expected {
+        assert_eq!(
+            stored_traceparent(&plain, "ORDERS", subject).await,
+            Some(traceparent_of(context)),
+            "{subject} is stored with its span's trace context"
+        );
+    }
     assert_eq!(
-        traceparent,
-        Some(format!(
-            "00-{}-{}-01",
-            created_context.trace_id(),
-            created_context.span_id()
-        )),
-        "the stored message carries create_order's trace context"
+        stored_traceparent(&plain, "ORDERS", "orders.own")
+            .await
+            .as_deref(),
+        Some(own)
+    );
+    assert_eq!(
+        stored_traceparent(&plain, "ORDERS", "orders.plain").await,
+        None,
+        "nothing outside a span"
     );
 
-    serve_until(&natty, 2).await;
-    for (publisher_span, subject) in [
-        (&created_context, "orders.created"),
-        (&paid_context, "orders.paid"),
-    ] {
+    serve_until(&natty, DefaultMakeSpan::new(), 7).await;
+    for (subject, publisher_span) in &expected {
         let spans = process_spans(publisher_span, 1).await;
         assert_eq!(spans.len(), 1, "one process span in {subject}'s trace");
         let process = &spans[0];
@@ -166,7 +239,7 @@ async fn a_message_published_in_a_span_is_processed_in_a_child_span_of_it() {
         assert_eq!(process.span_kind, SpanKind::Consumer, "{subject}");
         assert_eq!(
             attribute(process, "messaging.destination.name").as_deref(),
-            Some(subject)
+            Some(*subject)
         );
         assert_eq!(
             attribute(process, "messaging.system").as_deref(),
@@ -177,31 +250,46 @@ async fn a_message_published_in_a_span_is_processed_in_a_child_span_of_it() {
             Some("billing")
         );
     }
+    let on = |subject: &'static str| {
+        move |span: &SpanData| {
+            attribute(span, "messaging.destination.name").as_deref() == Some(subject)
+        }
+    };
+    let own_spans = exported(1, on("orders.own")).await;
+    assert_eq!(
+        own_spans[0].parent_span_id,
+        SpanId::from_hex("b7ad6b7169203331").unwrap()
+    );
+    let plain_spans = exported(1, on("orders.plain")).await;
+    assert_eq!(plain_spans.len(), 1);
+    assert_eq!(
+        plain_spans[0].parent_span_id,
+        SpanId::INVALID,
+        "no context, no remote parent"
+    );
     natty.shutdown().await;
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_go_style_traceparent_header_from_a_plain_client_parents_the_process_span() {
-    exporter();
-    let server = Server::start().unwrap();
-    let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
-    natty.create_stream("ORDERS", ["orders.>"]).await.unwrap();
+async fn a_go_style_traceparent_from_a_plain_client_parents_a_custom_makers_span() {
+    let (_server, natty, plain) = setup().await;
 
     // Go's propagation writes canonical MIME names: `Traceparent`, `Tracestate`.
-    let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let span_id = "b7ad6b7169203331";
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let span_id = "00f067aa0ba902b7";
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Traceparent", format!("00-{trace_id}-{span_id}-01"));
     headers.insert("Tracestate", "vendor=go");
-    let client = async_nats::connect(server.url()).await.unwrap();
-    async_nats::jetstream::new(client)
+    plain
         .publish_with_headers("orders.created", headers, "from go".into())
         .await
         .unwrap()
         .await
         .unwrap();
 
-    serve_until(&natty, 1).await;
+    let maker = |msg: &natty::Message| tracing::info_span!("process", order = msg.subject());
+    serve_until(&natty, maker, 1).await;
     let remote = SpanContext::new(
         opentelemetry::trace::TraceId::from_hex(trace_id).unwrap(),
         SpanId::from_hex(span_id).unwrap(),
@@ -213,13 +301,50 @@ async fn a_go_style_traceparent_header_from_a_plain_client_parents_the_process_s
     assert_eq!(
         spans.len(),
         1,
-        "the process span joined the Go service's trace"
+        "the custom span joined the Go service's trace"
     );
     assert_eq!(spans[0].parent_span_id, remote.span_id());
+    assert_eq!(
+        attribute(&spans[0], "order").as_deref(),
+        Some("orders.created")
+    );
     assert_eq!(
         spans[0].span_context.trace_state().header(),
         "vendor=go",
         "tracestate travels with the context"
+    );
+    natty.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_carries_the_trace_context_of_the_span_that_gave_up() {
+    let (_server, natty, plain) = setup().await;
+    let span = tracing::info_span!("create_poison");
+    let producer = span_context(&span);
+    natty
+        .publish("orders.poison", "x")
+        .instrument(span)
+        .await
+        .unwrap();
+    natty.flush().await;
+
+    serve_until(&natty, DefaultMakeSpan::new(), 1).await;
+    let process = process_spans(&producer, 1).await;
+    assert_eq!(process.len(), 1);
+    let dead = timeout(DEADLINE, async {
+        loop {
+            let stream = plain.get_stream("ORDERS_DEAD").await.unwrap();
+            if stream.get_info().await.unwrap().state.messages > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    dead.await.expect("a dead letter stored");
+    assert_eq!(
+        stored_traceparent(&plain, "ORDERS_DEAD", "dead.orders").await,
+        Some(traceparent_of(&process[0].span_context)),
+        "the dead letter is a child of the process span, in the producer's trace"
     );
     natty.shutdown().await;
 }

@@ -14,8 +14,8 @@
 //! several spellings, [`get`](HeaderMap::get) prefers the exact one.
 //!
 //! The server reads its own headers (`Nats-Msg-Id`, `Nats-Expected-Stream`, ...) in their exact
-//! spelling, and so does natty: write them as the server does, for example with
-//! [`NATS_MESSAGE_ID`].
+//! spelling only, so the map stores those in the server's spelling whatever case they are
+//! given in: `insert("nats-msg-id", key)` sends `Nats-Msg-Id: key`.
 //!
 //! # Invalid headers
 //!
@@ -24,7 +24,9 @@
 //! [`append`](HeaderMap::append) never panic on such input: they leave the header out and keep
 //! the reason ([`HeaderMap::invalid`]), and publishing the map then fails with
 //! [`PublishErrorKind::InvalidHeader`](crate::error::PublishErrorKind::InvalidHeader) before
-//! anything is sent. [`validate::header`] checks a pair up front.
+//! anything is sent. [`try_insert`](HeaderMap::try_insert) and
+//! [`try_append`](HeaderMap::try_append) refuse such a pair with a [`ValidationError`] instead,
+//! and [`validate::header`] checks a pair up front.
 //!
 //! # Example
 //! ```
@@ -56,6 +58,49 @@ use crate::validate;
 /// within its duplicate window.
 pub const NATS_MESSAGE_ID: &str = "Nats-Msg-Id";
 
+/// The W3C trace-context header naming the trace and span a message was published in.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The W3C trace-context header carrying vendors' trace state along with [`TRACEPARENT`].
+pub const TRACESTATE: &str = "tracestate";
+
+/// The JetStream headers the server acts on, in the one spelling it reads. A name given in
+/// another case is stored in this spelling, so `insert("nats-msg-id", ..)` still de-duplicates.
+const SERVER_HEADERS: [&str; 8] = [
+    NATS_MESSAGE_ID,
+    "Nats-Expected-Stream",
+    "Nats-Expected-Last-Msg-Id",
+    "Nats-Expected-Last-Sequence",
+    "Nats-Expected-Last-Subject-Sequence",
+    "Nats-Expected-Last-Subject-Sequence-Subject",
+    "Nats-Rollup",
+    "Nats-TTL",
+];
+
+/// Whether `value` is a W3C `traceparent`: `version-traceid-parentid-flags` in lowercase hex,
+/// with non-zero ids; versions after `00` may append fields.
+pub fn is_traceparent(value: &str) -> bool {
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
+    let mut parts = value.splitn(5, '-');
+    let (Some(version), Some(trace_id), Some(parent_id), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let rest = parts.next();
+    hex(version, 2)
+        && version != "ff"
+        && (version != "00" || rest.is_none())
+        && hex(trace_id, 32)
+        && nonzero(trace_id)
+        && hex(parent_id, 16)
+        && nonzero(parent_id)
+        && hex(flags, 2)
+}
+
 /// A message's headers: names matched case-insensitively, each with one or more values. See
 /// the [module docs](self).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -77,6 +122,7 @@ impl HeaderMap {
         let Some(value) = self.admit(name, value.into()) else {
             return;
         };
+        let name = self.server_spelling(name);
         let existing = self.entry(name).map(|(key, _)| key.clone());
         if self.spellings(name) > 1 {
             // Only a received map holds one name in several spellings: keep one.
@@ -96,10 +142,39 @@ impl HeaderMap {
         let Some(value) = self.admit(name, value.into()) else {
             return;
         };
+        let name = self.server_spelling(name);
         let existing = self.entry(name).map(|(key, _)| key.clone());
         if let Some(key) = existing.or_else(|| self.new_name(name)) {
             self.inner.append(key, value);
         }
+    }
+
+    /// [`HeaderMap::insert`], refusing an invalid name or value instead of leaving it out: the
+    /// map is unchanged then, and not marked invalid.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] naming the rule broken (see [`validate::header`]).
+    pub fn try_insert(
+        &mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> Result<(), ValidationError> {
+        self.insert(name, checked(name, value.into())?);
+        Ok(())
+    }
+
+    /// [`HeaderMap::append`], refusing an invalid name or value instead of leaving it out: the
+    /// map is unchanged then, and not marked invalid.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] naming the rule broken (see [`validate::header`]).
+    pub fn try_append(
+        &mut self,
+        name: &str,
+        value: impl Into<String>,
+    ) -> Result<(), ValidationError> {
+        self.append(name, checked(name, value.into())?);
+        Ok(())
     }
 
     /// The first value of `name`, matched case-insensitively.
@@ -109,7 +184,9 @@ impl HeaderMap {
             .map(HeaderValue::as_str)
     }
 
-    /// Every value of `name`, matched case-insensitively, in the order they were added.
+    /// Every value of `name`, matched case-insensitively: the values of one spelling in the
+    /// order they were added (a received map may hold a name in several spellings, in no
+    /// particular order between them).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.inner
             .iter()
@@ -200,6 +277,31 @@ impl HeaderMap {
         }
     }
 
+    /// `name` in the server's spelling if it is one of the headers the server acts on (values
+    /// already held under another spelling move to it); otherwise `name` as given.
+    fn server_spelling<'a>(&mut self, name: &'a str) -> &'a str {
+        let Some(server) = SERVER_HEADERS
+            .into_iter()
+            .find(|known| known.eq_ignore_ascii_case(name))
+        else {
+            return name;
+        };
+        let misspelled = |key: &str| key != server && key.eq_ignore_ascii_case(server);
+        if self.inner.iter().any(|(key, _)| misspelled(as_str(key))) {
+            let old = std::mem::take(&mut self.inner);
+            for (key, values) in old.iter() {
+                for value in values {
+                    if misspelled(as_str(key)) {
+                        self.inner.append(server, value.clone());
+                    } else {
+                        self.inner.append(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        server
+    }
+
     fn refuse(&mut self, err: ValidationError) {
         self.invalid.get_or_insert_with(|| Box::new(err));
     }
@@ -239,6 +341,11 @@ impl HeaderMap {
             }
         }
     }
+}
+
+/// `value`, if `name` and `value` make a header that can be sent.
+fn checked(name: &str, value: String) -> Result<String, ValidationError> {
+    validate::header(name, &value).map(|()| value)
 }
 
 fn as_str(name: &HeaderName) -> &str {
@@ -306,6 +413,74 @@ impl From<HeaderMap> for async_nats::HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_headers_take_the_servers_spelling_whatever_case_they_are_given_in() {
+        let mut headers = HeaderMap::new();
+        headers.insert("nats-msg-id", "key-1");
+        assert_eq!(
+            headers.iter().collect::<Vec<_>>(),
+            [(NATS_MESSAGE_ID, "key-1")]
+        );
+
+        // A received map spelling it otherwise moves to the server's spelling on a write.
+        let mut wire = async_nats::HeaderMap::new();
+        wire.insert("NATS-TTL", "5s");
+        let mut received = HeaderMap::received(wire);
+        received.append("nats-ttl", "6s");
+        assert_eq!(
+            received.iter().collect::<Vec<_>>(),
+            [("Nats-TTL", "5s"), ("Nats-TTL", "6s")]
+        );
+        headers.insert("X-Custom", "a");
+        headers.insert("x-custom", "b");
+        assert_eq!(headers.get("X-CUSTOM"), Some("b"));
+        assert!(
+            headers.iter().any(|(name, _)| name == "X-Custom"),
+            "other names keep their first spelling"
+        );
+    }
+
+    #[test]
+    fn try_insert_refuses_a_bad_pair_and_leaves_the_map_as_it_was() {
+        let mut headers = HeaderMap::new();
+        headers.try_insert("order", "17").unwrap();
+        let err = headers.try_insert("order id", "18").unwrap_err();
+        assert_eq!(
+            err.reason(),
+            "may only contain visible ASCII characters other than `:`"
+        );
+        assert!(headers.try_append("note", "a\r\nb").is_err());
+        assert_eq!(
+            headers.invalid(),
+            None,
+            "a refused pair does not mark the map"
+        );
+        assert_eq!(headers.iter().collect::<Vec<_>>(), [("order", "17")]);
+    }
+
+    #[test]
+    fn traceparent_validation_follows_w3c_trace_context() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(is_traceparent(parent));
+        assert!(is_traceparent(&format!("01{}-extra", &parent[2..])));
+        let zero_trace = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        let zero_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01";
+        let upper = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
+        let bad_version = "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let extra_on_v0 = format!("{parent}-extra");
+        for bad in [
+            zero_trace,
+            zero_parent,
+            upper,
+            bad_version,
+            &extra_on_v0,
+            "",
+            "00-1-2-3",
+        ] {
+            assert!(!is_traceparent(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn names_match_case_insensitively_and_keep_their_first_spelling() {

@@ -12,10 +12,12 @@
 //! writes the W3C `traceparent` and `tracestate` headers. Until one is set, OpenTelemetry's
 //! default propagator writes nothing and natty adds nothing.
 //!
-//! - A message that already carries a `traceparent` (a header you set, or a message forwarded
-//!   with its headers) keeps it: natty injects nothing into it.
+//! - A message that already carries a valid `traceparent` (a header you set, or a message
+//!   forwarded with its headers) keeps it: natty injects nothing into it.
 //! - Header names are read case-insensitively: Go services write `Traceparent`.
 //! - With no OpenTelemetry layer in the subscriber, or outside any span, nothing is written.
+//! - natty is built on `opentelemetry` 0.33 and `tracing-opentelemetry` 0.34 (re-exported
+//!   here): your SDK and subscriber layer must use the same versions, or natty sees no span.
 //!
 //! # Example
 //! ```no_run
@@ -40,15 +42,21 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::header::HeaderMap;
+use crate::header::{is_traceparent, HeaderMap, TRACEPARENT};
 
-/// The W3C trace-context header naming the producer's trace and span.
-pub const TRACEPARENT: &str = "traceparent";
+/// The OpenTelemetry API natty is built on: your tracer provider and propagator must come
+/// from this version for natty to see your spans (a different version is another crate, and
+/// natty would write and parent nothing).
+pub use opentelemetry;
+/// The `tracing` bridge natty reads spans' OpenTelemetry context through; your subscriber's
+/// OpenTelemetry layer must come from this version.
+pub use tracing_opentelemetry;
 
-/// Write the current `tracing` span's trace context into `headers` unless they carry a
-/// `traceparent` already (matched case-insensitively).
+/// Write the current `tracing` span's trace context into `headers`, unless they carry a valid
+/// `traceparent` already (matched case-insensitively) or the current span has no
+/// OpenTelemetry context.
 pub fn inject_current(headers: &mut HeaderMap) {
-    if headers.contains_key(TRACEPARENT) {
+    if headers.get(TRACEPARENT).is_some_and(is_traceparent) {
         return;
     }
     let context = tracing::Span::current().context();
@@ -61,20 +69,46 @@ pub fn inject_current(headers: &mut HeaderMap) {
     });
 }
 
-/// The trace context `headers` carry (names matched case-insensitively), to make the parent of
-/// a span with `tracing_opentelemetry::OpenTelemetrySpanExt::set_parent`. Empty when they
-/// carry none, or none the global propagator understands.
+/// The trace context `headers` carry (names matched case-insensitively), read by the global
+/// propagator into an empty context: it holds no span when the headers carry none (or none
+/// the propagator understands), whatever span is current.
 pub fn extract(headers: &HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderReader(headers))
+        propagator.extract_with_context(&Context::new(), &HeaderReader(headers))
     })
+}
+
+/// Make the trace context `headers` carry the OpenTelemetry parent of `span`, as natty-tower's
+/// trace layer does for each message. Returns whether it did: not when the headers carry no
+/// valid context, the span is disabled or already started (entered, or its context read), or
+/// the subscriber has no `tracing-opentelemetry` layer of this version.
+pub fn set_parent(span: &tracing::Span, headers: &HeaderMap) -> bool {
+    if span.is_disabled() {
+        return false;
+    }
+    let parent = extract(headers);
+    if !parent.span().span_context().is_valid() {
+        return false;
+    }
+    match span.set_parent(parent) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(target: "natty", error = %err, "message span keeps its parent");
+            false
+        }
+    }
 }
 
 struct HeaderWriter<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderWriter<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key, value);
+        // The W3C propagator writes an empty `tracestate` when there is none: leave it out.
+        if !value.is_empty() {
+            // In the propagator's spelling, not that of a malformed header it replaces.
+            self.0.remove(key);
+            self.0.insert(key, value);
+        }
     }
 }
 

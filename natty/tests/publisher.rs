@@ -241,3 +241,40 @@ async fn rate_limit_holds_the_publisher_back_and_only_the_allowed_calls_are_stor
         .collect();
     assert_eq!(payloads, ["m0", "m1", "m2"]);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_in_any_case_is_sent_as_the_servers_nats_msg_id() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server, PublishConfig::default()).await;
+    natty.create_stream("CASED", ["cased.>"]).await.unwrap();
+    for spelling in ["nats-msg-id", "NATS-MSG-ID", "Nats-Msg-Id"] {
+        let mut headers = natty::HeaderMap::new();
+        headers.insert(spelling, "order-17");
+        natty
+            .publish_with_headers("cased.orders", headers, "order 17")
+            .await
+            .unwrap();
+        let service_call =
+            OutgoingMessage::new("cased.orders", "order 17").header(spelling, "order-17");
+        let ack = natty.publisher().oneshot(service_call).await.unwrap();
+        assert_eq!(
+            ack.sequence, 1,
+            "{spelling}: de-duplicated against the first"
+        );
+    }
+    natty.flush().await;
+
+    let stored = read_back(&server, "CASED").await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "one message for one key, whatever its spelling"
+    );
+    let names: Vec<String> = stored[0]
+        .2
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert_eq!(names, ["Nats-Msg-Id"], "only the server's spelling is sent");
+    assert_eq!(stored[0].2.get("Nats-Msg-Id").unwrap().as_str(), "order-17");
+}

@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use natty::header::{HeaderMap, NATS_MESSAGE_ID};
 use natty::message::{Acker, DeliveryInfo, Settlement};
+use natty::validate;
 use natty::Message;
 use pin_project_lite::pin_project;
 
@@ -62,14 +63,30 @@ impl Original {
         !retried && above.takes(decision)
     }
 
-    /// The dead letter's headers: the original's, less `Nats-*` publish controls, plus its own
-    /// `Nats-Msg-Id`, where it came from and why it failed.
+    /// The dead letter's headers: the original's, less `Nats-*` publish controls and any header
+    /// that could not be sent again, plus its own `Nats-Msg-Id`, where it came from and why it
+    /// failed. With the `opentelemetry` feature, the trace context is that of the span handling
+    /// the original when it has one (the dead letter is published there), else the original's.
     fn dead_letter_headers(&self, error: &str) -> HeaderMap {
+        let copied = |name: &str, value: &str| {
+            let publish_control = name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-");
+            !publish_control && validate::header(name, value).is_ok()
+        };
         let mut headers: HeaderMap = self
             .headers
             .iter()
-            .filter(|(name, _)| !(name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-")))
+            .filter(|(name, value)| copied(name, value))
             .collect();
+        #[cfg(feature = "opentelemetry")]
+        {
+            let mut current = HeaderMap::new();
+            natty::otel::inject_current(&mut current);
+            if current.contains_key(natty::header::TRACEPARENT) {
+                headers.remove(natty::header::TRACEPARENT);
+                headers.remove(natty::header::TRACESTATE);
+                headers.extend(current.iter());
+            }
+        }
         // The original's id would make the stream drop the dead letter as its duplicate.
         headers.insert(NATS_MESSAGE_ID, message_id(&self.info));
         if let Some(id) = self.headers.get(NATS_MESSAGE_ID) {

@@ -269,3 +269,29 @@ async fn a_subject_of_another_stream_is_accepted() {
     service.oneshot(msg).await.unwrap();
     assert!(recorder.settlements().is_empty());
 }
+
+#[tokio::test]
+async fn a_received_header_that_cannot_be_sent_again_is_left_out_of_the_dead_letter() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink.clone(), "dlq.orders"));
+    let (mut msg, recorder) = message("poison", 1);
+    // async-nats reads a header line with an empty name; natty's map would refuse to send it.
+    let mut wire = async_nats::HeaderMap::new();
+    wire.insert("tenant", "acme");
+    wire.insert("", "nameless");
+    *msg.headers_mut() = HeaderMap::from(wire);
+    assert!(msg.headers().invalid().is_some());
+
+    let _ = service.oneshot(msg).await;
+    assert_eq!(
+        recorder.settlements(),
+        [Settlement::Term],
+        "dead-lettered, not naked"
+    );
+    let published = sink.published();
+    assert_eq!(published.len(), 1);
+    let headers = &published[0].1;
+    assert_eq!(headers.invalid(), None, "the dead letter can be sent");
+    assert_eq!(headers.get("tenant"), Some("acme"));
+    assert!(headers.iter().all(|(name, _)| !name.is_empty()));
+}

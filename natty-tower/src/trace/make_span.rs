@@ -2,10 +2,17 @@ use natty::Message;
 use tracing::field::Empty;
 use tracing::{Level, Span};
 
-use super::{is_traceparent, TRACEPARENT};
+use natty::header::{is_traceparent, TRACEPARENT};
 
 /// Makes the span a message is handled in; [`TraceLayer::make_span_with`](super::TraceLayer::make_span_with)
 /// takes one. Closures `FnMut(&Message) -> Span` are makers too.
+///
+/// - A failure is recorded as `otel.status_code = "ERROR"` and `error.message` only if the
+///   span declares those fields (`tracing::field::Empty`): `tracing` records no field a span
+///   did not declare.
+/// - With the `opentelemetry` feature the message's trace context becomes the span's parent
+///   only if the maker returns it unstarted: a span it entered, or whose OpenTelemetry context
+///   it read, keeps its parent.
 pub trait MakeSpan {
     /// The span to handle `msg` in.
     fn make_span(&mut self, msg: &Message) -> Span;

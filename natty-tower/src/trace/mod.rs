@@ -20,15 +20,17 @@
 //!
 //! The span is made by a [`MakeSpan`], as in tower-http: [`DefaultMakeSpan`] (whose
 //! [`level`](DefaultMakeSpan::level) can change) or a closure given to
-//! [`TraceLayer::make_span_with`]. A failure is recorded on whatever span it made.
+//! [`TraceLayer::make_span_with`]. A failure is recorded on the span it made, in the fields
+//! that span declares (see [`MakeSpan`]).
 //!
 //! # Parent spans across services (the `opentelemetry` feature)
 //! With the feature on, the span gets the publisher's span as its OpenTelemetry parent: the
 //! trace context the message's headers carry (read by the propagator set with
 //! `opentelemetry::global::set_text_map_propagator`, header names matched case-insensitively,
 //! so a Go service's `Traceparent` counts) is set as the parent of the span, whichever
-//! [`MakeSpan`] made it. natty's publishes write that context with the same feature (see
-//! `natty::otel`). A message without trace context keeps the span's usual parent.
+//! [`MakeSpan`] made it (unstarted). natty's publishes write that context with the same
+//! feature (see `natty::otel`). A message without trace context keeps the span's usual parent.
+//! natty-tower's dead letters carry the context of the span that gave the message up.
 //!
 //! # Example
 //! ```
@@ -66,8 +68,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::TraceLayer;
 pub use self::make_span::{DefaultMakeSpan, MakeSpan};
 
-/// The W3C trace-context header carrying the producer's trace and span.
-pub const TRACEPARENT: &str = "traceparent";
+pub use natty::header::TRACEPARENT;
 
 /// Runs each call in a span with messaging fields; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -122,51 +123,10 @@ where
     fn call(&mut self, msg: Message) -> Self::Future {
         let span = self.make_span.make_span(&msg);
         #[cfg(feature = "opentelemetry")]
-        set_remote_parent(&span, &msg);
+        natty::otel::set_parent(&span, msg.headers());
         let future = span.in_scope(|| self.inner.call(msg));
         ResponseFuture::new(future, span)
     }
-}
-
-/// Make the trace context `msg` carries the OpenTelemetry parent of `span`, if it carries one.
-#[cfg(feature = "opentelemetry")]
-fn set_remote_parent(span: &tracing::Span, msg: &Message) {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-    if span.is_disabled() {
-        return;
-    }
-    let parent = natty::otel::extract(msg.headers());
-    if parent.span().span_context().is_valid() {
-        // Fails only without an OpenTelemetry layer, or on a span a custom maker already
-        // started: the span keeps its parent then.
-        let _ = span.set_parent(parent);
-    }
-}
-
-/// Whether `value` is a W3C `traceparent`: `version-traceid-parentid-flags` in lowercase hex,
-/// with non-zero ids; later versions may append fields.
-fn is_traceparent(value: &str) -> bool {
-    let hex = |part: &str, len: usize| {
-        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
-    let mut parts = value.splitn(5, '-');
-    let (Some(version), Some(trace_id), Some(parent_id), Some(flags)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let rest = parts.next();
-    hex(version, 2)
-        && version != "ff"
-        && (version != "00" || rest.is_none())
-        && hex(trace_id, 32)
-        && nonzero(trace_id)
-        && hex(parent_id, 16)
-        && nonzero(parent_id)
-        && hex(flags, 2)
 }
 
 #[cfg(test)]
