@@ -8,7 +8,7 @@
 //!
 //! | module | layer | what it does |
 //! | --- | --- | --- |
-//! | [`trace`] | [`TraceLayer`](trace::TraceLayer) | a span per message with OpenTelemetry messaging fields |
+//! | [`trace`] | [`TraceLayer`](trace::TraceLayer) | a span per message with OpenTelemetry messaging fields, parented on the publisher's span (feature `opentelemetry`) |
 //! | [`metrics`](crate#features) | `MetricsLayer` | latency, in-flight and outcome metrics (feature `metrics`) |
 //! | [`report`] | [`ReportErrorsLayer`](report::ReportErrorsLayer) | every error to `tracing` and a channel or callback |
 //! | [`ack`] | [`AckLayer`](ack::AckLayer) | ack, nak with backoff, or term, as the [`classify`] decision says |

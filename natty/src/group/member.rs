@@ -454,6 +454,9 @@ impl Natty {
             let mut pin: Option<String> = None;
             let mut revoked: HashSet<String> = HashSet::new();
             let mut gate: Option<Gate> = None;
+            // The highest consumer (delivery) sequence seen: a jump past it means a delivery
+            // never arrived (lost with a dying server), so the lanes wait for its redelivery.
+            let mut last_delivery: Option<u64> = None;
             let mut ended = Ended::Shutdown;
 
             loop {
@@ -580,6 +583,14 @@ impl Natty {
                         };
                         backoff = Duration::from_millis(50);
                         let now = Instant::now();
+                        if let Ok(info) = message.info() {
+                            let delivery = info.consumer_sequence;
+                            if last_delivery.is_some_and(|last| delivery > last + 1) && gate.is_none() {
+                                tracing::debug!(target: "natty", member = %config.member, delivery, "a delivery went missing; waiting for its redelivery");
+                                gate = Some(Gate { until: now + timers.takeover, check_at: now });
+                            }
+                            last_delivery = Some(last_delivery.map_or(delivery, |last| last.max(delivery)));
+                        }
                         // The server appends its pin after any a publisher set: take the last.
                         let message_pin = message
                             .headers

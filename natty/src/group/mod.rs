@@ -34,8 +34,11 @@
 //! messages of the partition wait, held, until it is handled again, or until its nak delay
 //! plus `A + pull expiry` pass without it (it was termed, or ran out of deliveries). So a
 //! later message of a key does not overtake an earlier one that is still to be handled, as
-//! long as the earlier one comes back within that time. Delivery is at least once: acks lost
-//! with a dying server make the next pinned instance handle those messages again, in order.
+//! long as the earlier one comes back within that time. A delivery lost with a dying server
+//! shows as a jump in the consumer's delivery sequence: the instance then starts no call until
+//! the consumer's pending messages are all ones it holds (the lost one redelivered), bounded by
+//! the takeover wait below. Delivery is at least once: acks lost with a dying server make the
+//! next pinned instance handle those messages again, in order.
 //!
 //! # Timers and failover (ack wait `A`, default 5 s)
 //! | timer | value | with `A` = 5 s |
