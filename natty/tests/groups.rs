@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use natty::group::{
     ElasticGroupConfig, GroupErrorKind, MemberConfig, MemberMapping, MemberSummary, Partition,
     Partitioning, PartitioningFilter, StaticGroupConfig, ELASTIC_BUCKET, STATIC_BUCKET,
@@ -800,4 +801,102 @@ async fn other_consumer_settings_or_a_changed_group_answer_config_drift() {
         .unwrap();
     assert_eq!(stopped.unwrap_err().kind(), GroupErrorKind::ConfigDrift);
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_that_never_arrives_is_not_overtaken_by_later_messages_of_its_key() {
+    trace();
+    let server = Server::start().unwrap();
+    let admin = connect(&server).await;
+    if !groups_supported(&admin) {
+        return assert_unsupported(&admin).await;
+    }
+    admin
+        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 1))
+        .await
+        .unwrap();
+    let group = StaticGroupConfig::with_members(1, ["m1"]);
+    admin.create_static_group("ORD", "g", &group).await.unwrap();
+
+    // A handler that never fails, and remembers the pin the server put on its messages.
+    let checker = Arc::new(Checker::default());
+    let pin: Arc<Mutex<Option<String>>> = Arc::default();
+    let service = {
+        let (checker, pin) = (Arc::clone(&checker), Arc::clone(&pin));
+        tower::service_fn(move |msg: Message| {
+            let (checker, pin) = (Arc::clone(&checker), Arc::clone(&pin));
+            async move {
+                let n: u64 = std::str::from_utf8(msg.payload()).unwrap().parse().unwrap();
+                *pin.lock().unwrap() = msg
+                    .headers()
+                    .get_all("Nats-Pin-Id")
+                    .last()
+                    .map(str::to_owned);
+                checker.enter("k0");
+                checker.leave("k0", Some(n));
+                Ok::<_, std::io::Error>(())
+            }
+        })
+    };
+    let member = connect(&server).await;
+    let shutdown = CancellationToken::new();
+    let config = MemberConfig::new("ORD", "g", "m1").ack_wait(Duration::from_secs(2));
+    let token = shutdown.clone();
+    let task =
+        tokio::spawn(async move { member.serve_static_member(config, token, service).await });
+
+    admin.publish_acked("ord.k0", "0").await.unwrap();
+    checker.wait_complete(1, 1).await;
+    let pin = pin
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the server pinned the member");
+
+    // Another client pulls with the member's pin and never acks what it gets: for the member
+    // that delivery never arrives, and the server redelivers it after the ack wait.
+    let thief = async_nats::connect(server.url()).await.unwrap();
+    let inbox = thief.new_inbox();
+    let mut stolen = thief.subscribe(inbox.clone()).await.unwrap();
+    let pull =
+        serde_json::json!({ "batch": 1, "expires": 20_000_000_000u64, "group": "PCG", "id": pin });
+    thief
+        .publish_with_reply(
+            "$JS.API.CONSUMER.MSG.NEXT.ORD.g-m1",
+            inbox,
+            serde_json::to_vec(&pull).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    thief.flush().await.unwrap();
+
+    let per_key = 12;
+    for n in 1..per_key {
+        admin.publish_acked("ord.k0", n.to_string()).await.unwrap();
+    }
+    let taken = tokio::time::timeout(DEADLINE, stolen.next())
+        .await
+        .expect("the pull with the member's pin got a message")
+        .unwrap();
+    let taken: u64 = std::str::from_utf8(&taken.payload)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        taken < per_key - 1,
+        "a message with later ones behind it was taken, got {taken}"
+    );
+
+    checker.wait_complete(1, per_key).await;
+    shutdown.cancel();
+    let summary = tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("stops in time")
+        .expect("no panic")
+        .expect("serves without error");
+    assert_eq!(
+        checker.violations(),
+        Vec::<String>::new(),
+        "message {taken} was taken: {summary:?}"
+    );
 }
