@@ -454,12 +454,15 @@ impl Natty {
     {
         // Proving `Send` here, where `S` is still generic, sidesteps a compiler limitation
         // (higher-ranked `From` bounds on boxed errors) that callers spawning the future hit.
-        self.drive(config, shutdown, service)
+        self.drive(config, None, shutdown, service)
     }
 
-    async fn drive<S>(
+    /// Serve `config`'s durable consumer; `resolved` is the consumer when a
+    /// [`Consumer`](crate::Consumer) handle created it already.
+    pub(crate) async fn drive<S>(
         &self,
         config: ConsumeConfig,
+        resolved: Option<async_nats::jetstream::consumer::PullConsumer>,
         shutdown: CancellationToken,
         mut service: S,
     ) -> Result<ConsumeSummary, ConsumeError>
@@ -468,7 +471,10 @@ impl Natty {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        let mut consumer = self.consumer_for(&config).await?;
+        let mut consumer = match resolved {
+            Some(consumer) => consumer,
+            None => self.consumer_for(&config).await?,
+        };
         let mut settings = self.settings_of(&consumer).await?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut pulls = SelectAll::new();
@@ -616,14 +622,7 @@ impl Natty {
     }
 
     /// Check `config`'s names and create (or update) its durable consumer.
-    pub(crate) async fn resolve_consumer(
-        &self,
-        config: &ConsumeConfig,
-    ) -> Result<(), ConsumeError> {
-        self.consumer_for(config).await.map(drop)
-    }
-
-    async fn consumer_for(
+    pub(crate) async fn consumer_for(
         &self,
         config: &ConsumeConfig,
     ) -> Result<async_nats::jetstream::consumer::PullConsumer, ConsumeError> {

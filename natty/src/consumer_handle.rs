@@ -39,6 +39,8 @@ use crate::Natty;
 pub struct Consumer {
     natty: Natty,
     config: ConsumeConfig,
+    /// The consumer as created: serving starts from it instead of creating it again.
+    resolved: async_nats::jetstream::consumer::PullConsumer,
 }
 
 impl Natty {
@@ -49,10 +51,11 @@ impl Natty {
     /// `InvalidName` for a bad stream, consumer or filter name; `StreamNotFound` when the
     /// stream does not exist; `Fetch` when the server cannot be asked.
     pub async fn consumer(&self, config: ConsumeConfig) -> Result<Consumer, ConsumeError> {
-        self.resolve_consumer(&config).await?;
+        let resolved = self.consumer_for(&config).await?;
         Ok(Consumer {
             natty: self.clone(),
             config,
+            resolved,
         })
     }
 }
@@ -78,7 +81,12 @@ impl Consumer {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        self.natty.serve(self.config.clone(), shutdown, service)
+        self.natty.drive(
+            self.config.clone(),
+            Some(self.resolved.clone()),
+            shutdown,
+            service,
+        )
     }
 
     /// Run `handler` for each message until `shutdown` is cancelled, as [`Natty::consume`]
@@ -96,8 +104,6 @@ impl Consumer {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.natty
-            .consume(self.config.clone(), shutdown, handler)
-            .await
+        self.serve(shutdown, tower::service_fn(handler)).await
     }
 }
