@@ -5,7 +5,7 @@ use async_nats::jetstream::stream::{self, SubjectTransform};
 use async_nats::jetstream::ErrorCode;
 
 use super::config::{config_key, consumer_name, StaticGroupConfig, PRIORITY_GROUP, STATIC_BUCKET};
-use super::error::{invalid, refused, GroupError, GroupErrorKind};
+use super::error::{invalid, not_member, refused, GroupError, GroupErrorKind};
 use crate::error::Error;
 use crate::Natty;
 
@@ -305,12 +305,7 @@ impl Natty {
     ) -> Result<Vec<u32>, GroupError> {
         let config = self.static_group(stream, group).await?;
         if !config.is_member(member) {
-            return Err(refused(
-                GroupErrorKind::NotMember,
-                "member",
-                member,
-                "is not in the group",
-            ));
+            return Err(not_member(member));
         }
         Ok(config.partitions_of(member))
     }

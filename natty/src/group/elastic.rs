@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::admin::js;
 use super::config::{config_key, MemberMapping, StaticGroupConfig};
-use super::error::{invalid, refused, GroupError, GroupErrorKind};
+use super::error::{invalid, not_member, refused, GroupError, GroupErrorKind};
 use crate::error::Error;
 use crate::Natty;
 
@@ -524,12 +524,7 @@ impl Natty {
     ) -> Result<Vec<u32>, GroupError> {
         let config = self.elastic_group(stream, group).await?;
         if !config.is_member(member) {
-            return Err(refused(
-                GroupErrorKind::NotMember,
-                "member",
-                member,
-                "is not in the group",
-            ));
+            return Err(not_member(member));
         }
         Ok(config.partitions_of(member))
     }

@@ -58,6 +58,16 @@ pub(crate) fn invalid(what: &'static str, value: &str, reason: &'static str) -> 
 }
 
 /// An error of `kind` saying what was wrong with which value.
+/// The refusal of `member`, which is not in the group.
+pub(crate) fn not_member(member: &str) -> GroupError {
+    refused(
+        GroupErrorKind::NotMember,
+        "member",
+        member,
+        "is not in the group",
+    )
+}
+
 pub(crate) fn refused(
     kind: GroupErrorKind,
     what: &'static str,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::config::{config_key, consumer_name, StaticGroupConfig, PRIORITY_GROUP};
-use super::error::{refused, GroupError, GroupErrorKind};
+use super::error::{not_member, refused, GroupError, GroupErrorKind};
 use crate::error::BoxError;
 use crate::error::Error;
 use crate::message::{Acker, Message, Settlement};
@@ -387,12 +387,7 @@ impl Natty {
         let mut spec = Spec::read(self, kind, &config.stream, &config.group).await?;
         // An elastic member may start before it is added; a static one must be listed.
         if kind == Kind::Static && !spec.is_member(&config.member) {
-            return Err(refused(
-                GroupErrorKind::NotMember,
-                "member",
-                &config.member,
-                "is not in the group",
-            ));
+            return Err(not_member(&config.member));
         }
         let consumer_name = kind.consumer_name(&config.group, &config.member);
         crate::validate::name("consumer name", &consumer_name)
