@@ -176,6 +176,21 @@ async fn start_instance(server: &Server, config: MemberConfig, checker: &Arc<Che
     Instance { shutdown, task }
 }
 
+/// Stop every instance; each must stop in time, without panicking or an error.
+async fn stop_all(instances: Vec<Instance>) -> Vec<MemberSummary> {
+    let mut summaries = Vec::new();
+    for instance in instances {
+        instance.shutdown.cancel();
+        let summary = tokio::time::timeout(DEADLINE, instance.task)
+            .await
+            .expect("stops in time")
+            .expect("no panic")
+            .expect("serves without error");
+        summaries.push(summary);
+    }
+    summaries
+}
+
 /// Publish `per_key` numbers to every key, a round at a time with every ack awaited, so each
 /// key's numbers are stored in order (batched publishing may reorder a retried message).
 async fn publish_keys(natty: &Natty, keys: usize, per_key: u64) {
@@ -241,20 +256,9 @@ async fn three_members_two_instances_keep_per_key_order() {
     publish_keys(&admin, keys, per_key).await;
     checker.wait_complete(keys, per_key).await;
 
-    let (mut pins, mut failed, mut handled) = (0, 0, 0);
-    let mut summaries = Vec::new();
-    for instance in instances {
-        instance.shutdown.cancel();
-        let summary = tokio::time::timeout(DEADLINE, instance.task)
-            .await
-            .expect("stops in time")
-            .expect("no panic")
-            .expect("serves without error");
-        pins += summary.pins;
-        failed += summary.failed;
-        handled += summary.handled;
-        summaries.push(summary);
-    }
+    let summaries = stop_all(instances).await;
+    let total = |count: fn(&MemberSummary) -> u64| summaries.iter().map(count).sum::<u64>();
+    let (pins, failed, handled) = (total(|s| s.pins), total(|s| s.failed), total(|s| s.handled));
     assert_eq!(checker.violations(), Vec::<String>::new(), "{summaries:#?}");
     assert!(
         pins >= 3,
@@ -628,16 +632,7 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
     );
     checker.wait_complete(keys, per_key as u64).await;
 
-    let mut summaries = Vec::new();
-    for instance in instances {
-        instance.shutdown.cancel();
-        let summary = tokio::time::timeout(DEADLINE, instance.task)
-            .await
-            .expect("stops in time")
-            .expect("no panic")
-            .expect("serves without error");
-        summaries.push(summary);
-    }
+    let summaries = stop_all(instances).await;
     assert_eq!(checker.violations(), Vec::<String>::new(), "{summaries:#?}");
     assert!(
         summaries.iter().all(|s| s.handled > 0),
@@ -723,16 +718,7 @@ async fn group_on_r3_streams_keeps_going_when_a_server_dies() {
     }
     checker.wait_complete(keys, per_key as u64).await;
 
-    let mut summaries = Vec::new();
-    for instance in instances {
-        instance.shutdown.cancel();
-        let summary = tokio::time::timeout(DEADLINE, instance.task)
-            .await
-            .expect("stops in time")
-            .expect("no panic")
-            .expect("serves without error");
-        summaries.push(summary);
-    }
+    let summaries = stop_all(instances).await;
     assert_eq!(checker.violations(), Vec::<String>::new(), "{summaries:#?}");
 }
 
