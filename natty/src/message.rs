@@ -37,6 +37,75 @@ use crate::header::HeaderMap;
 /// The error of a settle call.
 pub type SettleError = Error<SettleErrorKind>;
 
+/// A stream or consumer name, shared by every message a consumer delivers: cloning it counts a
+/// reference instead of copying the text. Reads as a `&str` (`as_str`, `Deref`, `Display`) and
+/// compares with string slices.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    /// The name's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(name: &str) -> Self {
+        Self(Arc::from(name))
+    }
+}
+
+impl From<String> for Name {
+    fn from(name: String) -> Self {
+        Self(Arc::from(name))
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
 /// Where a message sits in its stream and consumer, from the JetStream reply subject.
 ///
 /// Built by hand (for a hand-built [`Message`]) with [`DeliveryInfo::new`], then its fields set.
@@ -44,9 +113,9 @@ pub type SettleError = Error<SettleErrorKind>;
 #[non_exhaustive]
 pub struct DeliveryInfo {
     /// The stream the message is stored in.
-    pub stream: String,
+    pub stream: Name,
     /// The durable consumer that delivered it.
-    pub consumer: String,
+    pub consumer: Name,
     /// The message's sequence in the stream.
     pub stream_sequence: u64,
     /// The delivery's sequence in the consumer.
@@ -75,8 +144,8 @@ impl DeliveryInfo {
     /// ```
     pub fn new(stream: impl Into<String>, consumer: impl Into<String>) -> Self {
         Self {
-            stream: stream.into(),
-            consumer: consumer.into(),
+            stream: Name::from(stream.into()),
+            consumer: Name::from(consumer.into()),
             stream_sequence: 0,
             consumer_sequence: 0,
             delivered: 1,
@@ -125,7 +194,8 @@ struct AckerInner {
 
 enum Target {
     Server {
-        client: async_nats::Client,
+        // Shared by every message of a run: cloning a client counts a dozen references.
+        client: Arc<async_nats::Client>,
         reply: Subject,
     },
     Recorder(Recorder),
@@ -298,6 +368,9 @@ pub struct Message {
     headers: HeaderMap,
     reply: Option<Subject>,
     info: DeliveryInfo,
+    /// The delivering consumer's settings: a field, not an extension, so attaching them costs
+    /// one reference count per message instead of a map allocation.
+    settings: Option<ConsumerSettings>,
     extensions: Extensions,
     acker: Acker,
 }
@@ -320,8 +393,8 @@ impl Message {
         let info = message
             .info()
             .map(|info| DeliveryInfo {
-                stream: info.stream.to_owned(),
-                consumer: info.consumer.to_owned(),
+                stream: Name::from(info.stream),
+                consumer: Name::from(info.consumer),
                 stream_sequence: info.stream_sequence,
                 consumer_sequence: info.consumer_sequence,
                 delivered: u64::try_from(info.delivered).unwrap_or(1),
@@ -332,7 +405,7 @@ impl Message {
         let async_nats::jetstream::Message { message, context } = message;
         let acker = match &message.reply {
             Some(reply) => Acker::new(Target::Server {
-                client: context.client(),
+                client: Arc::new(context.client()),
                 reply: reply.clone(),
             }),
             // Without a reply subject there is nothing to ack; settle into the void.
@@ -344,6 +417,43 @@ impl Message {
             headers: message.headers.map(HeaderMap::received).unwrap_or_default(),
             reply: message.reply,
             info,
+            settings: None,
+            extensions: Extensions::new(),
+            acker,
+        }
+    }
+
+    /// A message natty's driver pulled from `consumer`: the names are shared, not copied, and
+    /// the sequences are read from the ack subject without building an async-nats message.
+    pub(crate) fn from_delivery(
+        message: async_nats::Message,
+        client: &Arc<async_nats::Client>,
+        consumer: &DeliveringConsumer,
+    ) -> Self {
+        let mut info = DeliveryInfo {
+            stream: consumer.stream.clone(),
+            consumer: consumer.consumer.clone(),
+            ..DeliveryInfo::default()
+        };
+        let acker = match &message.reply {
+            Some(reply) => {
+                if let Some(numbers) = AckNumbers::parse(reply.as_str()) {
+                    numbers.fill(&mut info);
+                }
+                Acker::new(Target::Server {
+                    client: Arc::clone(client),
+                    reply: reply.clone(),
+                })
+            }
+            None => Acker::new(Target::Recorder(Recorder::default())),
+        };
+        Self {
+            subject: message.subject,
+            payload: message.payload,
+            headers: message.headers.map(HeaderMap::received).unwrap_or_default(),
+            reply: message.reply,
+            info,
+            settings: Some(consumer.settings.clone()),
             extensions: Extensions::new(),
             acker,
         }
@@ -356,6 +466,7 @@ impl Message {
             payload: payload.into(),
             headers: HeaderMap::new(),
             info: DeliveryInfo::default(),
+            settings: None,
             extensions: Extensions::new(),
         }
     }
@@ -408,7 +519,7 @@ impl Message {
     /// natty's driver attaches to every message; `None` for a message that did not come
     /// through the driver.
     pub fn consumer_settings(&self) -> Option<&ConsumerSettings> {
-        self.extensions.get::<ConsumerSettings>()
+        self.settings.as_ref()
     }
 
     /// Typed data attached by middleware.
@@ -479,6 +590,7 @@ pub struct MessageBuilder {
     payload: Bytes,
     headers: HeaderMap,
     info: DeliveryInfo,
+    settings: Option<ConsumerSettings>,
     extensions: Extensions,
 }
 
@@ -503,7 +615,7 @@ impl MessageBuilder {
 
     /// Attach consumer settings, as natty's driver does.
     pub fn consumer_settings(mut self, settings: ConsumerSettings) -> Self {
-        self.extensions.insert(settings);
+        self.settings = Some(settings);
         self
     }
 
@@ -516,9 +628,112 @@ impl MessageBuilder {
             headers: self.headers,
             reply: None,
             info: self.info,
+            settings: self.settings,
             extensions: self.extensions,
             acker: Acker::new(Target::Recorder(recorder.clone())),
         };
         (message, recorder)
+    }
+}
+
+/// The consumer a driver pulls from, as every message it delivers carries it: its names and
+/// settings, shared by reference count.
+#[derive(Clone, Debug)]
+pub(crate) struct DeliveringConsumer {
+    pub(crate) stream: Name,
+    pub(crate) consumer: Name,
+    pub(crate) settings: ConsumerSettings,
+}
+
+impl DeliveringConsumer {
+    pub(crate) fn new(settings: ConsumerSettings) -> Self {
+        Self {
+            stream: Name::from(settings.stream()),
+            consumer: Name::from(settings.consumer()),
+            settings,
+        }
+    }
+}
+
+/// The numbers of a JetStream ack subject: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+/// seq>.<consumer seq>.<time>.<pending>`, or the same after `<domain>.<account hash>` with a
+/// random token at the end (the form of servers since 2.9 that set a domain).
+#[derive(Debug, PartialEq, Eq)]
+struct AckNumbers {
+    delivered: u64,
+    stream_sequence: u64,
+    consumer_sequence: u64,
+    published_unix_nanos: i128,
+    pending: u64,
+}
+
+impl AckNumbers {
+    fn parse(reply: &str) -> Option<Self> {
+        let rest = reply.strip_prefix("$JS.ACK.")?;
+        // Per message, so no allocation: the first 11 tokens on the stack.
+        let mut tokens = [""; 11];
+        let mut count = 0;
+        for token in rest.split('.') {
+            if count < tokens.len() {
+                tokens[count] = token;
+            }
+            count += 1;
+        }
+        // After `$JS.ACK.`: 7 tokens (stream first), or 10+ (domain, hash, then stream).
+        let numbers = match count {
+            7 => &tokens[2..7],
+            n if n >= 10 => &tokens[4..9],
+            _ => return None,
+        };
+        Some(Self {
+            delivered: numbers[0].parse().ok()?,
+            stream_sequence: numbers[1].parse().ok()?,
+            consumer_sequence: numbers[2].parse().ok()?,
+            published_unix_nanos: numbers[3].parse().ok()?,
+            pending: numbers[4].parse().ok()?,
+        })
+    }
+
+    fn fill(self, info: &mut DeliveryInfo) {
+        info.delivered = self.delivered;
+        info.stream_sequence = self.stream_sequence;
+        info.consumer_sequence = self.consumer_sequence;
+        info.published_unix_nanos = self.published_unix_nanos;
+        info.pending = self.pending;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckNumbers;
+
+    #[test]
+    fn both_forms_of_the_ack_subject_give_the_same_numbers() {
+        let expected = AckNumbers {
+            delivered: 2,
+            stream_sequence: 17,
+            consumer_sequence: 9,
+            published_unix_nanos: 1_700_000_000_000_000_000,
+            pending: 4,
+        };
+        let plain = "$JS.ACK.ORDERS.billing.2.17.9.1700000000000000000.4";
+        let with_domain = "$JS.ACK.hub.ACCHASH.ORDERS.billing.2.17.9.1700000000000000000.4.rnd";
+        assert_eq!(AckNumbers::parse(plain), Some(expected));
+        assert_eq!(
+            AckNumbers::parse(with_domain),
+            AckNumbers::parse(plain),
+            "the domain form reads the same numbers"
+        );
+    }
+
+    #[test]
+    fn a_subject_that_is_not_an_ack_subject_gives_nothing() {
+        for reply in [
+            "_INBOX.abc",
+            "$JS.ACK.ORDERS.billing.x.17.9.1.4",
+            "$JS.ACK.a.b.c",
+        ] {
+            assert_eq!(AckNumbers::parse(reply), None, "{reply}");
+        }
     }
 }

@@ -1,31 +1,33 @@
 //! Serving one member of a static group: the driver behind [`Natty::serve_static_member`].
 //!
 //! natty's own [`serve`](crate::Natty::serve) runs calls in any order; a group member needs
-//! per-partition order, pinning and pin changes handled, so it has its own driver. Every
-//! partition is a lane holding its messages by stream sequence: one call at a time per lane,
-//! lanes concurrently. Timers all follow from the ack wait `A`, as orbit's do.
+//! per-partition order, pinning and pin changes handled, so it has its own driver around the
+//! same per-message [`Engine`] (readiness, panics, settling, reports). Every partition is a
+//! lane holding its messages by stream sequence: one call at a time per lane, lanes
+//! concurrently; a lane's next call starts as soon as the previous one ended and its
+//! settlement was sent. Timers all follow from the ack wait `A`, as orbit's do.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy, PullConsumer};
-use futures_util::{FutureExt, StreamExt};
-use tokio::task::JoinSet;
+use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::config::{config_key, consumer_name, StaticGroupConfig, PRIORITY_GROUP};
 use super::error::{not_member, refused, GroupError, GroupErrorKind};
+use crate::consume::engine::{Engine, Event, Expiry, Finished, Outcome, Steady, Tally};
+use crate::consume::HandlerFailure;
+use crate::consumer::ConsumerSettings;
 use crate::error::BoxError;
 use crate::error::Error;
-use crate::message::{Acker, Message, Settlement};
+use crate::message::{Acker, DeliveringConsumer, Message, Settlement};
+use crate::report::ReportSender;
 use crate::Natty;
 
 /// The header a pinned client's messages carry its pin in.
@@ -47,6 +49,7 @@ pub struct MemberConfig {
     backoff: Vec<Duration>,
     batch: usize,
     shutdown_grace: Duration,
+    errors: Option<ReportSender<HandlerFailure>>,
 }
 
 impl MemberConfig {
@@ -66,7 +69,17 @@ impl MemberConfig {
             backoff: Vec::new(),
             batch: 100,
             shutdown_grace: Duration::from_secs(10),
+            errors: None,
         }
+    }
+
+    /// Also send each handler error here, as [`ConsumeConfig::errors`](crate::ConsumeConfig::errors)
+    /// does for `serve`: a tokio `mpsc::Sender` delivers every report (the member starts no
+    /// call while the channel is full); a [`ReportSender::lossy`] never waits and counts what
+    /// it dropped, also in [`MemberSummary::dropped_reports`].
+    pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.errors = Some(errors.into());
+        self
     }
 
     /// The consumer's ack wait (default 5 s, orbit's); every other timer follows from it, see
@@ -196,6 +209,20 @@ pub struct MemberSummary {
     pub returned: u64,
     /// Times this instance was newly pinned (its first pin included).
     pub pins: u64,
+    /// Handler error reports not delivered (see [`MemberConfig::errors`]).
+    pub dropped_reports: u64,
+}
+
+impl MemberSummary {
+    /// This summary with the engine's counts of calls.
+    fn with(mut self, tally: Tally) -> Self {
+        self.handled = tally.handled;
+        self.failed = tally.failed;
+        self.panicked = tally.panicked;
+        self.cancelled = tally.cancelled;
+        self.dropped_reports = tally.dropped_reports;
+        self
+    }
 }
 
 /// Notices when the process was paused (SIGSTOP, a frozen VM, a starved runtime): a ticker
@@ -242,46 +269,15 @@ impl StallWatch {
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
+}
 
+impl Steady for StallWatch {
     /// No stall since `epoch`, and none under way (the ticker not yet caught up).
     fn steady_since(&self, epoch: u64) -> bool {
         let since_tick = self
             .now_ms()
             .saturating_sub(self.last_tick_ms.load(Ordering::Acquire));
         self.epoch() == epoch && since_tick <= self.stall_ms()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A handler call that is never polled past its deadline or after a stall: the server may
-    /// have handed its message to another instance by then. Resolves to `None` when dropped.
-    struct Bounded<F> {
-        #[pin]
-        call: F,
-        // Wakes the task at the deadline, so a call stuck past it is dropped, not left hanging.
-        #[pin]
-        timer: tokio::time::Sleep,
-        deadline: Instant,
-        watch: Arc<StallWatch>,
-        epoch: u64,
-    }
-}
-
-impl<F: Future> Future for Bounded<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if Instant::now() >= *this.deadline || !this.watch.steady_since(*this.epoch) {
-            return Poll::Ready(None);
-        }
-        if let Poll::Ready(out) = this.call.poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if this.timer.poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
     }
 }
 
@@ -298,21 +294,13 @@ struct Lane {
 struct Held {
     message: Message,
     deadline: Instant,
-    pin: Option<String>,
+    pin: Option<Arc<str>>,
 }
 
-enum Outcome {
-    Handled,
-    Failed(BoxError),
-    Panicked,
-    Cancelled,
-}
-
-struct Done {
+/// Which lane and message a call is for.
+struct Slot {
     partition: u32,
     seq: u64,
-    outcome: Outcome,
-    settlement: Option<Settlement>,
 }
 
 /// Waiting, after a pin change or a stall, until the messages of an earlier pin are settled
@@ -376,7 +364,7 @@ impl Natty {
         kind: Kind,
         config: MemberConfig,
         shutdown: CancellationToken,
-        mut service: S,
+        service: S,
     ) -> Result<MemberSummary, GroupError>
     where
         S: Service<Message> + Send,
@@ -406,6 +394,17 @@ impl Natty {
             .map_err(super::admin::js)?;
 
         let mut summary = MemberSummary::default();
+        let mut engine: Engine<S, Slot> = Engine::new(service, config.errors.clone());
+        let client = Arc::new(self.client().clone());
+        let stream_subjects = js_stream.cached_info().config.subjects.clone();
+        let delivering_for = |consumer: &Option<PullConsumer>| {
+            consumer.as_ref().map(|consumer| {
+                DeliveringConsumer::new(ConsumerSettings::from_info(
+                    consumer.cached_info(),
+                    stream_subjects.clone(),
+                ))
+            })
+        };
         let (stall_watch, ticker) = StallWatch::start(timers.stall);
         let _ticker = AbortOnDrop(ticker);
         let stale_wait = timers.ack_wait + timers.pull_expiry;
@@ -439,15 +438,15 @@ impl Natty {
                         (Some(consumer), Some(messages))
                     }
                     Join::Idle => (None, None),
-                    Join::Shutdown => return Ok(summary),
+                    Join::Shutdown => return Ok(summary.with(engine.tally())),
                     Join::Stop(err) => return Err(err),
                 }
             };
+            let mut delivering = delivering_for(&consumer);
             let mut seen_epoch = stall_watch.epoch();
             let mut lanes: HashMap<u32, Lane> = HashMap::new();
-            let mut tasks: JoinSet<Done> = JoinSet::new();
-            let mut pin: Option<String> = None;
-            let mut revoked: HashSet<String> = HashSet::new();
+            let mut pin: Option<Arc<str>> = None;
+            let mut revoked: HashSet<Arc<str>> = HashSet::new();
             let mut gate: Option<Gate> = None;
             // The highest consumer (delivery) sequence seen: a jump past it means a delivery
             // never arrived (lost with a dying server), so the lanes wait for its redelivery.
@@ -467,22 +466,25 @@ impl Natty {
                 }
                 let fence_wake = next_fence_end(&lanes);
                 let gate_wake = gate.as_ref().map(|g| g.check_at);
+                let starts = Starts {
+                    watch: &stall_watch,
+                    epoch: seen_epoch,
+                    stale_wait,
+                };
+                // While the gate is shut no call starts; otherwise ask for readiness whenever a
+                // lane has a message that may go.
+                let want_ready = gate.is_none() && starts.any_ready(&mut lanes, &mut summary);
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
-                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                        match done {
-                            Ok(done) => {
-                                let partition = done.partition;
-                                finish(&mut lanes, &mut summary, done, &timers, &config);
-                                if let (None, Some(lane)) = (&gate, lanes.get_mut(&partition)) {
-                                    start_lane(partition, lane, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
-                                }
-                            }
-                            // Calls run under `catch_unwind`, so a task fails only when aborted.
-                            Err(err) => tracing::warn!(target: "natty", error = %err, "member task lost"),
+                    event = engine.next_event(want_ready), if want_ready || engine.in_flight() > 0 => match event {
+                        Event::Done(done) => {
+                            let finished = engine.settle(done).await;
+                            finish(&mut lanes, finished, &timers);
                         }
-                    }
+                        Event::Ready => starts.start(&mut lanes, &mut engine, &mut summary)?,
+                        Event::NotReady(err) => return Err(Error::with_source(GroupErrorKind::Service, err)),
+                    },
                     update = next_update(&mut watch) => {
                         match update {
                             Some(Ok(entry)) => match entry.operation {
@@ -527,7 +529,7 @@ impl Natty {
                                     .iter()
                                     .find(|g| g.group == PRIORITY_GROUP)
                                     .and_then(|g| g.pinned_client_id.clone());
-                                if pinned.is_some() && pinned != pin {
+                                if pinned.is_some() && pinned.as_deref() != pin.as_deref() {
                                     // Another instance holds the pin: what this one holds is its.
                                     if let Some(lost) = pin.take() {
                                         revoked.insert(lost);
@@ -540,7 +542,6 @@ impl Natty {
                                     }
                                     gate = None;
                                     tracing::debug!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "pinned; handling");
-                                    start_all(&mut lanes, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
                                 } else if let Some(g) = gate.as_mut() {
                                     g.check_at = now + Duration::from_millis(100);
                                 }
@@ -553,15 +554,15 @@ impl Natty {
                             }
                         }
                     }
-                    () = sleep_until_opt(fence_wake), if fence_wake.is_some() && gate.is_none() => {
-                        start_all(&mut lanes, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
-                    }
+                    // A fence ends: its lane may start again (the next turn asks for readiness).
+                    () = sleep_until_opt(fence_wake), if fence_wake.is_some() && gate.is_none() => {}
                     next = next_message(&mut messages) => {
                         let Some(next) = next else {
                             // The pull stream ended: open a fresh one on the (re)created consumer.
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(2));
                             (consumer, messages) = reopen(&js_stream, &config, kind, &spec, &timers).await;
+                            delivering = delivering_for(&consumer);
                             continue;
                         };
                         let message = match next {
@@ -572,6 +573,7 @@ impl Natty {
                                     tokio::time::sleep(backoff).await;
                                     backoff = (backoff * 2).min(Duration::from_secs(2));
                                     (consumer, messages) = reopen(&js_stream, &config, kind, &spec, &timers).await;
+                                    delivering = delivering_for(&consumer);
                                 }
                                 continue;
                             }
@@ -586,31 +588,31 @@ impl Natty {
                             }
                             last_delivery = Some(last_delivery.map_or(delivery, |last| last.max(delivery)));
                         }
-                        // The server appends its pin after any a publisher set: take the last.
-                        let message_pin = message
-                            .headers
-                            .as_ref()
-                            .and_then(|h| h.get_last(PIN_ID))
-                            .map(|v| v.as_str().to_owned());
-                        if message_pin.as_ref().is_some_and(|p| revoked.contains(p)) {
-                            summary.stale += 1;
-                            continue;
-                        }
-                        if message_pin.is_some() && message_pin != pin {
-                            pin = message_pin.clone();
-                            summary.pins += 1;
-                            gate = Some(Gate { until: now + timers.takeover, check_at: now });
-                        }
-                        let Some((partition, seq, message)) = into_partitioned(message) else {
+                        // The server appends its pin after any a publisher set: take the last. The
+                        // current pin is shared by its messages, not copied into each.
+                        let message_pin: Option<Arc<str>> = match message.headers.as_ref().and_then(|h| h.get_last(PIN_ID)) {
+                            None => None,
+                            Some(value) if revoked.contains(value.as_str()) => {
+                                summary.stale += 1;
+                                continue;
+                            }
+                            Some(value) if pin.as_deref() == Some(value.as_str()) => pin.clone(),
+                            Some(value) => {
+                                let fresh: Arc<str> = Arc::from(value.as_str());
+                                pin = Some(Arc::clone(&fresh));
+                                summary.pins += 1;
+                                gate = Some(Gate { until: now + timers.takeover, check_at: now });
+                                Some(fresh)
+                            }
+                        };
+                        let Some(delivering) = delivering.as_ref() else { continue };
+                        let Some((partition, seq, message)) = into_partitioned(message, &client, delivering) else {
                             tracing::warn!(target: "natty", "message without a partition token; leaving it to the ack wait");
                             continue;
                         };
                         let lane = lanes.entry(partition).or_default();
                         // A redelivery replaces what is held of the same message.
                         lane.held.insert(seq, Held { message, deadline: now + timers.handler_budget, pin: message_pin });
-                        if gate.is_none() {
-                            start_lane(partition, lane, &mut tasks, &mut service, &Start { watch: &stall_watch, epoch: seen_epoch, shutdown: &shutdown, stale_wait }, &mut summary).await?;
-                        }
                     }
                 }
             }
@@ -624,13 +626,13 @@ impl Natty {
                     &consumer_name,
                     consumer.as_mut(),
                     &mut lanes,
-                    &mut tasks,
+                    &mut engine,
                     &mut summary,
                     pin.filter(|_| stall_watch.steady_since(seen_epoch)),
                 )
                 .await;
             match ended {
-                Ended::Shutdown => return Ok(summary),
+                Ended::Shutdown => return Ok(summary.with(engine.tally())),
                 Ended::Stop(err) => {
                     // The consumer's filters belong to the old configuration; orbit deletes it too.
                     let _ = js_stream.delete_consumer(&consumer_name).await;
@@ -645,7 +647,7 @@ impl Natty {
                     } else {
                         let jitter = Duration::from_millis(400 + fastrand_ms());
                         tokio::select! {
-                            () = shutdown.cancelled() => return Ok(summary),
+                            () = shutdown.cancelled() => return Ok(summary.with(engine.tally())),
                             () = tokio::time::sleep(jitter) => {}
                         }
                     }
@@ -658,7 +660,7 @@ impl Natty {
     /// Stop serving: let calls finish within the grace, then (if this instance still holds
     /// the pin) nak what is left in order and unpin, so the next instance takes over at once.
     #[allow(clippy::too_many_arguments)]
-    async fn leave(
+    async fn leave<S>(
         &self,
         config: &MemberConfig,
         timers: &Timers,
@@ -666,26 +668,19 @@ impl Natty {
         consumer_name: &str,
         consumer: Option<&mut PullConsumer>,
         lanes: &mut HashMap<u32, Lane>,
-        tasks: &mut JoinSet<Done>,
+        engine: &mut Engine<S, Slot>,
         summary: &mut MemberSummary,
-        pin: Option<String>,
-    ) -> bool {
-        let deadline = tokio::time::sleep(config.shutdown_grace);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                done = tasks.join_next() => match done {
-                    Some(Ok(done)) => finish(lanes, summary, done, timers, config),
-                    Some(Err(_)) => {}
-                    None => break,
-                },
-                () = &mut deadline => {
-                    summary.cancelled += tasks.len() as u64;
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    break;
-                }
-            }
+        pin: Option<Arc<str>>,
+    ) -> bool
+    where
+        S: Service<Message>,
+        S::Error: Into<BoxError>,
+    {
+        // Calls cut off at the end of the grace keep their lane busy: nak'd below if this
+        // instance still holds the pin, else left to the ack wait.
+        let (finished, _cut_off) = engine.drain(config.shutdown_grace).await;
+        for finished in finished {
+            finish(lanes, finished, timers);
         }
         let (Some(pin), Some(consumer)) = (pin, consumer) else {
             return false;
@@ -695,7 +690,7 @@ impl Natty {
                 let _ = acker.nak(None).await;
             }
             for (_, held) in std::mem::take(&mut lane.held) {
-                if held.pin.as_deref() == Some(pin.as_str()) {
+                if held.pin.as_deref() == Some(&*pin) {
                     let _ = held.message.nak(None).await;
                     summary.returned += 1;
                 }
@@ -707,7 +702,7 @@ impl Natty {
         let pinned = info
             .priority_groups
             .iter()
-            .any(|g| g.group == PRIORITY_GROUP && g.pinned_client_id.as_deref() == Some(&pin));
+            .any(|g| g.group == PRIORITY_GROUP && g.pinned_client_id.as_deref() == Some(&*pin));
         if pinned {
             let _ = stream.unpin_consumer(consumer_name, PRIORITY_GROUP).await;
         }
@@ -998,13 +993,19 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// Strip the partition token; `None` for a subject without one.
-fn into_partitioned(mut message: async_nats::jetstream::Message) -> Option<(u32, u64, Message)> {
-    let seq = message.info().ok()?.stream_sequence;
+/// natty's message with the partition token stripped from its subject; `None` for a subject
+/// without one.
+fn into_partitioned(
+    message: async_nats::jetstream::Message,
+    client: &Arc<async_nats::Client>,
+    delivering: &DeliveringConsumer,
+) -> Option<(u32, u64, Message)> {
     let (partition, rest) = super::partition::split(message.message.subject.as_str())?;
     let rest = async_nats::Subject::from(rest);
-    message.message.subject = rest;
-    let mut message = Message::from_jetstream(message);
+    let async_nats::jetstream::Message { mut message, .. } = message;
+    message.subject = rest;
+    let mut message = Message::from_delivery(message, client, delivering);
+    let seq = message.info().stream_sequence;
     message.extensions_mut().insert(Partition(partition));
     Some((partition, seq, message))
 }
@@ -1039,173 +1040,120 @@ fn next_fence_end(lanes: &HashMap<u32, Lane>) -> Option<Instant> {
         .min()
 }
 
-/// Record a finished call and fence its lane when its message will come back.
-fn finish(
-    lanes: &mut HashMap<u32, Lane>,
-    summary: &mut MemberSummary,
-    done: Done,
-    timers: &Timers,
-    config: &MemberConfig,
-) {
-    let Some(lane) = lanes.get_mut(&done.partition) else {
+/// Free a finished call's lane and fence it when its message will come back.
+fn finish(lanes: &mut HashMap<u32, Lane>, finished: Finished<Slot>, timers: &Timers) {
+    let Finished {
+        tag: Slot { partition, seq },
+        outcome,
+        settlement,
+    } = finished;
+    let Some(lane) = lanes.get_mut(&partition) else {
         return;
     };
     lane.busy = None;
-    let now = Instant::now();
-    let comes_back = match done.outcome {
-        Outcome::Handled => {
-            summary.handled += 1;
-            None
-        }
-        Outcome::Failed(err) => {
-            summary.failed += 1;
-            tracing::warn!(target: "natty", member = %config.member, partition = done.partition, seq = done.seq, error = %err, "handler failed");
-            None
-        }
-        Outcome::Panicked => {
-            summary.panicked += 1;
-            tracing::warn!(target: "natty", member = %config.member, partition = done.partition, seq = done.seq, "handler panicked");
-            None
-        }
-        Outcome::Cancelled => {
-            summary.cancelled += 1;
-            // Unsettled: the server redelivers it when its ack wait runs out.
-            Some(timers.ack_wait)
-        }
-    };
-    let comes_back = comes_back.or(match done.settlement {
-        Some(Settlement::Nak(delay)) => Some(delay.unwrap_or_default()),
-        Some(Settlement::Ack | Settlement::DoubleAck | Settlement::Term) => None,
+    let comes_back = match (outcome, settlement) {
+        // Unsettled: the server redelivers it when its ack wait runs out.
+        (Outcome::Expired, _) => Some(timers.ack_wait),
+        (_, Some(Settlement::Nak(delay))) => Some(delay.unwrap_or_default()),
+        (_, Some(Settlement::Ack | Settlement::DoubleAck | Settlement::Term)) => None,
         _ => Some(timers.ack_wait),
-    });
+    };
     if let Some(after) = comes_back {
-        tracing::debug!(target: "natty", partition = done.partition, seq = done.seq, "partition waits for a message to come back");
-        lane.fence = Some((done.seq, now + after + timers.pull_expiry + timers.ack_wait));
+        tracing::debug!(target: "natty", partition, seq, "partition waits for a message to come back");
+        lane.fence = Some((
+            seq,
+            Instant::now() + after + timers.pull_expiry + timers.ack_wait,
+        ));
     }
 }
 
-/// What starting a call needs besides the lane and the service.
-struct Start<'a> {
+/// Starting calls: which lanes may go, and handing their first messages to the engine.
+struct Starts<'a> {
     watch: &'a Arc<StallWatch>,
     epoch: u64,
-    shutdown: &'a CancellationToken,
     /// How long a lane waits for a message it dropped as stale to come back.
     stale_wait: Duration,
 }
 
-async fn start_all<S>(
-    lanes: &mut HashMap<u32, Lane>,
-    tasks: &mut JoinSet<Done>,
-    service: &mut S,
-    start: &Start<'_>,
-    summary: &mut MemberSummary,
-) -> Result<(), GroupError>
-where
-    S: Service<Message>,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-{
-    for (&partition, lane) in lanes.iter_mut() {
-        start_lane(partition, lane, tasks, service, start, summary).await?;
+impl Starts<'_> {
+    /// Whether some lane has a message that may start now.
+    fn any_ready(&self, lanes: &mut HashMap<u32, Lane>, summary: &mut MemberSummary) -> bool {
+        let steady = self.watch.steady_since(self.epoch);
+        let now = Instant::now();
+        lanes.iter_mut().any(|(&partition, lane)| {
+            lane_may_start(partition, lane, steady, now, self.stale_wait, summary)
+        })
     }
-    Ok(())
+
+    /// Start every lane that may go, while the service stays ready.
+    fn start<S>(
+        &self,
+        lanes: &mut HashMap<u32, Lane>,
+        engine: &mut Engine<S, Slot>,
+        summary: &mut MemberSummary,
+    ) -> Result<(), GroupError>
+    where
+        S: Service<Message>,
+        S::Error: Into<BoxError>,
+    {
+        let steady = self.watch.steady_since(self.epoch);
+        let now = Instant::now();
+        for (&partition, lane) in lanes.iter_mut() {
+            if !lane_may_start(partition, lane, steady, now, self.stale_wait, summary) {
+                continue;
+            }
+            match engine.ready_now() {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(err) => return Err(Error::with_source(GroupErrorKind::Service, err)),
+            }
+            let Some((seq, held)) = lane.held.pop_first() else {
+                continue;
+            };
+            lane.busy = Some((seq, held.message.acker().clone()));
+            let steady: Arc<dyn Steady> = Arc::clone(self.watch) as Arc<dyn Steady>;
+            let expiry = Expiry::new(held.deadline, steady, self.epoch);
+            engine.start(held.message, Slot { partition, seq }, Some(expiry));
+        }
+        Ok(())
+    }
 }
 
-/// Start the lane's next call if it is idle and its first message may go.
-async fn start_lane<S>(
+/// Whether the lane is idle and its first message may go: not behind a fence, within its
+/// handler budget and no stall since. Messages past their budget (all of them, after a stall)
+/// are dropped on the way, since the server may have given them to another instance already,
+/// and the lane is fenced at the first of them until they come back.
+fn lane_may_start(
     partition: u32,
     lane: &mut Lane,
-    tasks: &mut JoinSet<Done>,
-    service: &mut S,
-    start: &Start<'_>,
+    steady: bool,
+    now: Instant,
+    stale_wait: Duration,
     summary: &mut MemberSummary,
-) -> Result<(), GroupError>
-where
-    S: Service<Message>,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-{
+) -> bool {
     if lane.busy.is_some() {
-        return Ok(());
+        return false;
     }
     loop {
-        let Some(mut first) = lane.held.first_entry() else {
-            return Ok(());
+        let Some((&seq, first)) = lane.held.first_key_value() else {
+            return false;
         };
-        let seq = *first.key();
-        let now = Instant::now();
         if let Some((fence, until)) = lane.fence {
             if seq > fence && now < until {
-                return Ok(());
+                return false;
             }
             // An earlier message (a redelivery) may go first; the fence stays for later ones.
             if seq >= fence || now >= until {
                 lane.fence = None;
             }
         }
-        let steady = start.watch.steady_since(start.epoch);
-        if now >= first.get_mut().deadline || !steady {
-            // The server may have given it to another instance already; it comes back here
-            // (or goes there) once its ack wait runs out. So may every other one whose time
-            // is up: drop them together, or the lane would wait for each in turn.
-            let before = lane.held.len();
-            lane.held.retain(|_, held| steady && now < held.deadline);
-            summary.stale += (before - lane.held.len()) as u64;
-            tracing::debug!(target: "natty", partition, seq, dropped = before - lane.held.len(), "dropped messages past their handler budget");
-            lane.fence = Some((seq, now + start.stale_wait));
-            continue;
+        if now < first.deadline && steady {
+            return true;
         }
-        let ready = tokio::select! {
-            () = start.shutdown.cancelled() => return Ok(()),
-            ready = service.ready() => ready.map(drop),
-        };
-        if let Err(err) = ready {
-            return Err(Error::with_source(GroupErrorKind::Service, err.into()));
-        }
-        let held = first.remove();
-        let acker = held.message.acker().clone();
-        let call = Bounded {
-            call: service.call(held.message),
-            timer: tokio::time::sleep_until(held.deadline),
-            deadline: held.deadline,
-            watch: Arc::clone(start.watch),
-            epoch: start.epoch,
-        };
-        lane.busy = Some((seq, acker.clone()));
-        tasks.spawn(async move {
-            let result = AssertUnwindSafe(call).catch_unwind().await.map(|called| {
-                called.map(|result| result.map(drop).map_err(Into::<BoxError>::into))
-            });
-            let outcome = match result {
-                Ok(Some(Ok(()))) => {
-                    settle_unsettled(&acker, Settlement::Ack).await;
-                    Outcome::Handled
-                }
-                Ok(Some(Err(err))) => {
-                    settle_unsettled(&acker, Settlement::Nak(None)).await;
-                    Outcome::Failed(err)
-                }
-                Ok(None) => Outcome::Cancelled,
-                Err(_) => {
-                    settle_unsettled(&acker, Settlement::Nak(None)).await;
-                    Outcome::Panicked
-                }
-            };
-            Done {
-                partition,
-                seq,
-                outcome,
-                settlement: acker.final_settlement(),
-            }
-        });
-        return Ok(());
-    }
-}
-
-async fn settle_unsettled(acker: &Acker, settlement: Settlement) {
-    if !acker.is_settled() {
-        if let Err(err) = acker.settle(settlement).await {
-            tracing::warn!(target: "natty", error = %err, "could not settle message");
-        }
+        let before = lane.held.len();
+        lane.held.retain(|_, held| steady && now < held.deadline);
+        summary.stale += (before - lane.held.len()) as u64;
+        tracing::debug!(target: "natty", partition, seq, dropped = before - lane.held.len(), "dropped messages past their handler budget");
+        lane.fence = Some((seq, now + stale_wait));
     }
 }

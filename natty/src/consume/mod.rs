@@ -1,0 +1,308 @@
+//! Durable, pull-based consuming: Go natty's blocking `Consume`, and a driver that feeds any
+//! tower `Service<Message>`.
+//!
+//! The driver asks the service for readiness and a free slot *before* it fetches, so it
+//! never holds more messages than the handler stack can take; runs up to `concurrency`
+//! calls at once; retries fetches across disconnects and server restarts, recreating the
+//! durable consumer if it disappeared; and settles every message exactly once: a message the
+//! handler left unsettled is acked after `Ok`, nak'd after `Err`, and nak'd when its call
+//! panics (in `call` itself or in its future; the panic is reported with the message's
+//! subject, sequence and delivery count) or is cancelled. On shutdown it stops fetching, reads
+//! the open pull request to its end (at most `fetch_timeout`) nak'ing what arrives, gives
+//! in-flight calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service
+//! whose `poll_ready` fails ends the run the same way, then returns
+//! [`ConsumeErrorKind::NotReady`] carrying the summary ([`ConsumeSummary::from_error`]). At
+//! most `concurrency` messages are held at once; the server may briefly count one more,
+//! because it applies acks asynchronously (use double acks where that matters). Every message carries the consumer's
+//! [`ConsumerSettings`] in its extensions, read once from the consumer's info and again
+//! whenever the driver recreates the consumer, so middleware never asks for them twice.
+//!
+//! # Example
+//! ```no_run
+//! use natty::{ConsumeConfig, Message};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run(natty: natty::Natty) -> Result<(), Box<dyn std::error::Error>> {
+//! let shutdown = CancellationToken::new();
+//! let summary = natty
+//!     .consume(
+//!         ConsumeConfig::new("ORDERS", "billing").filter_subjects(["orders.created"]),
+//!         shutdown.clone(),
+//!         |msg: Message| async move {
+//!             println!("order {}", String::from_utf8_lossy(msg.payload()));
+//!             Ok::<_, std::io::Error>(()) // unsettled + Ok = ack
+//!         },
+//!     )
+//!     .await?;
+//! println!("handled {}", summary.handled);
+//! # Ok(())
+//! # }
+//! ```
+
+mod driver;
+pub(crate) mod engine;
+mod pull;
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::error::{BoxError, ConsumeErrorKind, Error};
+#[cfg(doc)]
+use crate::message::Acker;
+use crate::message::Message;
+use crate::report::ReportSender;
+use crate::stream::ConsumerOptions;
+use crate::Natty;
+
+/// The text a handler panicked with: the `source` of a
+/// [`Panicked`](ConsumeErrorKind::Panicked) error, from natty's driver or natty-tower's
+/// catch-panic layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanicMessage(String);
+
+impl PanicMessage {
+    /// The text of a caught panic's payload (`panic!` with a string or a format).
+    pub fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        let text = if let Some(text) = payload.downcast_ref::<&'static str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a non-string panic payload".to_owned()
+        };
+        Self(text)
+    }
+
+    /// The panic's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PanicMessage {}
+
+impl From<PanicMessage> for ConsumeError {
+    fn from(message: PanicMessage) -> Self {
+        Error::with_source(ConsumeErrorKind::Panicked, message)
+    }
+}
+
+/// The source of a [`ConsumeErrorKind::NotReady`] error: what the run did before it stopped,
+/// and why the service was not ready.
+#[derive(Debug)]
+pub struct NotReadyError {
+    summary: ConsumeSummary,
+    error: BoxError,
+}
+
+impl NotReadyError {
+    /// What the run did, drain included.
+    pub fn summary(&self) -> &ConsumeSummary {
+        &self.summary
+    }
+
+    /// The error the service's `poll_ready` returned.
+    pub fn service_error(&self) -> &BoxError {
+        &self.error
+    }
+}
+
+impl fmt::Display for NotReadyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for NotReadyError {
+    // Display already shows the service's error, so the chain goes on from its cause.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// The error of [`Natty::consume`] and [`Natty::serve`].
+pub type ConsumeError = Error<ConsumeErrorKind>;
+
+/// A handler error with the message it happened on (Go natty's `ErrorCh` reports).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HandlerFailure {
+    /// The message's subject.
+    pub subject: String,
+    /// The message's stream sequence.
+    pub stream_sequence: u64,
+    /// How often it has been delivered.
+    pub delivered: u64,
+    /// What went wrong (`ConsumeErrorKind::Handler` with the handler's error as source, or
+    /// `Panicked` with the panic's text).
+    pub error: ConsumeError,
+    /// Whether a layer already logged it (see [`Acker::claim_failure_log`]).
+    pub(crate) logged: bool,
+}
+
+/// What to consume and how.
+#[derive(Clone, Debug)]
+pub struct ConsumeConfig {
+    pub(crate) stream: String,
+    pub(crate) durable: String,
+    pub(crate) filter_subjects: Vec<String>,
+    pub(crate) consumer: ConsumerOptions,
+    pub(crate) fetch_size: usize,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) errors: Option<ReportSender<HandlerFailure>>,
+}
+
+impl ConsumeConfig {
+    /// Consume `stream` through the durable consumer `durable` (created if missing).
+    pub fn new(stream: impl Into<String>, durable: impl Into<String>) -> Self {
+        Self {
+            stream: stream.into(),
+            durable: durable.into(),
+            filter_subjects: Vec::new(),
+            consumer: ConsumerOptions::default(),
+            fetch_size: 100,
+            fetch_timeout: Duration::from_secs(1),
+            concurrency: 1,
+            shutdown_grace: Duration::from_secs(10),
+            errors: None,
+        }
+    }
+
+    /// Only these subjects (default: all of the stream's).
+    pub fn filter_subjects<I, S>(mut self, subjects: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.filter_subjects = subjects.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The consumer's settings, used when it is created or recreated.
+    pub fn consumer_options(mut self, options: ConsumerOptions) -> Self {
+        self.consumer = options;
+        self
+    }
+
+    /// Messages per fetch, at most (default 100, as in Go natty).
+    pub fn fetch_size(mut self, size: usize) -> Self {
+        self.fetch_size = size.max(1);
+        self
+    }
+
+    /// How long one fetch waits for messages (default 1 s, as in Go natty).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+
+    /// Messages handled at once (default 1).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// How long in-flight handlers may run after shutdown before they are cancelled and
+    /// their messages nak'd (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Also send each handler error here (Go natty's `ErrorCh`): a tokio `mpsc::Sender`
+    /// delivers every report, and the consume loop waits (fetches nothing) while the channel
+    /// is full; a [`ReportSender::lossy`] never waits and counts what it dropped, also in
+    /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged at `WARN` either way.
+    pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.errors = Some(errors.into());
+        self
+    }
+}
+
+/// What a consume run did, returned when it stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumeSummary {
+    /// Calls that returned `Ok`.
+    pub handled: u64,
+    /// Calls that returned `Err`.
+    pub failed: u64,
+    /// Calls that panicked.
+    pub panicked: u64,
+    /// Calls cancelled at the end of the shutdown grace (their messages were nak'd).
+    pub cancelled: u64,
+    /// Messages fetched but never started because shutdown came first (nak'd).
+    pub returned: u64,
+    /// Handler error reports not delivered: dropped by a full [lossy](ReportSender::lossy)
+    /// error channel, or sent after its receiver was dropped (each logged at `ERROR`).
+    pub dropped_reports: u64,
+}
+
+impl ConsumeSummary {
+    /// The summary a [`ConsumeErrorKind::NotReady`] error carries: a run stopped by its
+    /// service still drains, and what it did is not lost.
+    pub fn from_error(err: &ConsumeError) -> Option<&ConsumeSummary> {
+        std::error::Error::source(err)?
+            .downcast_ref::<NotReadyError>()
+            .map(NotReadyError::summary)
+    }
+}
+
+impl Natty {
+    /// Consume with an async closure until `shutdown` is cancelled (Go natty's `Consume`).
+    /// The handler should settle the message; one it leaves unsettled is acked after `Ok` and
+    /// nak'd after `Err`. Handler errors go to `tracing` and to [`ConsumeConfig::errors`].
+    ///
+    /// # Errors
+    /// Only for problems that retrying cannot fix: invalid names, a missing stream.
+    pub async fn consume<F, Fut, E>(
+        &self,
+        config: ConsumeConfig,
+        shutdown: CancellationToken,
+        handler: F,
+    ) -> Result<ConsumeSummary, ConsumeError>
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.serve(config, shutdown, tower::service_fn(handler))
+            .await
+    }
+
+    /// Feed the durable consumer into `service` until `shutdown` is cancelled; see the
+    /// module docs for the guarantees.
+    ///
+    /// # Errors
+    /// Only for problems that retrying cannot fix: invalid names, a missing stream
+    /// (returned at once); a service whose `poll_ready` fails (`NotReady`, returned after
+    /// draining as on shutdown, with the [`ConsumeSummary`] in its source).
+    pub fn serve<S>(
+        &self,
+        config: ConsumeConfig,
+        shutdown: CancellationToken,
+        service: S,
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + '_
+    where
+        S: Service<Message> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        // Proving `Send` here, where `S` is still generic, sidesteps a compiler limitation
+        // (higher-ranked `From` bounds on boxed errors) that callers spawning the future hit.
+        self.drive(config, None, shutdown, service)
+    }
+}
