@@ -448,3 +448,6 @@ where
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! The engine's rules, offline: hand-built messages settle into a `Recorder`.
