@@ -215,7 +215,7 @@ pub struct PublishFailure {
 }
 
 pub(crate) struct Outgoing {
-    headers: async_nats::HeaderMap,
+    headers: MessageHeaders,
     payload: Bytes,
     /// Set for a [`Publisher`](crate::Publisher) call: who waits for the outcome.
     reply: Option<Reply>,
@@ -232,8 +232,68 @@ impl Outgoing {
     /// One attempt's copy (cheap: the payload is shared, the header map is small).
     fn to_publish(&self) -> PublishMessage {
         PublishMessage::build()
-            .headers(self.headers.clone())
+            .headers(self.headers.to_map())
             .payload(self.payload.clone())
+    }
+}
+
+/// A queued message's headers. Most messages carry nothing but the `Nats-Msg-Id` natty
+/// stamped: that id is kept inline and each attempt builds its map, instead of building one
+/// map at `publish` and copying it for every attempt.
+enum MessageHeaders {
+    /// Only the stamped `Nats-Msg-Id`.
+    Id(nuid::NUIDStr),
+    /// The caller's headers, `Nats-Msg-Id` included.
+    Map(async_nats::HeaderMap),
+}
+
+impl MessageHeaders {
+    /// The headers as sent: async-nats' map (moved, not copied), with a `Nats-Msg-Id` unless
+    /// the caller set one and (with the `opentelemetry` feature) the current span's trace
+    /// context.
+    fn stamp(headers: Option<HeaderMap>) -> Self {
+        #[cfg(feature = "opentelemetry")]
+        let headers = {
+            let mut headers = headers.unwrap_or_default();
+            crate::otel::inject_current(&mut headers);
+            Some(headers)
+        };
+        let Some(headers) = headers.filter(|headers| !headers.is_empty()) else {
+            return Self::Id(nuid::next());
+        };
+        let mut headers = async_nats::HeaderMap::from(headers);
+        if headers.get(async_nats::header::NATS_MESSAGE_ID).is_none() {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
+        }
+        Self::Map(headers)
+    }
+
+    /// One attempt's map.
+    fn to_map(&self) -> async_nats::HeaderMap {
+        match self {
+            Self::Id(id) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                headers
+            }
+            Self::Map(headers) => headers.clone(),
+        }
+    }
+
+    fn into_map(self) -> async_nats::HeaderMap {
+        match self {
+            Self::Id(_) => self.to_map(),
+            Self::Map(headers) => headers,
+        }
+    }
+
+    fn message_id(&self) -> &str {
+        match self {
+            Self::Id(id) => id.as_str(),
+            Self::Map(headers) => headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map_or("", |id| id.as_str()),
+        }
     }
 }
 
@@ -356,7 +416,7 @@ impl Pipeline {
     ) -> Result<(Subject, Outgoing), PublishError> {
         self.check(subject, headers.as_ref(), &payload)?;
         let message = Outgoing {
-            headers: with_message_id(headers),
+            headers: MessageHeaders::stamp(headers),
             payload,
             reply,
         };
@@ -690,15 +750,11 @@ impl Pipeline {
             None => result.map(drop),
         };
         if let Err(error) = result {
-            let message_id = headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
             self.report(PublishFailure {
                 subject: subject.to_string(),
-                message_id,
+                message_id: headers.message_id().to_owned(),
                 payload,
-                headers: HeaderMap::received(headers),
+                headers: HeaderMap::received(headers.into_map()),
                 error,
             })
             .await;
@@ -817,7 +873,7 @@ async fn batch_progress(batch: &mut Option<Batch<Outgoing>>) -> Progress {
 
 impl BatchMessage for Outgoing {
     fn parts(&self) -> (async_nats::HeaderMap, Bytes) {
-        (self.headers.clone(), self.payload.clone())
+        (self.headers.to_map(), self.payload.clone())
     }
 }
 
@@ -827,22 +883,6 @@ pub(crate) enum Enqueue {
     Full(mpsc::Sender<Outgoing>, Outgoing),
     /// The pipeline refused the message.
     Failed(PublishError),
-}
-
-/// The headers as sent: async-nats' map (moved, not copied), with a `Nats-Msg-Id` unless the
-/// caller set one and (with the `opentelemetry` feature) the current span's trace context.
-fn with_message_id(headers: Option<HeaderMap>) -> async_nats::HeaderMap {
-    #[cfg(feature = "opentelemetry")]
-    let headers = {
-        let mut headers = headers.unwrap_or_default();
-        crate::otel::inject_current(&mut headers);
-        Some(headers)
-    };
-    let mut headers = headers.map(async_nats::HeaderMap::from).unwrap_or_default();
-    if headers.get(async_nats::header::NATS_MESSAGE_ID).is_none() {
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
-    }
-    headers
 }
 
 /// Wait for the ack of a message already written (`sent`), then retry it under the same
