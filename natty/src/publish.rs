@@ -357,9 +357,15 @@ impl Pipeline {
         payload: Bytes,
         wait: bool,
     ) -> Result<(), PublishError> {
-        let (subject, message) = self.prepare(subject, headers, payload, None)?;
+        let Prepared {
+            mut running,
+            message,
+        } = self.prepare(subject, headers, payload, None)?;
         loop {
-            let (id, sender) = self.sender_for(&subject)?;
+            let (id, sender) = match running.take() {
+                Some(queue) => queue,
+                None => self.sender_for(subject)?,
+            };
             // Waiting for room is the only await: a publish dropped there (a timeout, a
             // `select!`, a cancelled request) has reserved nothing and counted nothing.
             let slot = if wait {
@@ -379,7 +385,7 @@ impl Pipeline {
                 }
                 Err(true) => return Err(Error::new(PublishErrorKind::Full)),
                 // The worker went idle between lookup and reserve: replace it and try again.
-                Err(false) => self.forget_worker(&subject, id),
+                Err(false) => self.forget_worker(subject, id),
             }
         }
     }
@@ -391,7 +397,13 @@ impl Pipeline {
         headers: Option<HeaderMap>,
         payload: Bytes,
     ) -> Result<crate::PublishAck, PublishError> {
-        let (subject, message) = self.prepare(subject, headers, payload, None)?;
+        self.check(subject, true, headers.as_ref(), &payload)?;
+        let subject = Subject::from(subject);
+        let message = Outgoing {
+            headers: MessageHeaders::stamp(headers),
+            payload,
+            reply: None,
+        };
         let sent = self
             .jetstream
             .send_publish(subject.clone(), message.to_publish())
@@ -406,32 +418,45 @@ impl Pipeline {
         &self.room
     }
 
-    /// Validate and stamp a message for [`Pipeline::try_enqueue`].
+    /// Validate and stamp a message for [`Pipeline::try_enqueue`], and find its subject's
+    /// running worker. A subject with a running worker was validated when the worker
+    /// started, so it is not validated again.
     pub(crate) fn prepare(
         &self,
         subject: &str,
         headers: Option<HeaderMap>,
         payload: Bytes,
         reply: Option<Reply>,
-    ) -> Result<(Subject, Outgoing), PublishError> {
-        self.check(subject, headers.as_ref(), &payload)?;
+    ) -> Result<Prepared, PublishError> {
+        let running = self
+            .lock()
+            .get(subject)
+            .map(|worker| (worker.id, worker.sender.clone()));
+        self.check(subject, running.is_none(), headers.as_ref(), &payload)?;
         let message = Outgoing {
             headers: MessageHeaders::stamp(headers),
             payload,
             reply,
         };
-        Ok((Subject::from(subject), message))
+        Ok(Prepared { running, message })
     }
 
-    /// Enqueue `message` if its subject's queue has room now; otherwise hand it back with the
-    /// queue's sender, to wait for room on.
+    /// Enqueue the message if its subject's queue has room now; otherwise hand it back with
+    /// the queue's sender, to wait for room on.
     pub(crate) fn try_enqueue(
         self: &Arc<Self>,
-        subject: &Subject,
-        message: Outgoing,
+        subject: &str,
+        prepared: Prepared,
     ) -> Result<(), Enqueue> {
+        let Prepared {
+            mut running,
+            message,
+        } = prepared;
         loop {
-            let (id, sender) = self.sender_for(subject).map_err(Enqueue::Failed)?;
+            let (id, sender) = match running.take() {
+                Some(queue) => queue,
+                None => self.sender_for(subject).map_err(Enqueue::Failed)?,
+            };
             let full = match sender.try_reserve() {
                 Ok(slot) => {
                     self.enqueue(slot, message);
@@ -459,14 +484,18 @@ impl Pipeline {
         self.pending.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Refuse what cannot be sent; `new_subject` is false for a subject already validated.
     fn check(
         &self,
         subject: &str,
+        new_subject: bool,
         headers: Option<&HeaderMap>,
         payload: &Bytes,
     ) -> Result<(), PublishError> {
-        validate::publish_subject(subject)
-            .map_err(|err| Error::with_source(PublishErrorKind::InvalidSubject, err))?;
+        if new_subject {
+            validate::publish_subject(subject)
+                .map_err(|err| Error::with_source(PublishErrorKind::InvalidSubject, err))?;
+        }
         if let Some(invalid) = headers.and_then(HeaderMap::invalid) {
             return Err(Error::with_source(
                 PublishErrorKind::InvalidHeader,
@@ -481,29 +510,28 @@ impl Pipeline {
         Ok(())
     }
 
-    fn sender_for(
-        self: &Arc<Self>,
-        subject: &Subject,
-    ) -> Result<(u64, mpsc::Sender<Outgoing>), PublishError> {
+    /// The queue of `subject`'s worker, started if none runs; `subject` was validated (every
+    /// key of `workers` is a valid publish subject).
+    fn sender_for(self: &Arc<Self>, subject: &str) -> Result<WorkerQueue, PublishError> {
         let mut workers = self.lock();
         // Checked under the lock so `shutdown` cannot miss a worker started after it looked.
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(PublishErrorKind::Closed));
         }
-        if let Some(worker) = workers.get(subject.as_str()) {
+        if let Some(worker) = workers.get(subject) {
             return Ok((worker.id, worker.sender.clone()));
         }
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(self.config.queue_capacity);
         let fast = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(Arc::clone(self).run_worker(
-            subject.clone(),
+            Subject::from(subject),
             id,
             receiver,
             Arc::clone(&fast),
         ));
         workers.insert(
-            subject.to_string(),
+            subject.to_owned(),
             Worker {
                 id,
                 fast,
@@ -514,10 +542,10 @@ impl Pipeline {
         Ok((id, sender))
     }
 
-    fn forget_worker(&self, subject: &Subject, id: u64) {
+    fn forget_worker(&self, subject: &str, id: u64) {
         let mut workers = self.lock();
-        if workers.get(subject.as_str()).is_some_and(|w| w.id == id) {
-            workers.remove(subject.as_str());
+        if workers.get(subject).is_some_and(|w| w.id == id) {
+            workers.remove(subject);
         }
     }
 
@@ -874,6 +902,26 @@ async fn batch_progress(batch: &mut Option<Batch<Outgoing>>) -> Progress {
 impl BatchMessage for Outgoing {
     fn parts(&self) -> (async_nats::HeaderMap, Bytes) {
         (self.headers.to_map(), self.payload.clone())
+    }
+}
+
+/// A subject's worker and the sender of its queue.
+type WorkerQueue = (u64, mpsc::Sender<Outgoing>);
+
+/// A message [`Pipeline::prepare`]d for its subject's queue.
+pub(crate) struct Prepared {
+    /// The queue of the subject's worker, when one was running.
+    running: Option<WorkerQueue>,
+    message: Outgoing,
+}
+
+impl Prepared {
+    /// A prepared message whose queue closed (its worker went idle): it goes to the next one.
+    pub(crate) fn requeued(message: Outgoing) -> Self {
+        Self {
+            running: None,
+            message,
+        }
     }
 }
 
