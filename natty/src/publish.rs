@@ -78,6 +78,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -94,7 +95,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::backoff::jittered;
 use crate::client::version_at_least;
@@ -570,6 +571,10 @@ impl Pipeline {
         let mut troubled = false;
         // Since when the queue has been empty while a batch holds unconfirmed messages.
         let mut quiet_since: Option<Instant> = None;
+        // When to ask a silent batch for news, to commit a lingering batch, to exit idle.
+        let mut check_timer = Timer::new();
+        let mut linger_timer = Timer::new();
+        let mut idle_timer = Timer::new();
         let mut open = true;
         path.store(fast, Ordering::Release);
         loop {
@@ -596,10 +601,18 @@ impl Pipeline {
             } else if quiet_since.is_none() {
                 quiet_since = Some(Instant::now());
             }
-            let commit_at = quiet_since.map_or_else(Instant::now, |since| since + BATCH_LINGER);
-            let check_at = batch
-                .as_ref()
-                .map_or_else(Instant::now, |b| b.next_check(ack_timeout));
+            linger_timer.aim(quiet_since.map(|since| since + BATCH_LINGER));
+            check_timer.aim(batch.as_ref().map(|b| b.next_check(ack_timeout)));
+            if !(open && in_flight.is_empty() && batch.is_none() && resend.is_empty()) {
+                idle_timer.aim(None);
+            } else if !idle_timer.is_armed() {
+                idle_timer.aim(Some(Instant::now() + self.config.idle_timeout));
+            }
+            let (checking, committing, idling) = (
+                check_timer.is_armed(),
+                linger_timer.is_armed(),
+                idle_timer.is_armed(),
+            );
             tokio::select! {
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
                     let outcome: (Result<PublishAck, PublishError>, Outgoing) = outcome;
@@ -631,7 +644,7 @@ impl Pipeline {
                         Progress::Nothing => {}
                     }
                 }
-                () = sleep_until(check_at), if batch.is_some() => {
+                () = check_timer.fire(), if checking => {
                     let alive = match batch.as_mut() {
                         Some(current) => current.keep_alive(ack_timeout).await,
                         None => true,
@@ -644,7 +657,7 @@ impl Pipeline {
                         }
                     }
                 }
-                () = sleep_until(commit_at), if quiet_since.is_some() => {
+                () = linger_timer.fire(), if committing => {
                     // Nothing more to send for a moment: end the batch, so the server confirms
                     // its tail (flow acks only cover whole flows).
                     if let Some(current) = batch.as_mut() {
@@ -725,7 +738,7 @@ impl Pipeline {
                         }
                     }
                 }
-                () = tokio::time::sleep(self.config.idle_timeout), if open && in_flight.is_empty() && batch.is_none() && resend.is_empty() => {
+                () = idle_timer.fire(), if idling => {
                     // Refuse new sends, then drain what was queued before the refusal.
                     queue.close();
                     self.forget_worker(&subject, id);
@@ -878,6 +891,44 @@ impl Pipeline {
 /// How long a batch waits with an empty queue before it commits, so the server confirms its
 /// tail: long enough that a steady producer keeps one batch open, short next to an ack.
 const BATCH_LINGER: Duration = Duration::from_millis(1);
+
+/// A worker's timer, kept across the passes of its loop and reset only when its deadline
+/// moves: a fresh `Sleep` on every pass would enter the timer wheel, and leave it, once per
+/// message.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    deadline: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(sleep_until(Instant::now())),
+            deadline: None,
+        }
+    }
+
+    /// Aim at `deadline`, or disarm with `None`.
+    fn aim(&mut self, deadline: Option<Instant>) {
+        if deadline != self.deadline {
+            if let Some(at) = deadline {
+                self.sleep.as_mut().reset(at);
+            }
+            self.deadline = deadline;
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Wait for the deadline; once it fired the timer is disarmed, so the next `aim` sets it
+    /// again even to the same instant (as a fresh `Sleep` would be).
+    async fn fire(&mut self) {
+        (&mut self.sleep).await;
+        self.deadline = None;
+    }
+}
 
 /// The next message to send: first what a batch left over, then the queue (`None` once it is
 /// closed and empty).
