@@ -171,8 +171,8 @@ impl Natty {
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
         let pipeline = &self.inner.publisher;
-        let (subject, message) = pipeline.prepare(subject, None, payload.into(), None)?;
-        match pipeline.try_enqueue(&subject, message) {
+        let message = pipeline.prepare(subject, None, payload.into(), None)?;
+        match pipeline.try_enqueue(subject, message) {
             Ok(()) => Ok(()),
             Err(Enqueue::Full(..)) => Err(Error::new(PublishErrorKind::Full)),
             Err(Enqueue::Failed(error)) => Err(error),

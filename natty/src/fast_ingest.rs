@@ -325,14 +325,43 @@ impl<M: BatchMessage> Batch<M> {
         (self.pinged_at.max(self.heard_at) + timeout / 3).min(self.heard_at + timeout)
     }
 
-    fn reply(&self, seq: u64, op: Op) -> String {
-        format!("{}{seq}.{}.$FI", self.reply_prefix, op as u8)
+    fn reply(&self, seq: u64, op: Op) -> Subject {
+        reply_subject(&self.reply_prefix, seq, op)
     }
+}
+
+/// `<prefix><seq>.<op>.$FI`, written once into a buffer of its exact length, which the
+/// `Subject` then takes over without a copy (one allocation per message, no formatter).
+fn reply_subject(prefix: &str, seq: u64, op: Op) -> Subject {
+    const SUFFIX: &str = ".$FI";
+    let mut digits = itoa::Buffer::new();
+    let seq = digits.format(seq);
+    let mut reply = String::with_capacity(prefix.len() + seq.len() + 2 + SUFFIX.len());
+    reply.push_str(prefix);
+    reply.push_str(seq);
+    reply.push('.');
+    reply.push(char::from(b'0' + op as u8));
+    reply.push_str(SUFFIX);
+    Subject::from(reply)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_subjects_name_the_batch_sequence_and_operation() {
+        let cases = [
+            (1, Op::Start, "1.0"),
+            (u64::MAX, Op::Append, "18446744073709551615.1"),
+            (42, Op::CommitEndOfBatch, "42.3"),
+            (7, Op::Ping, "7.4"),
+        ];
+        for (seq, op, tail) in cases {
+            let reply = reply_subject("_INBOX.abc.500.fail.", seq, op);
+            assert_eq!(reply.as_str(), format!("_INBOX.abc.500.fail.{tail}.$FI"));
+        }
+    }
 
     #[test]
     fn replies_parse_into_their_kinds() {

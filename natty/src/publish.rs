@@ -78,6 +78,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -94,7 +95,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::backoff::jittered;
 use crate::client::version_at_least;
@@ -215,7 +216,7 @@ pub struct PublishFailure {
 }
 
 pub(crate) struct Outgoing {
-    headers: async_nats::HeaderMap,
+    headers: MessageHeaders,
     payload: Bytes,
     /// Set for a [`Publisher`](crate::Publisher) call: who waits for the outcome.
     reply: Option<Reply>,
@@ -232,8 +233,68 @@ impl Outgoing {
     /// One attempt's copy (cheap: the payload is shared, the header map is small).
     fn to_publish(&self) -> PublishMessage {
         PublishMessage::build()
-            .headers(self.headers.clone())
+            .headers(self.headers.to_map())
             .payload(self.payload.clone())
+    }
+}
+
+/// A queued message's headers. Most messages carry nothing but the `Nats-Msg-Id` natty
+/// stamped: that id is kept inline and each attempt builds its map, instead of building one
+/// map at `publish` and copying it for every attempt.
+enum MessageHeaders {
+    /// Only the stamped `Nats-Msg-Id`.
+    Id(nuid::NUIDStr),
+    /// The caller's headers, `Nats-Msg-Id` included.
+    Map(async_nats::HeaderMap),
+}
+
+impl MessageHeaders {
+    /// The headers as sent: async-nats' map (moved, not copied), with a `Nats-Msg-Id` unless
+    /// the caller set one and (with the `opentelemetry` feature) the current span's trace
+    /// context.
+    fn stamp(headers: Option<HeaderMap>) -> Self {
+        #[cfg(feature = "opentelemetry")]
+        let headers = {
+            let mut headers = headers.unwrap_or_default();
+            crate::otel::inject_current(&mut headers);
+            Some(headers)
+        };
+        let Some(headers) = headers.filter(|headers| !headers.is_empty()) else {
+            return Self::Id(nuid::next());
+        };
+        let mut headers = async_nats::HeaderMap::from(headers);
+        if headers.get(async_nats::header::NATS_MESSAGE_ID).is_none() {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
+        }
+        Self::Map(headers)
+    }
+
+    /// One attempt's map.
+    fn to_map(&self) -> async_nats::HeaderMap {
+        match self {
+            Self::Id(id) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                headers
+            }
+            Self::Map(headers) => headers.clone(),
+        }
+    }
+
+    fn into_map(self) -> async_nats::HeaderMap {
+        match self {
+            Self::Id(_) => self.to_map(),
+            Self::Map(headers) => headers,
+        }
+    }
+
+    fn message_id(&self) -> &str {
+        match self {
+            Self::Id(id) => id.as_str(),
+            Self::Map(headers) => headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map_or("", |id| id.as_str()),
+        }
     }
 }
 
@@ -297,9 +358,15 @@ impl Pipeline {
         payload: Bytes,
         wait: bool,
     ) -> Result<(), PublishError> {
-        let (subject, message) = self.prepare(subject, headers, payload, None)?;
+        let Prepared {
+            mut running,
+            message,
+        } = self.prepare(subject, headers, payload, None)?;
         loop {
-            let (id, sender) = self.sender_for(&subject)?;
+            let (id, sender) = match running.take() {
+                Some(queue) => queue,
+                None => self.sender_for(subject)?,
+            };
             // Waiting for room is the only await: a publish dropped there (a timeout, a
             // `select!`, a cancelled request) has reserved nothing and counted nothing.
             let slot = if wait {
@@ -319,7 +386,7 @@ impl Pipeline {
                 }
                 Err(true) => return Err(Error::new(PublishErrorKind::Full)),
                 // The worker went idle between lookup and reserve: replace it and try again.
-                Err(false) => self.forget_worker(&subject, id),
+                Err(false) => self.forget_worker(subject, id),
             }
         }
     }
@@ -331,7 +398,13 @@ impl Pipeline {
         headers: Option<HeaderMap>,
         payload: Bytes,
     ) -> Result<crate::PublishAck, PublishError> {
-        let (subject, message) = self.prepare(subject, headers, payload, None)?;
+        self.check(subject, true, headers.as_ref(), &payload)?;
+        let subject = Subject::from(subject);
+        let message = Outgoing {
+            headers: MessageHeaders::stamp(headers),
+            payload,
+            reply: None,
+        };
         let sent = self
             .jetstream
             .send_publish(subject.clone(), message.to_publish())
@@ -346,32 +419,45 @@ impl Pipeline {
         &self.room
     }
 
-    /// Validate and stamp a message for [`Pipeline::try_enqueue`].
+    /// Validate and stamp a message for [`Pipeline::try_enqueue`], and find its subject's
+    /// running worker. A subject with a running worker was validated when the worker
+    /// started, so it is not validated again.
     pub(crate) fn prepare(
         &self,
         subject: &str,
         headers: Option<HeaderMap>,
         payload: Bytes,
         reply: Option<Reply>,
-    ) -> Result<(Subject, Outgoing), PublishError> {
-        self.check(subject, headers.as_ref(), &payload)?;
+    ) -> Result<Prepared, PublishError> {
+        let running = self
+            .lock()
+            .get(subject)
+            .map(|worker| (worker.id, worker.sender.clone()));
+        self.check(subject, running.is_none(), headers.as_ref(), &payload)?;
         let message = Outgoing {
-            headers: with_message_id(headers),
+            headers: MessageHeaders::stamp(headers),
             payload,
             reply,
         };
-        Ok((Subject::from(subject), message))
+        Ok(Prepared { running, message })
     }
 
-    /// Enqueue `message` if its subject's queue has room now; otherwise hand it back with the
-    /// queue's sender, to wait for room on.
+    /// Enqueue the message if its subject's queue has room now; otherwise hand it back with
+    /// the queue's sender, to wait for room on.
     pub(crate) fn try_enqueue(
         self: &Arc<Self>,
-        subject: &Subject,
-        message: Outgoing,
+        subject: &str,
+        prepared: Prepared,
     ) -> Result<(), Enqueue> {
+        let Prepared {
+            mut running,
+            message,
+        } = prepared;
         loop {
-            let (id, sender) = self.sender_for(subject).map_err(Enqueue::Failed)?;
+            let (id, sender) = match running.take() {
+                Some(queue) => queue,
+                None => self.sender_for(subject).map_err(Enqueue::Failed)?,
+            };
             let full = match sender.try_reserve() {
                 Ok(slot) => {
                     self.enqueue(slot, message);
@@ -399,14 +485,18 @@ impl Pipeline {
         self.pending.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Refuse what cannot be sent; `new_subject` is false for a subject already validated.
     fn check(
         &self,
         subject: &str,
+        new_subject: bool,
         headers: Option<&HeaderMap>,
         payload: &Bytes,
     ) -> Result<(), PublishError> {
-        validate::publish_subject(subject)
-            .map_err(|err| Error::with_source(PublishErrorKind::InvalidSubject, err))?;
+        if new_subject {
+            validate::publish_subject(subject)
+                .map_err(|err| Error::with_source(PublishErrorKind::InvalidSubject, err))?;
+        }
         if let Some(invalid) = headers.and_then(HeaderMap::invalid) {
             return Err(Error::with_source(
                 PublishErrorKind::InvalidHeader,
@@ -421,29 +511,28 @@ impl Pipeline {
         Ok(())
     }
 
-    fn sender_for(
-        self: &Arc<Self>,
-        subject: &Subject,
-    ) -> Result<(u64, mpsc::Sender<Outgoing>), PublishError> {
+    /// The queue of `subject`'s worker, started if none runs; `subject` was validated (every
+    /// key of `workers` is a valid publish subject).
+    fn sender_for(self: &Arc<Self>, subject: &str) -> Result<WorkerQueue, PublishError> {
         let mut workers = self.lock();
         // Checked under the lock so `shutdown` cannot miss a worker started after it looked.
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(PublishErrorKind::Closed));
         }
-        if let Some(worker) = workers.get(subject.as_str()) {
+        if let Some(worker) = workers.get(subject) {
             return Ok((worker.id, worker.sender.clone()));
         }
         let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(self.config.queue_capacity);
         let fast = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(Arc::clone(self).run_worker(
-            subject.clone(),
+            Subject::from(subject),
             id,
             receiver,
             Arc::clone(&fast),
         ));
         workers.insert(
-            subject.to_string(),
+            subject.to_owned(),
             Worker {
                 id,
                 fast,
@@ -454,10 +543,10 @@ impl Pipeline {
         Ok((id, sender))
     }
 
-    fn forget_worker(&self, subject: &Subject, id: u64) {
+    fn forget_worker(&self, subject: &str, id: u64) {
         let mut workers = self.lock();
-        if workers.get(subject.as_str()).is_some_and(|w| w.id == id) {
-            workers.remove(subject.as_str());
+        if workers.get(subject).is_some_and(|w| w.id == id) {
+            workers.remove(subject);
         }
     }
 
@@ -482,6 +571,10 @@ impl Pipeline {
         let mut troubled = false;
         // Since when the queue has been empty while a batch holds unconfirmed messages.
         let mut quiet_since: Option<Instant> = None;
+        // When to ask a silent batch for news, to commit a lingering batch, to exit idle.
+        let mut check_timer = Timer::new();
+        let mut linger_timer = Timer::new();
+        let mut idle_timer = Timer::new();
         let mut open = true;
         path.store(fast, Ordering::Release);
         loop {
@@ -508,10 +601,18 @@ impl Pipeline {
             } else if quiet_since.is_none() {
                 quiet_since = Some(Instant::now());
             }
-            let commit_at = quiet_since.map_or_else(Instant::now, |since| since + BATCH_LINGER);
-            let check_at = batch
-                .as_ref()
-                .map_or_else(Instant::now, |b| b.next_check(ack_timeout));
+            linger_timer.aim(quiet_since.map(|since| since + BATCH_LINGER));
+            check_timer.aim(batch.as_ref().map(|b| b.next_check(ack_timeout)));
+            if !(open && in_flight.is_empty() && batch.is_none() && resend.is_empty()) {
+                idle_timer.aim(None);
+            } else if !idle_timer.is_armed() {
+                idle_timer.aim(Some(Instant::now() + self.config.idle_timeout));
+            }
+            let (checking, committing, idling) = (
+                check_timer.is_armed(),
+                linger_timer.is_armed(),
+                idle_timer.is_armed(),
+            );
             tokio::select! {
                 Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
                     let outcome: (Result<PublishAck, PublishError>, Outgoing) = outcome;
@@ -543,7 +644,7 @@ impl Pipeline {
                         Progress::Nothing => {}
                     }
                 }
-                () = sleep_until(check_at), if batch.is_some() => {
+                () = check_timer.fire(), if checking => {
                     let alive = match batch.as_mut() {
                         Some(current) => current.keep_alive(ack_timeout).await,
                         None => true,
@@ -556,7 +657,7 @@ impl Pipeline {
                         }
                     }
                 }
-                () = sleep_until(commit_at), if quiet_since.is_some() => {
+                () = linger_timer.fire(), if committing => {
                     // Nothing more to send for a moment: end the batch, so the server confirms
                     // its tail (flow acks only cover whole flows).
                     if let Some(current) = batch.as_mut() {
@@ -637,7 +738,7 @@ impl Pipeline {
                         }
                     }
                 }
-                () = tokio::time::sleep(self.config.idle_timeout), if open && in_flight.is_empty() && batch.is_none() && resend.is_empty() => {
+                () = idle_timer.fire(), if idling => {
                     // Refuse new sends, then drain what was queued before the refusal.
                     queue.close();
                     self.forget_worker(&subject, id);
@@ -690,15 +791,11 @@ impl Pipeline {
             None => result.map(drop),
         };
         if let Err(error) = result {
-            let message_id = headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
             self.report(PublishFailure {
                 subject: subject.to_string(),
-                message_id,
+                message_id: headers.message_id().to_owned(),
                 payload,
-                headers: HeaderMap::received(headers),
+                headers: HeaderMap::received(headers.into_map()),
                 error,
             })
             .await;
@@ -795,6 +892,44 @@ impl Pipeline {
 /// tail: long enough that a steady producer keeps one batch open, short next to an ack.
 const BATCH_LINGER: Duration = Duration::from_millis(1);
 
+/// A worker's timer, kept across the passes of its loop and reset only when its deadline
+/// moves: a fresh `Sleep` on every pass would enter the timer wheel, and leave it, once per
+/// message.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    deadline: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(sleep_until(Instant::now())),
+            deadline: None,
+        }
+    }
+
+    /// Aim at `deadline`, or disarm with `None`.
+    fn aim(&mut self, deadline: Option<Instant>) {
+        if deadline != self.deadline {
+            if let Some(at) = deadline {
+                self.sleep.as_mut().reset(at);
+            }
+            self.deadline = deadline;
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Wait for the deadline; once it fired the timer is disarmed, so the next `aim` sets it
+    /// again even to the same instant (as a fresh `Sleep` would be).
+    async fn fire(&mut self) {
+        (&mut self.sleep).await;
+        self.deadline = None;
+    }
+}
+
 /// The next message to send: first what a batch left over, then the queue (`None` once it is
 /// closed and empty).
 async fn next_message(
@@ -817,7 +952,27 @@ async fn batch_progress(batch: &mut Option<Batch<Outgoing>>) -> Progress {
 
 impl BatchMessage for Outgoing {
     fn parts(&self) -> (async_nats::HeaderMap, Bytes) {
-        (self.headers.clone(), self.payload.clone())
+        (self.headers.to_map(), self.payload.clone())
+    }
+}
+
+/// A subject's worker and the sender of its queue.
+type WorkerQueue = (u64, mpsc::Sender<Outgoing>);
+
+/// A message [`Pipeline::prepare`]d for its subject's queue.
+pub(crate) struct Prepared {
+    /// The queue of the subject's worker, when one was running.
+    running: Option<WorkerQueue>,
+    message: Outgoing,
+}
+
+impl Prepared {
+    /// A prepared message whose queue closed (its worker went idle): it goes to the next one.
+    pub(crate) fn requeued(message: Outgoing) -> Self {
+        Self {
+            running: None,
+            message,
+        }
     }
 }
 
@@ -827,22 +982,6 @@ pub(crate) enum Enqueue {
     Full(mpsc::Sender<Outgoing>, Outgoing),
     /// The pipeline refused the message.
     Failed(PublishError),
-}
-
-/// The headers as sent: async-nats' map (moved, not copied), with a `Nats-Msg-Id` unless the
-/// caller set one and (with the `opentelemetry` feature) the current span's trace context.
-fn with_message_id(headers: Option<HeaderMap>) -> async_nats::HeaderMap {
-    #[cfg(feature = "opentelemetry")]
-    let headers = {
-        let mut headers = headers.unwrap_or_default();
-        crate::otel::inject_current(&mut headers);
-        Some(headers)
-    };
-    let mut headers = headers.map(async_nats::HeaderMap::from).unwrap_or_default();
-    if headers.get(async_nats::header::NATS_MESSAGE_ID).is_none() {
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, nuid::next().as_str());
-    }
-    headers
 }
 
 /// Wait for the ack of a message already written (`sent`), then retry it under the same

@@ -49,7 +49,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use async_nats::jetstream;
-use async_nats::Subject;
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -58,7 +57,7 @@ use tower_service::Service;
 
 use crate::error::{Error, PublishErrorKind, StreamErrorKind};
 use crate::header::HeaderMap;
-use crate::publish::{Enqueue, Outgoing, Pipeline, PublishError, Reply};
+use crate::publish::{Enqueue, Outgoing, Pipeline, Prepared, PublishError, Reply};
 use crate::stream::StreamError;
 
 /// A message to publish: subject, payload and headers. Headers may carry a `Nats-Msg-Id`
@@ -277,7 +276,7 @@ impl Service<OutgoingMessage> for Publisher {
             .prepare(&subject, Some(headers), payload, Some(reply))
         {
             Err(error) => State::Failed { error: Some(error) },
-            Ok((subject, outgoing)) => match self.pipeline.try_enqueue(&subject, outgoing) {
+            Ok(prepared) => match self.pipeline.try_enqueue(&subject, prepared) {
                 Ok(()) => State::Answer { answer },
                 Err(Enqueue::Failed(error)) => State::Failed { error: Some(error) },
                 Err(Enqueue::Full(sender, outgoing)) => State::WaitForRoom {
@@ -321,7 +320,7 @@ enum State {
     /// is queued or counted yet, so dropping the future here takes the message back.
     WaitForRoom {
         pipeline: Arc<Pipeline>,
-        subject: Subject,
+        subject: String,
         queue: PollSender<Outgoing>,
         outgoing: Option<Outgoing>,
         answer: Option<oneshot::Receiver<Result<PublishAck, PublishError>>>,
@@ -357,7 +356,7 @@ impl Future for ResponseFuture {
                             *state = State::Failed { error: None };
                             continue;
                         };
-                        *state = match pipeline.try_enqueue(subject, message) {
+                        *state = match pipeline.try_enqueue(subject, Prepared::requeued(message)) {
                             Ok(()) => State::Answer { answer: receiver },
                             Err(Enqueue::Failed(error)) => State::Failed { error: Some(error) },
                             Err(Enqueue::Full(sender, message)) => State::WaitForRoom {
