@@ -150,7 +150,8 @@ impl Natty {
                     }
                 }
                 _ = watch.tick() => {
-                    if recovery.is_none() && pull.missed_heartbeats() {
+                    let missed = pull.missed_heartbeats();
+                    if recovery.is_none() && missed {
                         tracing::warn!(target: "natty", stream = %config.stream, durable = %config.durable, "pull heartbeats missed; recreating the consumer");
                         pull.budget.forget();
                         recovery = Some(Box::pin(self.recreate_after(&config, &mut pause)));

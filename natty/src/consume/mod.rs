@@ -1,21 +1,28 @@
 //! Durable, pull-based consuming: Go natty's blocking `Consume`, and a driver that feeds any
 //! tower `Service<Message>`.
 //!
-//! The driver asks the service for readiness and a free slot *before* it fetches, so it
-//! never holds more messages than the handler stack can take; runs up to `concurrency`
-//! calls at once; retries fetches across disconnects and server restarts, recreating the
-//! durable consumer if it disappeared; and settles every message exactly once: a message the
-//! handler left unsettled is acked after `Ok`, nak'd after `Err`, and nak'd when its call
-//! panics (in `call` itself or in its future; the panic is reported with the message's
-//! subject, sequence and delivery count) or is cancelled. On shutdown it stops fetching, reads
-//! the open pull request to its end (at most `fetch_timeout`) nak'ing what arrives, gives
-//! in-flight calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service
-//! whose `poll_ready` fails ends the run the same way, then returns
-//! [`ConsumeErrorKind::NotReady`] carrying the summary ([`ConsumeSummary::from_error`]). At
-//! most `concurrency` messages are held at once; the server may briefly count one more,
-//! because it applies acks asynchronously (use double acks where that matters). Every message carries the consumer's
-//! [`ConsumerSettings`] in its extensions, read once from the consumer's info and again
-//! whenever the driver recreates the consumer, so middleware never asks for them twice.
+//! The driver keeps one long-lived pull per consumer: one inbox subscription, pull requests
+//! sent as room frees up and sized by it, idle heartbeats watched. It asks the service for
+//! readiness *before* it pulls, so it never holds more than `concurrency` messages (requested
+//! and not yet delivered, plus delivered and not finished), and a stack that is not ready (a
+//! follower, a saturated limit) pulls nothing. It runs up to `concurrency` calls at once,
+//! polled inside its own task rather than spawned; recovers from disconnects, server restarts
+//! and a deleted durable (missed heartbeats, a refused or unanswered request) by recreating the
+//! durable consumer; and settles every message exactly once: a message the handler left
+//! unsettled is acked after `Ok`, nak'd after `Err`, and nak'd when its call panics (in `call`
+//! itself or in its future; the panic is reported with the message's subject, sequence and
+//! delivery count) or is cancelled. These per-message rules live in one engine that group
+//! members use too ([`crate::group`]), so every way of consuming behaves the same.
+//!
+//! On shutdown it stops pulling, naks what waits for the service, reads the open pull
+//! requests to their end (at most `fetch_timeout`) nak'ing what still arrives, gives in-flight
+//! calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service whose
+//! `poll_ready` fails ends the run the same way, then returns [`ConsumeErrorKind::NotReady`]
+//! carrying the summary ([`ConsumeSummary::from_error`]). The server may briefly count one more
+//! message than `concurrency` as pending, because it applies acks asynchronously (use double
+//! acks where that matters). Every message carries the consumer's [`ConsumerSettings`]
+//! ([`Message::consumer_settings`]), read once from the consumer's info and again whenever the
+//! driver recreates the consumer, so middleware never asks for them twice.
 //!
 //! # Example
 //! ```no_run
@@ -51,6 +58,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+#[cfg(doc)]
+use crate::consumer::ConsumerSettings;
 use crate::error::{BoxError, ConsumeErrorKind, Error};
 #[cfg(doc)]
 use crate::message::Acker;

@@ -27,7 +27,8 @@ const PENDING_MESSAGES: &str = "Nats-Pending-Messages";
 /// not finished); a request goes out when the free room reaches a threshold (one message
 /// while nothing is requested, else half a batch, since every request costs a message to the
 /// server and tiny ones cost more than they save), for as much of the room as one batch may
-/// take.
+/// take. Deciding reads no clock (it runs for every message); requests whose end never came
+/// are given up by [`Budget::expire`], called from the heartbeat watch.
 #[derive(Clone, Debug)]
 pub(crate) struct Budget {
     capacity: usize,
@@ -47,17 +48,22 @@ impl Budget {
         }
     }
 
-    /// Messages asked for and not yet delivered or given up by the server.
-    pub(crate) fn outstanding(&self, now: Instant) -> usize {
-        match self.all_expired_at {
-            Some(at) if now < at => self.requested,
-            _ => 0,
+    /// Messages asked for and not yet delivered or given up.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.requested
+    }
+
+    /// Give up requests that have all expired by `now` without their end arriving (it died
+    /// with their server): nothing more can come of them.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if self.all_expired_at.is_some_and(|at| now >= at) {
+            self.forget();
         }
     }
 
     /// The size of the request to send now, with `held` messages delivered and not finished.
-    pub(crate) fn request_size(&self, held: usize, now: Instant) -> Option<usize> {
-        let outstanding = self.outstanding(now);
+    pub(crate) fn request_size(&self, held: usize) -> Option<usize> {
+        let outstanding = self.requested;
         let free = self.capacity.saturating_sub(held + outstanding);
         let threshold = if outstanding == 0 {
             1
@@ -69,7 +75,7 @@ impl Budget {
 
     /// A request for `size` messages went out, living `expires`.
     pub(crate) fn sent(&mut self, size: usize, now: Instant, expires: Duration) {
-        self.requested = self.outstanding(now) + size;
+        self.requested += size;
         self.all_expired_at = Some(now + expires + REQUEST_GRACE);
     }
 
@@ -111,6 +117,8 @@ pub(crate) struct Pull {
     expires: Duration,
     heartbeat: Duration,
     last_heard: Instant,
+    /// Something arrived since `last_heard` was last brought up to date.
+    heard: bool,
     /// The subscription ended (the client was closed): nothing more comes from it.
     closed: bool,
 }
@@ -148,6 +156,7 @@ impl Pull {
             expires,
             heartbeat,
             last_heard: Instant::now(),
+            heard: false,
             closed: false,
         })
     }
@@ -166,8 +175,7 @@ impl Pull {
 
     /// Until when requests are open, if any is.
     pub(crate) fn open_until(&self) -> Option<Instant> {
-        let now = Instant::now();
-        (self.budget.outstanding(now) > 0)
+        (self.budget.outstanding() > 0)
             .then_some(self.budget.all_expired_at)
             .flatten()
     }
@@ -181,10 +189,10 @@ impl Pull {
     /// Send a pull request if the budget has room, with `held` messages delivered and not
     /// finished; `Ok(true)` when one went out.
     pub(crate) async fn request(&mut self, held: usize) -> Result<bool, BoxedPullError> {
-        let now = Instant::now();
-        let Some(size) = self.budget.request_size(held, now) else {
+        let Some(size) = self.budget.request_size(held) else {
             return Ok(false);
         };
+        let now = Instant::now();
         let request = BatchConfig {
             batch: size,
             expires: Some(self.expires),
@@ -195,9 +203,10 @@ impl Pull {
             .request_batch(request, self.inbox.clone())
             .await
             .map_err(|err| BoxedPullError(Box::new(err)))?;
-        if self.budget.outstanding(now) == 0 {
+        if self.budget.outstanding() == 0 {
             // Heartbeats are owed from now, not from the last message of an idle spell.
             self.last_heard = now;
+            self.heard = false;
         }
         self.budget.sent(size, now, self.expires);
         Ok(true)
@@ -205,7 +214,7 @@ impl Pull {
 
     /// Whether a request would go out with `held` messages held.
     pub(crate) fn wants_request(&self, held: usize) -> bool {
-        self.budget.request_size(held, Instant::now()).is_some()
+        self.budget.request_size(held).is_some()
     }
 
     /// What has arrived already, if anything (for taking several arrivals in one turn).
@@ -235,7 +244,8 @@ impl Pull {
             self.budget.forget();
             return Pulled::Trouble("the inbox subscription ended".to_owned());
         };
-        self.last_heard = Instant::now();
+        // Noted, not timed: reading the clock per message costs more than the rest of this.
+        self.heard = true;
         match message.status {
             None | Some(StatusCode::OK) => {
                 self.budget.delivered();
@@ -276,12 +286,17 @@ impl Pull {
         (!self.heartbeat.is_zero()).then_some(self.heartbeat)
     }
 
-    /// Whether two heartbeats were missed while requests are open: the connection or the
-    /// consumer's server is gone, and the requests with it.
-    pub(crate) fn missed_heartbeats(&self) -> bool {
+    /// The heartbeat watch, called every [`Pull::heartbeat_period`]: gives up requests that
+    /// expired without their end, and says whether two heartbeats were missed while requests
+    /// are open (the connection or the consumer's server is gone, and the requests with it).
+    pub(crate) fn missed_heartbeats(&mut self) -> bool {
         let now = Instant::now();
+        if std::mem::take(&mut self.heard) {
+            self.last_heard = now;
+        }
+        self.budget.expire(now);
         !self.heartbeat.is_zero()
-            && self.budget.outstanding(now) > 0
+            && self.budget.outstanding() > 0
             && now >= self.last_heard + self.heartbeat * 2 + REQUEST_GRACE
     }
 }
@@ -309,10 +324,10 @@ mod tests {
     #[test]
     fn a_first_request_asks_for_a_whole_batch_and_never_more_than_the_room() {
         let now = Instant::now();
-        assert_eq!(Budget::new(256, 100).request_size(0, now), Some(100));
-        assert_eq!(Budget::new(4, 100).request_size(0, now), Some(4));
-        assert_eq!(Budget::new(4, 100).request_size(3, now), Some(1));
-        assert_eq!(Budget::new(4, 100).request_size(4, now), None, "full");
+        assert_eq!(Budget::new(256, 100).request_size(0), Some(100));
+        assert_eq!(Budget::new(4, 100).request_size(0), Some(4));
+        assert_eq!(Budget::new(4, 100).request_size(3), Some(1));
+        assert_eq!(Budget::new(4, 100).request_size(4), None, "full");
     }
 
     #[test]
@@ -320,15 +335,15 @@ mod tests {
         let now = Instant::now();
         let mut budget = Budget::new(256, 256);
         budget.sent(256, now, EXPIRES);
-        assert_eq!(budget.request_size(0, now), None, "all room is requested");
+        assert_eq!(budget.request_size(0), None, "all room is requested");
         for _ in 0..127 {
             budget.delivered();
         }
         // 127 delivered and finished: 127 free, below the 128 threshold.
-        assert_eq!(budget.request_size(0, now), None);
+        assert_eq!(budget.request_size(0), None);
         budget.delivered();
-        assert_eq!(budget.request_size(0, now), Some(128));
-        assert_eq!(budget.request_size(1, now), None, "held messages count");
+        assert_eq!(budget.request_size(0), Some(128));
+        assert_eq!(budget.request_size(1), None, "held messages count");
     }
 
     #[test]
@@ -337,12 +352,12 @@ mod tests {
         let mut budget = Budget::new(10, 4);
         let mut held = 0;
         for step in 0..1000 {
-            if let Some(size) = budget.request_size(held, now) {
+            if let Some(size) = budget.request_size(held) {
                 budget.sent(size, now, EXPIRES);
             }
-            assert!(held + budget.outstanding(now) <= 10, "step {step}");
+            assert!(held + budget.outstanding() <= 10, "step {step}");
             // Deliver one, and finish one every other step.
-            if budget.outstanding(now) > 0 {
+            if budget.outstanding() > 0 {
                 budget.delivered();
                 held += 1;
             }
@@ -359,8 +374,8 @@ mod tests {
         budget.sent(100, now, EXPIRES);
         budget.delivered();
         budget.ended(99);
-        assert_eq!(budget.outstanding(now), 0);
-        assert_eq!(budget.request_size(1, now), Some(99));
+        assert_eq!(budget.outstanding(), 0);
+        assert_eq!(budget.request_size(1), Some(99));
     }
 
     #[test]
@@ -368,10 +383,12 @@ mod tests {
         let now = Instant::now();
         let mut budget = Budget::new(8, 8);
         budget.sent(8, now, EXPIRES);
-        assert_eq!(budget.request_size(0, now), None);
-        let later = now + EXPIRES + REQUEST_GRACE;
-        assert_eq!(budget.outstanding(later), 0);
-        assert_eq!(budget.request_size(0, later), Some(8));
+        assert_eq!(budget.request_size(0), None);
+        budget.expire(now + EXPIRES);
+        assert_eq!(budget.request_size(0), None, "not before the grace is over");
+        budget.expire(now + EXPIRES + REQUEST_GRACE);
+        assert_eq!(budget.outstanding(), 0);
+        assert_eq!(budget.request_size(0), Some(8));
     }
 
     #[test]
@@ -380,6 +397,6 @@ mod tests {
         let mut budget = Budget::new(8, 8);
         budget.sent(8, now, EXPIRES);
         budget.forget();
-        assert_eq!(budget.request_size(0, now), Some(8));
+        assert_eq!(budget.request_size(0), Some(8));
     }
 }
