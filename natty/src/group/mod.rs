@@ -28,8 +28,15 @@
 //! # Serving
 //! [`Natty::serve_static_member`] feeds a tower `Service<Message>` (any natty-tower stack):
 //! one call at a time per partition, partitions concurrently, the partition token stripped
-//! from the subject (it is in the [`Partition`] extension). A message the service leaves
-//! unsettled is acked after `Ok` and nak'd after `Err` or a panic. A message that will come
+//! from the subject (it is in the [`Partition`] extension). The per-message rules are those of
+//! [`Natty::serve`], from the same engine: readiness, a panic caught in `call` or in its future,
+//! a message the service leaves unsettled acked after `Ok` and nak'd after `Err` or a panic,
+//! each failure logged and sent to [`MemberConfig::errors`] if set. A partition's next call
+//! starts as soon as the previous one has ended and its settlement has been *sent*, not
+//! confirmed by the server: an ack lost with a dying connection makes the server redeliver
+//! that message after its ack wait, by which time later messages of its key may have been
+//! handled. That is a replay of a message already handled (delivery is at least once), never
+//! a message handled for the first time after a later one. A message that will come
 //! back (nak'd by the driver or a layer, or dropped unsettled) *fences* its partition: later
 //! messages of the partition wait, held, until it is handled again, or until its nak delay
 //! plus `A + pull expiry` pass without it (it was termed, or ran out of deliveries). So a
