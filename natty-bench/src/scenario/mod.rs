@@ -171,6 +171,24 @@ pub(crate) fn rotated<T, const N: usize>(round: usize, mut runs: [T; N]) -> [T; 
     runs
 }
 
+/// `comparison` with [`ROUNDS`] samples of each side, taking turns at going first; each closure
+/// gets the round and returns one sample.
+pub(crate) async fn alternate(
+    mut comparison: Comparison,
+    mut natty: impl AsyncFnMut(usize) -> Result<f64, BoxError>,
+    mut baseline: impl AsyncFnMut(usize) -> Result<f64, BoxError>,
+) -> Result<Comparison, BoxError> {
+    for round in 0..ROUNDS {
+        for side in sides(round) {
+            match side {
+                Side::Natty => comparison.natty.push(natty(round).await?),
+                Side::Baseline => comparison.baseline.push(baseline(round).await?),
+            }
+        }
+    }
+    Ok(comparison)
+}
+
 /// Fail the run unless `stored` equals `expected`: a benchmark that lost messages is no
 /// benchmark.
 pub(crate) fn check_count(what: &str, stored: u64, expected: usize) -> Result<(), BoxError> {
