@@ -16,8 +16,8 @@ mod scenario;
 use std::time::Instant;
 
 use scenario::{
-    axum_publish, consume, explain, groups, kv, leader, memory, publish, Bench, BoxError,
-    Comparison,
+    axum_publish, consume, consume_latency, explain, groups, kv, leader, memory, publish, Bench,
+    BoxError, Comparison,
 };
 
 const USAGE: &str =
@@ -77,7 +77,11 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
         let group_started = Instant::now();
         let results = match group {
             "publish" => publish::run(&bench).await?,
-            "consume" => consume::run(&bench).await?,
+            "consume" => {
+                let mut lines = consume::run(&bench).await?;
+                lines.extend(consume_latency::run(&bench).await?);
+                lines
+            }
             "kv" => kv::run(&bench).await?,
             "axum" => axum_publish::run(&bench).await?,
             "leader" => leader::run(&bench).await?,

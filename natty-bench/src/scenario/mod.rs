@@ -6,6 +6,7 @@
 
 pub(crate) mod axum_publish;
 pub(crate) mod consume;
+pub(crate) mod consume_latency;
 pub(crate) mod explain;
 pub(crate) mod groups;
 pub(crate) mod kv;
