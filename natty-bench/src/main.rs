@@ -16,8 +16,8 @@ mod scenario;
 use std::time::Instant;
 
 use scenario::{
-    axum_publish, consume, consume_latency, explain, groups, kv, leader, memory, publish, Bench,
-    BoxError, Comparison,
+    axum_publish, consume, consume_latency, explain, groups, groups_efficiency, kv, leader, memory,
+    publish, Bench, BoxError, Comparison,
 };
 
 const USAGE: &str =
@@ -86,7 +86,11 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
             "axum" => axum_publish::run(&bench).await?,
             "leader" => leader::run(&bench).await?,
             "memory" => memory::run(scale).await?,
-            "groups" => groups::run(&bench).await?,
+            "groups" => {
+                let mut lines = groups::run(&bench).await?;
+                lines.extend(groups_efficiency::run(&bench).await?);
+                lines
+            }
             "explain" => {
                 explain::run(&bench).await?;
                 Vec::new()

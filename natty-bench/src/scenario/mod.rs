@@ -9,6 +9,7 @@ pub(crate) mod consume;
 pub(crate) mod consume_latency;
 pub(crate) mod explain;
 pub(crate) mod groups;
+pub(crate) mod groups_efficiency;
 pub(crate) mod kv;
 pub(crate) mod leader;
 pub(crate) mod memory;
