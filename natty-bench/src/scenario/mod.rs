@@ -2,7 +2,9 @@
 //! alternating rounds against the same server and returns one [`Comparison`] per line.
 //!
 //! The baselines are what a careful user writes with async-nats alone, on their own
-//! connection, with the same stream settings as natty's side.
+//! connection, with the same stream settings as natty's side. Two are bounds rather than
+//! alternatives: `consume-ceiling`'s (a consumer without acks, the most the server delivers)
+//! and `groups-efficiency`'s (the ideal rate, computed from natty's own run).
 
 pub(crate) mod axum_publish;
 pub(crate) mod consume;
