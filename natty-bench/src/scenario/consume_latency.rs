@@ -90,21 +90,15 @@ impl Timed<'_> {
             Side::Baseline => "baseline",
         };
         let durable = format!("{name}-latency-{round}");
+        let reader = Reader {
+            durable: durable.clone(),
+            origin: self.origin,
+            arrivals,
+            stop: stop.clone(),
+        };
         let reader = match side {
-            Side::Natty => tokio::spawn(natty_reader(
-                self.bench.natty.clone(),
-                durable.clone(),
-                self.origin,
-                arrivals,
-                stop.clone(),
-            )),
-            Side::Baseline => tokio::spawn(loop_reader(
-                self.bench.jetstream.clone(),
-                durable.clone(),
-                self.origin,
-                arrivals,
-                stop.clone(),
-            )),
+            Side::Natty => tokio::spawn(reader.natty(self.bench.natty.clone())),
+            Side::Baseline => tokio::spawn(reader.async_nats(self.bench.jetstream.clone())),
         };
         let timed = async {
             self.publish(WARM_UP).await?;
@@ -144,51 +138,57 @@ impl Timed<'_> {
     }
 }
 
-/// natty's driver and `consume-stack`'s layers; the handler's first poll takes the time.
-async fn natty_reader(
-    natty: Natty,
+/// One run's reader: its durable consumer, where it reports each message's latency, and when
+/// it stops.
+struct Reader {
     durable: String,
     origin: Instant,
     arrivals: mpsc::UnboundedSender<Duration>,
     stop: CancellationToken,
-) -> Result<(), BoxError> {
-    let handler = service_fn(move |message: Message| {
-        let arrivals = arrivals.clone();
-        async move {
-            let arrived = origin.elapsed();
-            arrivals.send(arrived.saturating_sub(sent_at(message.payload())?))?;
-            Ok::<_, BoxError>(())
-        }
-    });
-    let stack = consume::layers().service(handler);
-    natty
-        .serve(consume::config(STREAM, &durable), stop, stack)
-        .await?;
-    Ok(())
 }
 
-/// async-nats' `messages()` on natty's consumer settings, acking each; the loop getting the
-/// message takes the time.
-async fn loop_reader(
-    jetstream: async_nats::jetstream::Context,
-    durable: String,
-    origin: Instant,
-    arrivals: mpsc::UnboundedSender<Duration>,
-    stop: CancellationToken,
-) -> Result<(), BoxError> {
-    let stream = jetstream.get_stream(STREAM).await?;
-    let consumer = stream
-        .create_consumer(natty_like_consumer(&durable))
-        .await?;
-    let mut messages = consumer.messages().await?;
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            message = messages.next() => message.ok_or("message stream ended")??,
-        };
-        let arrived = origin.elapsed();
-        arrivals.send(arrived.saturating_sub(sent_at(&message.payload)?))?;
-        message.ack().await?;
+impl Reader {
+    /// natty's driver and `consume-stack`'s layers; the handler's first poll takes the time.
+    async fn natty(self, natty: Natty) -> Result<(), BoxError> {
+        let Self {
+            durable,
+            origin,
+            arrivals,
+            stop,
+        } = self;
+        let handler = service_fn(move |message: Message| {
+            let arrivals = arrivals.clone();
+            async move {
+                let arrived = origin.elapsed();
+                arrivals.send(arrived.saturating_sub(sent_at(message.payload())?))?;
+                Ok::<_, BoxError>(())
+            }
+        });
+        let stack = consume::layers().service(handler);
+        natty
+            .serve(consume::config(STREAM, &durable), stop, stack)
+            .await?;
+        Ok(())
+    }
+
+    /// async-nats' `messages()` on natty's consumer settings, acking each; the loop getting
+    /// the message takes the time.
+    async fn async_nats(self, jetstream: async_nats::jetstream::Context) -> Result<(), BoxError> {
+        let stream = jetstream.get_stream(STREAM).await?;
+        let consumer = stream
+            .create_consumer(natty_like_consumer(&self.durable))
+            .await?;
+        let mut messages = consumer.messages().await?;
+        loop {
+            let message = tokio::select! {
+                () = self.stop.cancelled() => return Ok(()),
+                message = messages.next() => message.ok_or("message stream ended")??,
+            };
+            let arrived = self.origin.elapsed();
+            let latency = arrived.saturating_sub(sent_at(&message.payload)?);
+            self.arrivals.send(latency)?;
+            message.ack().await?;
+        }
     }
 }
 
