@@ -2,7 +2,21 @@
 //!
 //! Starts its own `nats-server` through natty-testkit (JetStream, file storage, loopback),
 //! runs every scenario asked for with natty and its baseline alternating for three rounds,
-//! and prints one `BENCH` line per comparison and a table.
+//! and prints one `BENCH` line per comparison and a table. Lines ending in `-mem` repeat the
+//! line before them on a memory-storage stream.
+//!
+//! | group | lines |
+//! |---|---|
+//! | `publish` | `publish-vs-window`, `publish-vs-window-msgid`, `publish-vs-fast-ingest` (each also `-mem`), `publish-vs-naive` |
+//! | `consume` | `consume-stack`, `consume-ceiling` (each also `-mem`), `consume-latency` |
+//! | `kv` | `kv-get`, `kv-put` |
+//! | `axum` | `axum-publish` |
+//! | `leader` | `leader-handover`, `leader-failover-crash` |
+//! | `memory` | `publish-memory` (the process's memory, not a stream's storage) |
+//! | `groups` | `groups-vs-ordered`, `groups-efficiency` |
+//!
+//! `all` runs every group but `explain` (breakdowns, no lines); at full scale it takes about
+//! four minutes on 2 cores.
 //!
 //! ```text
 //! cargo run --release -p natty-bench -- all
@@ -16,8 +30,8 @@ mod scenario;
 use std::time::Instant;
 
 use scenario::{
-    axum_publish, consume, explain, groups, kv, leader, memory, publish, Bench, BoxError,
-    Comparison,
+    axum_publish, consume, consume_latency, explain, groups, groups_efficiency, kv, leader, memory,
+    publish, Bench, BoxError, Comparison,
 };
 
 const USAGE: &str =
@@ -67,7 +81,7 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
     let started = Instant::now();
     let bench = Bench::start(scale).await?;
     println!(
-        "natty-bench: nats-server {} (file storage, loopback), {}, {} cores, scale {scale}",
+        "natty-bench: nats-server {} (file storage, -mem lines on memory-storage streams, loopback), {}, {} cores, scale {scale}",
         bench.natty.server_version(),
         cpu_model(),
         std::thread::available_parallelism().map_or(0, usize::from),
@@ -77,12 +91,20 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
         let group_started = Instant::now();
         let results = match group {
             "publish" => publish::run(&bench).await?,
-            "consume" => consume::run(&bench).await?,
+            "consume" => {
+                let mut lines = consume::run(&bench).await?;
+                lines.extend(consume_latency::run(&bench).await?);
+                lines
+            }
             "kv" => kv::run(&bench).await?,
             "axum" => axum_publish::run(&bench).await?,
             "leader" => leader::run(&bench).await?,
             "memory" => memory::run(scale).await?,
-            "groups" => groups::run(&bench).await?,
+            "groups" => {
+                let mut lines = groups::run(&bench).await?;
+                lines.extend(groups_efficiency::run(&bench).await?);
+                lines
+            }
             "explain" => {
                 explain::run(&bench).await?;
                 Vec::new()

@@ -26,7 +26,7 @@ pub(crate) enum Goal {
 /// natty's and the baseline's samples for one scenario, from alternating runs.
 #[derive(Debug)]
 pub(crate) struct Comparison {
-    pub(crate) scenario: &'static str,
+    pub(crate) scenario: String,
     pub(crate) unit: &'static str,
     pub(crate) better: Better,
     pub(crate) goal: Goal,
@@ -38,14 +38,14 @@ pub(crate) struct Comparison {
 
 impl Comparison {
     pub(crate) fn new(
-        scenario: &'static str,
+        scenario: impl Into<String>,
         unit: &'static str,
         better: Better,
         goal: Goal,
         baseline_is: &'static str,
     ) -> Self {
         Self {
-            scenario,
+            scenario: scenario.into(),
             unit,
             better,
             goal,
@@ -150,7 +150,7 @@ pub(crate) fn table(comparisons: &[Comparison]) -> String {
             None => "-",
         };
         rows.push([
-            c.scenario.into(),
+            c.scenario.clone(),
             number(c.natty_value()),
             number(c.baseline_value()),
             c.unit.into(),
@@ -180,10 +180,11 @@ pub(crate) fn table(comparisons: &[Comparison]) -> String {
         }
     }
     let _ = writeln!(out, "\nsamples (natty | baseline), in run order:");
+    let name_width = widths[0];
     for c in comparisons {
         let _ = writeln!(
             out,
-            "  {:<24} {} | {}",
+            "  {:<name_width$} {} | {}",
             c.scenario,
             samples(&c.natty),
             samples(&c.baseline)

@@ -12,16 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::HeaderMap;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use natty::{CancellationToken, ConsumeConfig, Message};
-use natty_tower::ServiceBuilderExt;
-use tower::{service_fn, ServiceBuilder};
+use tower::service_fn;
 
-use super::consume::CONCURRENCY;
-use super::{check_count, payload, per_second, Bench, BoxError};
+use super::consume::{layers, CONCURRENCY};
+use super::{check_count, natty_like_consumer, payload, per_second, Bench, BoxError};
 
 const PUBLISH_STREAM: &str = "BENCH_EXPLAIN_PUBLISH";
 const CONSUME_STREAM: &str = "BENCH_EXPLAIN_CONSUME";
@@ -242,18 +240,12 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
         let handled = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
         let (seen, stop) = (Arc::clone(&handled), shutdown.clone());
-        let stack = ServiceBuilder::new()
-            .trace_messages()
-            .report_errors()
-            .ack_messages()
-            .retry_messages(3)
-            .catch_panic()
-            .service(service_fn(move |_: Message| {
-                if seen.fetch_add(1, Ordering::Relaxed) + 1 == count {
-                    stop.cancel();
-                }
-                async { Ok::<_, BoxError>(()) }
-            }));
+        let stack = layers().service(service_fn(move |_: Message| {
+            if seen.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                stop.cancel();
+            }
+            async { Ok::<_, BoxError>(()) }
+        }));
         let start = Instant::now();
         let config = ConsumeConfig::new(CONSUME_STREAM, &durable)
             .concurrency(concurrency)
@@ -329,13 +321,7 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
         let durable = format!("batches-{batch}");
         let stream = bench.jetstream.get_stream(CONSUME_STREAM).await?;
         let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(durable.clone()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 1000,
-                ..Default::default()
-            })
+            .create_consumer(natty_like_consumer(&durable))
             .await?;
         let start = Instant::now();
         let mut acked = 0;
@@ -372,15 +358,7 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
     // natty's driver runs each handler call.
     let durable = "spawned";
     let stream = bench.jetstream.get_stream(CONSUME_STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(durable.into()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1000,
-            ..Default::default()
-        })
-        .await?;
+    let consumer = stream.create_consumer(natty_like_consumer(durable)).await?;
     let start = Instant::now();
     let mut messages = consumer.messages().await?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -405,15 +383,7 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
     let durable = "raw-probe";
     let probe = PullProbe::start(bench, durable).await?;
     let stream = bench.jetstream.get_stream(CONSUME_STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(durable.into()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1000,
-            ..Default::default()
-        })
-        .await?;
+    let consumer = stream.create_consumer(natty_like_consumer(durable)).await?;
     let start = Instant::now();
     let mut messages = consumer.messages().await?;
     for _ in 0..count {

@@ -16,7 +16,7 @@ use natty::group::{MemberConfig, Partitioning, StaticGroupConfig};
 use natty::{CancellationToken, Message};
 use tokio::sync::Notify;
 
-use super::{check_count, per_second, sides, Bench, BoxError, Comparison, Side, ROUNDS};
+use super::{alternate, check_count, per_second, Bench, BoxError, Comparison};
 use crate::report::{Better, Goal};
 
 const STREAM: &str = "BENCH_GROUPS";
@@ -43,23 +43,19 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     bench.natty.flush().await;
     check_count("groups setup", bench.stored(STREAM).await?, count)?;
 
-    let mut comparison = Comparison::new(
+    let comparison = Comparison::new(
         "groups-vs-ordered",
         "msg/s",
         Better::Higher,
         Goal::RatioAtLeast(3.0),
         "one consumer, max_ack_pending = 1",
     );
-    for round in 0..ROUNDS {
-        for side in sides(round) {
-            match side {
-                Side::Natty => comparison.natty.push(group(bench, round, count).await?),
-                Side::Baseline => comparison
-                    .baseline
-                    .push(ordered(bench, round, count).await?),
-            }
-        }
-    }
+    let comparison = alternate(
+        comparison,
+        async |round| group(bench, round, count).await,
+        async |round| ordered(bench, round, count).await,
+    )
+    .await?;
     Ok(vec![comparison])
 }
 

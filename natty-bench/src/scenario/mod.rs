@@ -2,12 +2,16 @@
 //! alternating rounds against the same server and returns one [`Comparison`] per line.
 //!
 //! The baselines are what a careful user writes with async-nats alone, on their own
-//! connection, with the same stream settings as natty's side.
+//! connection, with the same stream settings as natty's side. Two are bounds rather than
+//! alternatives: `consume-ceiling`'s (a consumer without acks, the most the server delivers)
+//! and `groups-efficiency`'s (the ideal rate, computed from natty's own run).
 
 pub(crate) mod axum_publish;
 pub(crate) mod consume;
+pub(crate) mod consume_latency;
 pub(crate) mod explain;
 pub(crate) mod groups;
+pub(crate) mod groups_efficiency;
 pub(crate) mod kv;
 pub(crate) mod leader;
 pub(crate) mod memory;
@@ -16,6 +20,8 @@ pub(crate) mod publish;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use bytes::Bytes;
 use natty::Natty;
 use natty_testkit::Server;
@@ -75,6 +81,69 @@ impl Bench {
         self.jetstream.get_stream(stream).await?.purge().await?;
         Ok(())
     }
+
+    /// Create the stream `name` on `subjects` with natty's stream settings
+    /// ([`Natty::create_stream`]), kept on `storage`.
+    pub(crate) async fn create_stream(
+        &self,
+        name: &str,
+        subjects: &[&str],
+        storage: Storage,
+    ) -> Result<(), BoxError> {
+        match storage {
+            Storage::File => {
+                self.natty
+                    .create_stream(name, subjects.iter().copied())
+                    .await?
+            }
+            // What `create_stream` sends, storage aside: natty has no setting for storage.
+            Storage::Memory => {
+                self.natty
+                    .create_stream_with(stream::Config {
+                        name: name.to_owned(),
+                        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+                        retention: RetentionPolicy::Limits,
+                        storage: StorageType::Memory,
+                        max_age: natty::stream::DEFAULT_MAX_AGE,
+                        allow_batch_publish: self.natty.supports_fast_ingest(),
+                        ..Default::default()
+                    })
+                    .await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a scenario's stream keeps its messages. The server runs with a file store; the
+/// lines named `…-mem` repeat their file-storage line on a memory-storage stream, which takes
+/// the disk out of what is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Storage {
+    File,
+    Memory,
+}
+
+impl Storage {
+    /// The line `name` on this storage: `name` on file storage, `name-mem` on memory.
+    pub(crate) fn line(self, name: &str) -> String {
+        match self {
+            Self::File => name.to_owned(),
+            Self::Memory => format!("{name}-mem"),
+        }
+    }
+}
+
+/// The durable consumer natty's `serve` creates, for the baselines that read the same way:
+/// explicit acks, natty's 30 s ack wait, at most 1000 unacked.
+pub(crate) fn natty_like_consumer(durable: &str) -> pull::Config {
+    pull::Config {
+        durable_name: Some(durable.to_owned()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
 }
 
 /// A 128-byte payload; clones share one buffer on both sides.
@@ -97,11 +166,31 @@ pub(crate) enum Side {
 /// The order of the sides in `round`: natty goes first in even rounds, so neither side always
 /// gets the warm (or the cold) server.
 pub(crate) fn sides(round: usize) -> [Side; 2] {
-    if round.is_multiple_of(2) {
-        [Side::Natty, Side::Baseline]
-    } else {
-        [Side::Baseline, Side::Natty]
+    rotated(round, [Side::Natty, Side::Baseline])
+}
+
+/// `runs` rotated left by `round`: each run of a round goes first in turn.
+pub(crate) fn rotated<T, const N: usize>(round: usize, mut runs: [T; N]) -> [T; N] {
+    runs.rotate_left(round % N);
+    runs
+}
+
+/// `comparison` with [`ROUNDS`] samples of each side, taking turns at going first; each closure
+/// gets the round and returns one sample.
+pub(crate) async fn alternate(
+    mut comparison: Comparison,
+    mut natty: impl AsyncFnMut(usize) -> Result<f64, BoxError>,
+    mut baseline: impl AsyncFnMut(usize) -> Result<f64, BoxError>,
+) -> Result<Comparison, BoxError> {
+    for round in 0..ROUNDS {
+        for side in sides(round) {
+            match side {
+                Side::Natty => comparison.natty.push(natty(round).await?),
+                Side::Baseline => comparison.baseline.push(baseline(round).await?),
+            }
+        }
     }
+    Ok(comparison)
 }
 
 /// Fail the run unless `stored` equals `expected`: a benchmark that lost messages is no
