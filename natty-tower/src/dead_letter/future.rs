@@ -29,7 +29,7 @@ const MAX_ERROR_LEN: usize = 1024;
 
 /// The bytes of texts (subject, stream, consumer, headers) a call keeps inline for a dead
 /// letter; a message with longer ones keeps them on the heap.
-const INLINE_BYTES: usize = 384;
+const INLINE_BYTES: usize = 256;
 
 /// What is kept of a message to dead-letter it after its handler took it: its texts copied
 /// into an [`Origin`] (no allocation for a message that fits), its payload and acker shared.
