@@ -1,6 +1,8 @@
 //! What each natty-tower layer adds per message, offline: hand-built messages through one
 //! layer over a handler that does nothing, against the handler alone. Every case builds its
-//! message inside the timed loop, so `<layer> - bare` is the layer's cost.
+//! message inside the timed loop, so `<layer> - bare` is the layer's cost. The message is
+//! shaped like one natty's driver delivers: a stream and consumer in its delivery info, a
+//! `Nats-Msg-Id` and the consumer's settings, so a layer that copies them pays for it here.
 //!
 //! ```text
 //! cargo bench -p natty-bench --bench layers
@@ -10,7 +12,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
-use natty::Message;
+use natty::message::DeliveryInfo;
+use natty::{ConsumerSettings, Message, OutgoingMessage, PublishAck};
 use natty_tower::error::BoxError;
 use natty_tower::ServiceBuilderExt;
 use tokio::runtime::Runtime;
@@ -36,13 +39,20 @@ fn case<S>(
     S::Error: std::fmt::Debug,
 {
     let payload = bytes::Bytes::from(vec![b'x'; 128]);
+    let settings = ConsumerSettings::new("ORDERS", "billing").with_stream_subjects(["orders.>"]);
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut service = service.clone();
             runtime.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let (message, recorder) = Message::builder(SUBJECT, payload.clone()).build();
+                    let mut info = DeliveryInfo::new("ORDERS", "billing");
+                    info.stream_sequence = 17;
+                    let (message, recorder) = Message::builder(SUBJECT, payload.clone())
+                        .header("Nats-Msg-Id", "order-17")
+                        .info(info)
+                        .consumer_settings(settings.clone())
+                        .build();
                     let ready = service.ready().await.expect("the stack is ready");
                     let _ = black_box(ready.call(message).await.expect("the handler succeeds"));
                     black_box(recorder);
@@ -57,6 +67,18 @@ fn handler() -> impl Service<Message, Response = (), Error = BoxError, Future: S
     service_fn(|message: Message| async move {
         black_box(&message);
         Ok::<_, BoxError>(())
+    })
+}
+
+/// A dead-letter publisher for stacks whose handler never fails.
+fn unused_publisher(
+) -> impl Service<OutgoingMessage, Response = PublishAck, Error = BoxError, Future: Send>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    service_fn(|_: OutgoingMessage| async {
+        Err::<PublishAck, BoxError>("the handler never fails".into())
     })
 }
 
@@ -84,6 +106,17 @@ fn layers(c: &mut Criterion) {
         &runtime,
         "ack",
         ServiceBuilder::new().ack_messages().service(handler()),
+    );
+    case(
+        &mut group,
+        &runtime,
+        "dead_letter",
+        ServiceBuilder::new()
+            .layer(natty_tower::dead_letter::DeadLetterLayer::with_prefix(
+                unused_publisher(),
+                "dlq",
+            ))
+            .service(handler()),
     );
     case(
         &mut group,

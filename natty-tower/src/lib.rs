@@ -100,6 +100,7 @@ pub mod report;
 pub mod retry;
 pub mod trace;
 
+mod origin;
 pub mod reject;
 mod settle;
 

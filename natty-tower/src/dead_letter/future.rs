@@ -20,19 +20,26 @@ use super::{
 };
 use crate::catch_panic::PanicMessage;
 use crate::classify::{ClassifyError, Decision};
+use crate::origin::{stored_len, Origin};
 use crate::retry::RetryAbove;
 use crate::settle::log_settle_error;
 
 /// The longest error text put in the [`ERROR`] header.
 const MAX_ERROR_LEN: usize = 1024;
 
-/// What is kept of a message to dead-letter it after its handler took it.
+/// The bytes of texts (subject, stream, consumer, headers) a call keeps inline for a dead
+/// letter; a message with longer ones keeps them on the heap.
+const INLINE_BYTES: usize = 256;
+
+/// What is kept of a message to dead-letter it after its handler took it: its texts copied
+/// into an [`Origin`] (no allocation for a message that fits), its payload and acker shared.
 #[derive(Debug)]
 pub(super) struct Original {
-    subject: String,
-    headers: HeaderMap,
+    /// Subject, delivery info, then the original's `Nats-Msg-Id` (if `has_message_id`) and
+    /// each header's name and value.
+    kept: Origin<INLINE_BYTES>,
+    has_message_id: bool,
     payload: Bytes,
-    info: DeliveryInfo,
     acker: Acker,
     last_delivery: bool,
     retry_above: Option<RetryAbove>,
@@ -40,15 +47,39 @@ pub(super) struct Original {
 
 impl Original {
     pub(super) fn of(msg: &Message, last_delivery: bool) -> Self {
+        let headers = msg.headers();
+        let message_id = headers.get(NATS_MESSAGE_ID);
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(name, value)| stored_len(name) + stored_len(value))
+            .sum();
+        let mut kept = Origin::of(msg, message_id.map_or(0, stored_len) + header_bytes);
+        if let Some(id) = message_id {
+            kept.push(id);
+        }
+        for (name, value) in headers.iter() {
+            kept.push(name);
+            kept.push(value);
+        }
         Self {
-            subject: msg.subject().to_owned(),
-            headers: msg.headers().clone(),
+            kept,
+            has_message_id: message_id.is_some(),
             payload: msg.payload().clone(),
-            info: msg.info().clone(),
             acker: msg.acker().clone(),
             last_delivery,
             retry_above: msg.extensions().get::<RetryAbove>().copied(),
         }
+    }
+
+    /// The original's `Nats-Msg-Id`, if it had one.
+    fn message_id(&self) -> Option<&str> {
+        self.kept.pushed().next().filter(|_| self.has_message_id)
+    }
+
+    /// The original's headers as `(name, value)` pairs, in the order its map gave them.
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut texts = self.kept.pushed().skip(usize::from(self.has_message_id));
+        std::iter::from_fn(move || Some((texts.next()?, texts.next()?)))
     }
 
     /// Whether this layer dead-letters a failure decided as `decision`: one a retry layer
@@ -67,14 +98,13 @@ impl Original {
     /// that could not be sent again, plus its own `Nats-Msg-Id`, where it came from and why it
     /// failed. With the `opentelemetry` feature, the trace context is that of the span handling
     /// the original when it has one (the dead letter is published there), else the original's.
-    fn dead_letter_headers(&self, error: &str) -> HeaderMap {
+    fn dead_letter_headers(&self, info: &DeliveryInfo, error: &str) -> HeaderMap {
         let copied = |name: &str, value: &str| {
             let publish_control = name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-");
             !publish_control && validate::header(name, value).is_ok()
         };
         let mut headers: HeaderMap = self
-            .headers
-            .iter()
+            .headers()
             .filter(|(name, value)| copied(name, value))
             .collect();
         #[cfg(feature = "opentelemetry")]
@@ -88,15 +118,15 @@ impl Original {
             }
         }
         // The original's id would make the stream drop the dead letter as its duplicate.
-        headers.insert(NATS_MESSAGE_ID, message_id(&self.info));
-        if let Some(id) = self.headers.get(NATS_MESSAGE_ID) {
+        headers.insert(NATS_MESSAGE_ID, message_id(info));
+        if let Some(id) = self.message_id() {
             headers.insert(ORIGINAL_MESSAGE_ID, id);
         }
-        headers.insert(ORIGINAL_SUBJECT, self.subject.as_str());
-        headers.insert(ORIGINAL_STREAM, self.info.stream.as_str());
-        headers.insert(ORIGINAL_CONSUMER, self.info.consumer.as_str());
-        headers.insert(ORIGINAL_SEQUENCE, self.info.stream_sequence.to_string());
-        headers.insert(DELIVERY_COUNT, self.info.delivered.to_string());
+        headers.insert(ORIGINAL_SUBJECT, self.kept.subject());
+        headers.insert(ORIGINAL_STREAM, &*info.stream);
+        headers.insert(ORIGINAL_CONSUMER, &*info.consumer);
+        headers.insert(ORIGINAL_SEQUENCE, info.stream_sequence.to_string());
+        headers.insert(DELIVERY_COUNT, info.delivered.to_string());
         headers.insert(ERROR, one_line(error, MAX_ERROR_LEN));
         headers
     }
@@ -264,8 +294,9 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
     error: String,
     config: Arc<Config<K, C>>,
 ) {
-    let subject = config.target.subject_for(original.subject.as_str());
-    let headers = original.dead_letter_headers(&error);
+    let info = original.kept.info();
+    let subject = config.target.subject_for(original.kept.subject());
+    let headers = original.dead_letter_headers(&info, &error);
     let published = super::publish::publish(
         config.publisher.clone(),
         subject.clone(),
@@ -278,10 +309,10 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
             // The failure itself is logged once: here, unless a layer below logged it.
             let error = original.acker.claim_failure_log().then_some(error.as_str());
             tracing::warn!(
-                subject = %original.subject,
-                stream = %original.info.stream,
-                stream_sequence = original.info.stream_sequence,
-                delivered = original.info.delivered,
+                subject = %original.kept.subject(),
+                stream = %info.stream,
+                stream_sequence = info.stream_sequence,
+                delivered = info.delivered,
                 dead_letter_subject = %subject,
                 error,
                 "message dead-lettered"
@@ -290,14 +321,14 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
         }
         Err(publish_error) => {
             tracing::error!(
-                subject = %original.subject,
-                stream = %original.info.stream,
-                stream_sequence = original.info.stream_sequence,
+                subject = %original.kept.subject(),
+                stream = %info.stream,
+                stream_sequence = info.stream_sequence,
                 dead_letter_subject = %subject,
                 error = %format_args!("{publish_error:#}"),
                 "could not dead-letter message; nak'd for redelivery"
             );
-            Settlement::Nak(Some(config.nak_backoff.delay(original.info.delivered)))
+            Settlement::Nak(Some(config.nak_backoff.delay(info.delivered)))
         }
     };
     match original.acker.settle(settlement).await {

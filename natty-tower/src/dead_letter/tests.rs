@@ -125,6 +125,25 @@ async fn a_given_up_message_is_published_with_its_origin_then_termed() {
     );
 }
 
+/// Headers too long to keep inline on the success path are kept on the heap, all of them.
+#[tokio::test]
+async fn long_and_repeated_headers_reach_the_dead_letter_whole() {
+    let sink = FakeSink::default();
+    let service = handler(DeadLetterLayer::new(sink.clone(), "dlq.orders"));
+    let (mut msg, _) = message("poison", 1);
+    let long = "v".repeat(2000);
+    msg.headers_mut().insert("long", long.as_str());
+    msg.headers_mut().append("tag", "new");
+    msg.headers_mut().append("tag", "paid");
+    let _ = service.oneshot(msg).await;
+    let published = sink.published();
+    let headers = &published[0].1;
+    assert_eq!(headers.get("long"), Some(long.as_str()));
+    assert_eq!(headers.get_all("tag").collect::<Vec<_>>(), ["new", "paid"]);
+    assert_eq!(headers.get("tenant"), Some("acme"));
+    assert_eq!(headers.get(ORIGINAL_MESSAGE_ID), Some("order-41"));
+}
+
 #[tokio::test]
 async fn a_retryable_failure_on_the_last_delivery_is_dead_lettered() {
     let sink = FakeSink::default();

@@ -7,24 +7,24 @@ use std::task::{ready, Context, Poll};
 use natty::message::Acker;
 use pin_project_lite::pin_project;
 
-use super::{ErrorReport, Shared};
+use super::{ErrorReport, Kept, Shared};
 
 pin_project! {
     /// The response future of [`ReportErrors`](super::ReportErrors).
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        report: Option<ErrorReport>,
+        kept: Kept,
         acker: Acker,
         shared: Arc<Shared>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(future: F, report: ErrorReport, acker: Acker, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(future: F, kept: Kept, acker: Acker, shared: Arc<Shared>) -> Self {
         Self {
             future,
-            report: Some(report),
+            kept,
             acker,
             shared,
         }
@@ -41,9 +41,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let output = ready!(this.future.poll(cx));
-        if let (Err(err), Some(mut report)) = (&output, this.report.take()) {
+        if let Err(err) = &output {
             // With its causes: natty's errors print them in the alternate form.
-            report.error = format!("{err:#}");
+            let report = ErrorReport::new(this.kept, format!("{err:#}"));
             this.shared.report(report, this.acker);
         }
         Poll::Ready(output)

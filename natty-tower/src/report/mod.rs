@@ -48,6 +48,14 @@ use tower::Service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::ReportErrorsLayer;
+use crate::origin::{stored_len, Origin};
+
+/// The bytes of texts (subject, stream, consumer, message id) a call keeps inline for its
+/// report; a message with longer ones keeps them on the heap.
+const INLINE_BYTES: usize = 160;
+
+/// What a call keeps of its message, for a report.
+type Kept = Origin<INLINE_BYTES>;
 
 /// One handler error and the message it happened on.
 #[derive(Clone, Debug)]
@@ -61,6 +69,18 @@ pub struct ErrorReport {
     pub message_id: Option<String>,
     /// The error, as displayed.
     pub error: String,
+}
+
+impl ErrorReport {
+    /// The report of `error` on the message `kept` was kept from.
+    fn new(kept: &Kept, error: String) -> Self {
+        Self {
+            subject: kept.subject().to_owned(),
+            info: kept.info(),
+            message_id: kept.pushed().next().map(str::to_owned),
+            error,
+        }
+    }
 }
 
 /// How many reports were dropped because their channel was full or closed; a cheap handle.
@@ -177,15 +197,14 @@ where
     }
 
     fn call(&mut self, msg: Message) -> Self::Future {
-        // Kept now: the message is the handler's once it is called.
-        let report = ErrorReport {
-            subject: msg.subject().to_owned(),
-            info: msg.info().clone(),
-            message_id: msg.message_id().map(str::to_owned),
-            error: String::new(),
-        };
+        // Kept now, without allocating: the message is the handler's once it is called.
+        let message_id = msg.message_id();
+        let mut kept = Kept::of(&msg, message_id.map_or(0, stored_len));
+        if let Some(id) = message_id {
+            kept.push(id);
+        }
         let acker = msg.acker().clone();
-        ResponseFuture::new(self.inner.call(msg), report, acker, self.shared.clone())
+        ResponseFuture::new(self.inner.call(msg), kept, acker, self.shared.clone())
     }
 }
 

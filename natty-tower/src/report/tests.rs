@@ -37,8 +37,8 @@ async fn an_error_reaches_the_channel_with_its_message_metadata() {
     let _ = failing(&layer).oneshot(message("orders.paid", "{}")).await;
     let report = reports.try_recv().unwrap();
     assert_eq!(report.subject.as_str(), "orders.paid");
-    assert_eq!(report.info.stream, "ORDERS");
-    assert_eq!(report.info.consumer, "billing");
+    assert_eq!(&*report.info.stream, "ORDERS");
+    assert_eq!(&*report.info.consumer, "billing");
     assert_eq!(report.info.stream_sequence, 17);
     assert_eq!(report.info.delivered, 3);
     assert_eq!(report.message_id.as_deref(), Some("order-17"));
