@@ -22,7 +22,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -358,21 +358,56 @@ impl Recorder {
 
 /// A JetStream message delivered by a durable consumer, to be settled once.
 ///
-/// Cloning is cheap for the payload and shares the [`Acker`]: every clone settles the same
-/// delivery, so "settled exactly once" still holds (this is what lets tower's retry re-send a
-/// request).
+/// Cloning is cheap: every part is shared by reference count (headers and extensions are
+/// copied only when a clone changes them), and every clone shares the [`Acker`], so it settles
+/// the same delivery and "settled exactly once" still holds (this is what lets tower's retry
+/// re-send a request).
 #[derive(Clone)]
 pub struct Message {
     subject: Subject,
     payload: Bytes,
-    headers: HeaderMap,
+    headers: Shared<HeaderMap>,
     reply: Option<Subject>,
     info: DeliveryInfo,
     /// The delivering consumer's settings: a field, not an extension, so attaching them costs
     /// one reference count per message instead of a map allocation.
     settings: Option<ConsumerSettings>,
-    extensions: Extensions,
+    extensions: Shared<Extensions>,
     acker: Acker,
+}
+
+/// A part of a message that clones by reference count and is copied only when a clone
+/// changes it; nothing is allocated while it is empty.
+#[derive(Clone)]
+struct Shared<T>(Option<Arc<T>>);
+
+impl<T: Clone + Default> Shared<T> {
+    fn empty() -> Self {
+        Self(None)
+    }
+
+    fn new(value: T) -> Self {
+        Self(Some(Arc::new(value)))
+    }
+
+    fn get<'a>(&'a self, empty: &'a T) -> &'a T {
+        self.0.as_deref().unwrap_or(empty)
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
+    }
+}
+
+/// What an empty part reads as.
+static NO_HEADERS: LazyLock<HeaderMap> = LazyLock::new(HeaderMap::new);
+static NO_EXTENSIONS: LazyLock<Extensions> = LazyLock::new(Extensions::new);
+
+fn received_headers(headers: Option<async_nats::HeaderMap>) -> Shared<HeaderMap> {
+    match headers {
+        Some(headers) if !headers.is_empty() => Shared::new(HeaderMap::received(headers)),
+        _ => Shared::empty(),
+    }
 }
 
 impl fmt::Debug for Message {
@@ -414,11 +449,11 @@ impl Message {
         Self {
             subject: message.subject,
             payload: message.payload,
-            headers: message.headers.map(HeaderMap::received).unwrap_or_default(),
+            headers: received_headers(message.headers),
             reply: message.reply,
             info,
             settings: None,
-            extensions: Extensions::new(),
+            extensions: Shared::empty(),
             acker,
         }
     }
@@ -450,11 +485,11 @@ impl Message {
         Self {
             subject: message.subject,
             payload: message.payload,
-            headers: message.headers.map(HeaderMap::received).unwrap_or_default(),
+            headers: received_headers(message.headers),
             reply: message.reply,
             info,
             settings: Some(consumer.settings.clone()),
-            extensions: Extensions::new(),
+            extensions: Shared::empty(),
             acker,
         }
     }
@@ -488,12 +523,12 @@ impl Message {
 
     /// The headers (empty when it had none).
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        self.headers.get(&NO_HEADERS)
     }
 
-    /// The headers, mutably.
+    /// The headers, mutably (copied first if a clone of this message shares them).
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.headers
+        self.headers.get_mut()
     }
 
     /// The JetStream reply (ack) subject.
@@ -509,7 +544,7 @@ impl Message {
     /// The `Nats-Msg-Id` header, if it was published with one (spelled exactly so, as the
     /// server reads it).
     pub fn message_id(&self) -> Option<&str> {
-        self.headers
+        self.headers()
             .as_async_nats()
             .get(async_nats::header::NATS_MESSAGE_ID)
             .map(|value| value.as_str())
@@ -524,12 +559,13 @@ impl Message {
 
     /// Typed data attached by middleware.
     pub fn extensions(&self) -> &Extensions {
-        &self.extensions
+        self.extensions.get(&NO_EXTENSIONS)
     }
 
-    /// Typed data attached by middleware, mutably.
+    /// Typed data attached by middleware, mutably (copied first if a clone of this message
+    /// shares them).
     pub fn extensions_mut(&mut self) -> &mut Extensions {
-        &mut self.extensions
+        self.extensions.get_mut()
     }
 
     /// A handle that settles this message, for work that outlives a borrow of it.
@@ -625,11 +661,11 @@ impl MessageBuilder {
         let message = Message {
             subject: self.subject,
             payload: self.payload,
-            headers: self.headers,
+            headers: Shared::new(self.headers),
             reply: None,
             info: self.info,
             settings: self.settings,
-            extensions: self.extensions,
+            extensions: Shared::new(self.extensions),
             acker: Acker::new(Target::Recorder(recorder.clone())),
         };
         (message, recorder)
