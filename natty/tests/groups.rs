@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use natty::consume::PanicMessage;
 use natty::error::ConsumeErrorKind;
 use natty::group::{
     ElasticGroupConfig, GroupErrorKind, MemberConfig, MemberMapping, MemberSummary, Partition,
@@ -893,6 +894,8 @@ async fn a_delivery_that_never_arrives_is_not_overtaken_by_later_messages_of_its
 enum FirstTry {
     /// The handler's future returns an error.
     Fails,
+    /// The service's `call` panics, before it builds a future.
+    PanicsInCall,
 }
 
 /// One delivery of the target message, as the handler saw it.
@@ -954,6 +957,10 @@ async fn serve_failing_once(server: &Server, admin: &Natty, first_try: FirstTry)
                     .push((delivery, tokio::time::Instant::now()));
             }
             let first_target = is_target && msg.info().delivered == 1;
+            // The synchronous part of the call: a parse that panics.
+            if first_target && first_try == FirstTry::PanicsInCall {
+                panic!("cannot parse {}", msg.subject());
+            }
             let checker = Arc::clone(&checker);
             async move {
                 checker.enter(&key);
@@ -1060,6 +1067,7 @@ async fn assert_reported_and_redelivered<'a>(
     );
     let (failed, panicked) = match seen.first_try {
         FirstTry::Fails => (1, 0),
+        FirstTry::PanicsInCall => (0, 1),
     };
     assert_eq!(
         (seen.summary.failed, seen.summary.panicked),
@@ -1086,4 +1094,21 @@ async fn a_members_failure_reports_arrive_on_its_channel() {
         std::error::Error::source(&report.error).map(ToString::to_string),
         Some("injected failure".to_owned())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_a_members_call_is_caught_nakd_and_reported() {
+    trace();
+    let server = Server::start().unwrap();
+    let admin = connect(&server).await;
+    if !groups_supported(&admin) {
+        return assert_unsupported(&admin).await;
+    }
+    let seen = serve_failing_once(&server, &admin, FirstTry::PanicsInCall).await;
+    let report = assert_reported_and_redelivered(&server, &seen).await;
+    assert_eq!(report.error.kind(), ConsumeErrorKind::Panicked);
+    let text = std::error::Error::source(&report.error)
+        .and_then(|source| source.downcast_ref::<PanicMessage>())
+        .map(PanicMessage::as_str);
+    assert_eq!(text, Some("cannot parse ord.k1"));
 }
