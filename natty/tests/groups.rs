@@ -6,13 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use natty::consume::PanicMessage;
+use natty::error::ConsumeErrorKind;
 use natty::group::{
     ElasticGroupConfig, GroupErrorKind, MemberConfig, MemberMapping, MemberSummary, Partition,
     Partitioning, PartitioningFilter, StaticGroupConfig, ELASTIC_BUCKET, STATIC_BUCKET,
 };
-use natty::{CancellationToken, Config, Message, Natty};
+use natty::{CancellationToken, Config, HandlerFailure, Message, Natty};
 use natty_testkit::{Cluster, Server};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -885,4 +887,228 @@ async fn a_delivery_that_never_arrives_is_not_overtaken_by_later_messages_of_its
         Vec::<String>::new(),
         "message {taken} was taken: {summary:?}"
     );
+}
+
+/// How the handler of [`serve_failing_once`] fails its target's first delivery.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FirstTry {
+    /// The handler's future returns an error.
+    Fails,
+    /// The service's `call` panics, before it builds a future.
+    PanicsInCall,
+}
+
+/// One delivery of the target message, as the handler saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Delivery {
+    subject: String,
+    stream_sequence: u64,
+    delivered: u64,
+}
+
+/// What [`serve_failing_once`] saw.
+struct FailedOnce {
+    first_try: FirstTry,
+    summary: MemberSummary,
+    reports: Vec<HandlerFailure>,
+    /// The target's deliveries, each with when it reached the service.
+    target: Vec<(Delivery, tokio::time::Instant)>,
+    violations: Vec<String>,
+}
+
+const TARGET_KEY: &str = "k1";
+const TARGET_N: u64 = 3;
+const KEYS: usize = 4;
+const PER_KEY: u64 = 8;
+
+/// Serve the only member of a group over `ORD` (2 partitions), its failure reports going to a
+/// channel, with a service that checks order per key and fails the first delivery of number
+/// 3 of `ord.k1` as `first_try` says; returns once every message was handled and the member
+/// stopped.
+async fn serve_failing_once(server: &Server, admin: &Natty, first_try: FirstTry) -> FailedOnce {
+    admin
+        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 2))
+        .await
+        .unwrap();
+    let group = StaticGroupConfig::with_members(2, ["m1"]);
+    admin.create_static_group("ORD", "g", &group).await.unwrap();
+
+    let checker = Arc::new(Checker::default());
+    let target: Arc<Mutex<Vec<(Delivery, tokio::time::Instant)>>> = Arc::default();
+    let service = {
+        let (checker, target) = (Arc::clone(&checker), Arc::clone(&target));
+        tower::service_fn(move |msg: Message| {
+            let key = msg
+                .subject()
+                .strip_prefix("ord.")
+                .unwrap_or_else(|| panic!("partition token not stripped: {}", msg.subject()))
+                .to_owned();
+            let n: u64 = std::str::from_utf8(msg.payload()).unwrap().parse().unwrap();
+            let is_target = key == TARGET_KEY && n == TARGET_N;
+            if is_target {
+                let delivery = Delivery {
+                    subject: msg.subject().to_owned(),
+                    stream_sequence: msg.info().stream_sequence,
+                    delivered: msg.info().delivered,
+                };
+                target
+                    .lock()
+                    .unwrap()
+                    .push((delivery, tokio::time::Instant::now()));
+            }
+            let first_target = is_target && msg.info().delivered == 1;
+            // The synchronous part of the call: a parse that panics.
+            if first_target && first_try == FirstTry::PanicsInCall {
+                panic!("cannot parse {}", msg.subject());
+            }
+            let checker = Arc::clone(&checker);
+            async move {
+                checker.enter(&key);
+                let fail = first_target && first_try == FirstTry::Fails;
+                checker.leave(&key, (!fail).then_some(n));
+                if fail {
+                    Err(std::io::Error::other("injected failure"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+    };
+    let (errors, mut reports) = mpsc::channel(8);
+    let config = MemberConfig::new("ORD", "g", "m1").errors(errors);
+    let member = connect(server).await;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task =
+        tokio::spawn(async move { member.serve_static_member(config, token, service).await });
+
+    publish_keys(admin, KEYS, PER_KEY).await;
+    checker.wait_complete(KEYS, PER_KEY).await;
+    let summary = stop_all(vec![Instance { shutdown, task }]).await.remove(0);
+    let mut received = Vec::new();
+    while let Ok(report) = reports.try_recv() {
+        received.push(report);
+    }
+    let target = target.lock().unwrap().clone();
+    FailedOnce {
+        first_try,
+        summary,
+        reports: received,
+        target,
+        violations: checker.violations(),
+    }
+}
+
+/// The target's deliveries are its first (the one that failed) and its redelivery, which
+/// was handled and came at once (the first was nak'd, not left to the ack wait); the one
+/// report names the first as the handler saw it, and the stream holds the target at that
+/// sequence (read back through a plain client); the summary counts it as what it was.
+async fn assert_reported_and_redelivered<'a>(
+    server: &Server,
+    seen: &'a FailedOnce,
+) -> &'a HandlerFailure {
+    let [(first, first_at), (again, again_at)] = seen.target.as_slice() else {
+        panic!("the target is delivered twice, got {:?}", seen.target)
+    };
+    let ack_wait = MemberConfig::new("ORD", "g", "m1").timers().ack_wait;
+    // Left unsettled it would come back after the ack wait, a little less as the server's
+    // timer started before the service saw it; nak'd it comes back at once.
+    assert!(
+        *again_at - *first_at < ack_wait / 2,
+        "nak'd, so redelivered well before the ack wait, got {:?}",
+        *again_at - *first_at
+    );
+    assert_eq!(first.subject, format!("ord.{TARGET_KEY}"));
+    assert_eq!(first.delivered, 1);
+    assert_eq!(
+        again,
+        &Delivery {
+            delivered: 2,
+            ..first.clone()
+        },
+        "the failed delivery came back"
+    );
+    let [report] = seen.reports.as_slice() else {
+        panic!("one report, got {:?}", seen.reports)
+    };
+    assert_eq!(
+        (
+            report.subject.as_str(),
+            report.stream_sequence,
+            report.delivered
+        ),
+        (
+            first.subject.as_str(),
+            first.stream_sequence,
+            first.delivered
+        ),
+        "the report names the delivery as the handler saw it"
+    );
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stored = js
+        .get_stream("ORD")
+        .await
+        .unwrap()
+        .get_raw_message(report.stream_sequence)
+        .await
+        .unwrap();
+    assert!(
+        stored.subject.ends_with(&format!(".ord.{TARGET_KEY}")),
+        "{}",
+        stored.subject
+    );
+    assert_eq!(stored.payload, TARGET_N.to_string());
+    assert_eq!(seen.violations, Vec::<String>::new(), "{:?}", seen.summary);
+    assert_eq!(
+        seen.summary.handled,
+        KEYS as u64 * PER_KEY,
+        "every message handled once, the target after its redelivery: {:?}",
+        seen.summary
+    );
+    let (failed, panicked) = match seen.first_try {
+        FirstTry::Fails => (1, 0),
+        FirstTry::PanicsInCall => (0, 1),
+    };
+    assert_eq!(
+        (seen.summary.failed, seen.summary.panicked),
+        (failed, panicked),
+        "counted as what it was: {:?}",
+        seen.summary
+    );
+    assert_eq!(seen.summary.dropped_reports, 0);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_members_failure_reports_arrive_on_its_channel() {
+    trace();
+    let server = Server::start().unwrap();
+    let admin = connect(&server).await;
+    if !groups_supported(&admin) {
+        return assert_unsupported(&admin).await;
+    }
+    let seen = serve_failing_once(&server, &admin, FirstTry::Fails).await;
+    let report = assert_reported_and_redelivered(&server, &seen).await;
+    assert_eq!(report.error.kind(), ConsumeErrorKind::Handler);
+    assert_eq!(
+        std::error::Error::source(&report.error).map(ToString::to_string),
+        Some("injected failure".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_a_members_call_is_caught_nakd_and_reported() {
+    trace();
+    let server = Server::start().unwrap();
+    let admin = connect(&server).await;
+    if !groups_supported(&admin) {
+        return assert_unsupported(&admin).await;
+    }
+    let seen = serve_failing_once(&server, &admin, FirstTry::PanicsInCall).await;
+    let report = assert_reported_and_redelivered(&server, &seen).await;
+    assert_eq!(report.error.kind(), ConsumeErrorKind::Panicked);
+    let text = std::error::Error::source(&report.error)
+        .and_then(|source| source.downcast_ref::<PanicMessage>())
+        .map(PanicMessage::as_str);
+    assert_eq!(text, Some("cannot parse ord.k1"));
 }
