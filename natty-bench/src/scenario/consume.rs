@@ -36,8 +36,8 @@ use tower::layer::util::{Identity, Stack};
 use tower::{service_fn, ServiceBuilder};
 
 use super::{
-    check_count, natty_like_consumer, payload, per_second, rotated, Bench, BoxError, Comparison,
-    Storage, ROUNDS,
+    check_count, natty_like_consumer, payload, per_second, rotated, Bench, BoxError, ClientCpu,
+    Comparison, Storage, ROUNDS,
 };
 use crate::report::{Better, Goal};
 
@@ -176,6 +176,7 @@ async fn natty_stack(
         async { Ok::<_, BoxError>(()) }
     }));
     let start = Instant::now();
+    let cpu = ClientCpu::start();
     let summary = bench
         .natty
         .serve(config(stream, &durable), shutdown, stack)
@@ -185,9 +186,10 @@ async fn natty_stack(
         .get()
         .ok_or("natty consume: the last message was not handled")?;
     println!(
-        "  {line} natty: last message handled after {:.2} s, serve returned {:.2} s later",
+        "  {line} natty: last message handled after {:.2} s, serve returned {:.2} s later, {}",
         (last - start).as_secs_f64(),
-        (returned - last).as_secs_f64()
+        (returned - last).as_secs_f64(),
+        cpu.per_message(count),
     );
     let elapsed = last - start;
     check_count(
@@ -218,6 +220,7 @@ async fn raw_loop(
         _ => natty_like_consumer(durable),
     };
     let start = Instant::now();
+    let cpu = ClientCpu::start();
     let stream = bench.jetstream.get_stream(stream).await?;
     let consumer = stream.create_consumer(consumer).await?;
     let mut messages = consumer.messages().await?;
@@ -228,6 +231,7 @@ async fn raw_loop(
         }
     }
     let elapsed = start.elapsed();
+    println!("  {durable}: {}", cpu.per_message(count));
     drop(messages);
     stream.delete_consumer(durable).await?;
     Ok(per_second(count, elapsed))

@@ -202,3 +202,35 @@ pub(crate) fn check_count(what: &str, stored: u64, expected: usize) -> Result<()
         Err(format!("{what}: expected {expected} messages, found {stored}").into())
     }
 }
+
+/// The CPU time this process (the client side: natty or the baseline, never the server) spent
+/// over a run, from `/proc/self/stat`: on a machine whose cores the server shares, it tells
+/// what each side costs per message where throughput only shows who waited for whom.
+pub(crate) struct ClientCpu(Option<Duration>);
+
+impl ClientCpu {
+    pub(crate) fn start() -> Self {
+        Self(process_cpu())
+    }
+
+    /// "client CPU N µs/msg" since the start, or a note that it could not be read.
+    pub(crate) fn per_message(&self, count: usize) -> String {
+        match (self.0, process_cpu()) {
+            (Some(start), Some(now)) if count > 0 => format!(
+                "client CPU {:.2} us/msg",
+                (now.saturating_sub(start)).as_secs_f64() * 1e6 / count as f64
+            ),
+            _ => "client CPU unknown".to_owned(),
+        }
+    }
+}
+
+/// User plus system time of this process; Linux reports it in clock ticks of 10 ms.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, so split after its `)`).
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}

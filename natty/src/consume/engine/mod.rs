@@ -66,7 +66,10 @@ pub(crate) trait Steady: Send + Sync {
 }
 
 /// A call that must not be polled past a deadline or after a stall (a group member's handler
-/// budget): it then ends as [`Outcome::Expired`] and its message is left unsettled.
+/// budget): it then ends as [`Outcome::Expired`] and its message is left unsettled. The check
+/// runs whenever the call is polled (woken, or at the deadline): a call waiting on something
+/// notices a stall only then, and nothing of it runs after the stall. A panic thrown by `call`
+/// itself is reported whatever the expiry says.
 pub(crate) struct Expiry {
     // Boxed so a call without an expiry (every `serve` call) pays nothing for it.
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -158,11 +161,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done<T>> {
         let this = self.project();
-        let ended = if this.expiry.as_mut().is_some_and(|e| e.is_over(cx)) {
-            Ended::Expired
-        } else {
-            match this.state.project() {
-                StateProj::Running { future } => {
+        let ended = match this.state.project() {
+            // `call` ran and panicked: that is reported whatever the expiry says.
+            StateProj::PanickedInCall { payload } => match payload.take() {
+                Some(payload) => Ended::Panicked(payload),
+                None => return Poll::Pending,
+            },
+            StateProj::Running { future } => {
+                if this.expiry.as_mut().is_some_and(|e| e.is_over(cx)) {
+                    Ended::Expired
+                } else {
                     match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(result)) => {
@@ -171,10 +179,6 @@ where
                         Err(payload) => Ended::Panicked(payload),
                     }
                 }
-                StateProj::PanickedInCall { payload } => match payload.take() {
-                    Some(payload) => Ended::Panicked(payload),
-                    None => return Poll::Pending,
-                },
             }
         };
         let (Some(acker), Some(origin), Some(tag)) =

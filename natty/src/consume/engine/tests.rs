@@ -602,3 +602,27 @@ async fn dropping_the_engine_naks_its_calls_in_flight() {
     assert_eq!(plain_recorder.settlements(), vec![Settlement::Nak(None)]);
     assert_eq!(lane_recorder.settlements(), vec![Settlement::Nak(None)]);
 }
+
+#[tokio::test]
+async fn a_panic_in_call_is_reported_even_when_the_lane_call_stalled_before_its_first_poll() {
+    let epochs = Arc::new(Epochs::default());
+    let (tx, mut errors) = mpsc::channel(8);
+    let mut engine: Engine<_, Lane> = Engine::new(PanicsInCall, Some(ReportSender::new(tx)));
+    let (msg, recorder) = message("ord.k0", 9, 1);
+    start_now(
+        &mut engine,
+        msg,
+        (0, 9),
+        Some(budget(&epochs, Instant::now() + DEADLINE)),
+    );
+    // `call` has run (and panicked); a stall before the first poll must not hide that.
+    epochs.stall();
+    let finished = next_finished(&mut engine).await;
+    assert_eq!(finished.outcome, Outcome::Panicked);
+    assert_eq!(recorder.settlements(), vec![Settlement::Nak(None)]);
+    assert_eq!(
+        only_report(&mut errors).error.kind(),
+        ConsumeErrorKind::Panicked
+    );
+    assert_eq!((engine.tally().panicked, engine.tally().cancelled), (1, 0));
+}
