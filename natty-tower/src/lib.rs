@@ -100,7 +100,6 @@ pub mod report;
 pub mod retry;
 pub mod trace;
 
-mod origin;
 pub mod reject;
 mod settle;
 

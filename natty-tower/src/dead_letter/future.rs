@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
 use natty::header::{HeaderMap, NATS_MESSAGE_ID};
 use natty::message::{Acker, DeliveryInfo, Settlement};
 use natty::validate;
@@ -20,73 +19,39 @@ use super::{
 };
 use crate::catch_panic::PanicMessage;
 use crate::classify::{ClassifyError, Decision};
-use crate::origin::{stored_len, Origin};
 use crate::retry::RetryAbove;
 use crate::settle::log_settle_error;
 
 /// The longest error text put in the [`ERROR`] header.
 const MAX_ERROR_LEN: usize = 1024;
 
-/// The bytes of texts (subject, stream, consumer, headers) a call keeps inline for a dead
-/// letter; a message with longer ones keeps them on the heap.
-const INLINE_BYTES: usize = 256;
-
-/// What is kept of a message to dead-letter it after its handler took it: its texts copied
-/// into an [`Origin`] (no allocation for a message that fits), its payload and acker shared.
+/// What is kept of a message to dead-letter it after its handler took it: a clone, which counts
+/// references and copies nothing (a change the handler makes to its own is copied there).
 #[derive(Debug)]
 pub(super) struct Original {
-    /// Subject, delivery info, then the original's `Nats-Msg-Id` (if `has_message_id`) and
-    /// each header's name and value.
-    kept: Origin<INLINE_BYTES>,
-    has_message_id: bool,
-    payload: Bytes,
-    acker: Acker,
+    message: Message,
     last_delivery: bool,
-    retry_above: Option<RetryAbove>,
 }
 
 impl Original {
     pub(super) fn of(msg: &Message, last_delivery: bool) -> Self {
-        let headers = msg.headers();
-        let message_id = headers.get(NATS_MESSAGE_ID);
-        let header_bytes: usize = headers
-            .iter()
-            .map(|(name, value)| stored_len(name) + stored_len(value))
-            .sum();
-        let mut kept = Origin::of(msg, message_id.map_or(0, stored_len) + header_bytes);
-        if let Some(id) = message_id {
-            kept.push(id);
-        }
-        for (name, value) in headers.iter() {
-            kept.push(name);
-            kept.push(value);
-        }
         Self {
-            kept,
-            has_message_id: message_id.is_some(),
-            payload: msg.payload().clone(),
-            acker: msg.acker().clone(),
+            message: msg.clone(),
             last_delivery,
-            retry_above: msg.extensions().get::<RetryAbove>().copied(),
         }
     }
 
-    /// The original's `Nats-Msg-Id`, if it had one.
-    fn message_id(&self) -> Option<&str> {
-        self.kept.pushed().next().filter(|_| self.has_message_id)
-    }
-
-    /// The original's headers as `(name, value)` pairs, in the order its map gave them.
-    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        let mut texts = self.kept.pushed().skip(usize::from(self.has_message_id));
-        std::iter::from_fn(move || Some((texts.next()?, texts.next()?)))
+    fn acker(&self) -> &Acker {
+        self.message.acker()
     }
 
     /// Whether this layer dead-letters a failure decided as `decision`: one a retry layer
     /// above will try again is left to it.
     fn takes(&self, decision: Decision) -> bool {
         let retried = self
-            .retry_above
+            .message
+            .extensions()
+            .get::<RetryAbove>()
             .is_some_and(|retry| retry.retries(decision));
         let above = DeadLetterAbove {
             last_delivery: self.last_delivery,
@@ -103,8 +68,10 @@ impl Original {
             let publish_control = name.len() > 5 && name[..5].eq_ignore_ascii_case("nats-");
             !publish_control && validate::header(name, value).is_ok()
         };
-        let mut headers: HeaderMap = self
+        let original = &self.message;
+        let mut headers: HeaderMap = original
             .headers()
+            .iter()
             .filter(|(name, value)| copied(name, value))
             .collect();
         #[cfg(feature = "opentelemetry")]
@@ -119,10 +86,10 @@ impl Original {
         }
         // The original's id would make the stream drop the dead letter as its duplicate.
         headers.insert(NATS_MESSAGE_ID, message_id(info));
-        if let Some(id) = self.message_id() {
+        if let Some(id) = original.headers().get(NATS_MESSAGE_ID) {
             headers.insert(ORIGINAL_MESSAGE_ID, id);
         }
-        headers.insert(ORIGINAL_SUBJECT, self.kept.subject());
+        headers.insert(ORIGINAL_SUBJECT, original.subject());
         headers.insert(ORIGINAL_STREAM, &*info.stream);
         headers.insert(ORIGINAL_CONSUMER, &*info.consumer);
         headers.insert(ORIGINAL_SEQUENCE, info.stream_sequence.to_string());
@@ -259,7 +226,7 @@ where
                     }
                 }
             };
-            let original = this.original.take().filter(|o| !o.acker.is_settled());
+            let original = this.original.take().filter(|o| !o.acker().is_settled());
             let Some(original) = original else {
                 // Settled below already, or not to be dead-lettered: pass it on.
                 match ended {
@@ -294,22 +261,25 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
     error: String,
     config: Arc<Config<K, C>>,
 ) {
-    let info = original.kept.info();
-    let subject = config.target.subject_for(original.kept.subject());
-    let headers = original.dead_letter_headers(&info, &error);
+    let info = original.message.info();
+    let subject = config.target.subject_for(original.message.subject());
+    let headers = original.dead_letter_headers(info, &error);
     let published = super::publish::publish(
         config.publisher.clone(),
         subject.clone(),
         headers,
-        original.payload.clone(),
+        original.message.payload().clone(),
     )
     .await;
     let settlement = match published {
         Ok(()) => {
             // The failure itself is logged once: here, unless a layer below logged it.
-            let error = original.acker.claim_failure_log().then_some(error.as_str());
+            let error = original
+                .acker()
+                .claim_failure_log()
+                .then_some(error.as_str());
             tracing::warn!(
-                subject = %original.kept.subject(),
+                subject = %original.message.subject(),
                 stream = %info.stream,
                 stream_sequence = info.stream_sequence,
                 delivered = info.delivered,
@@ -321,7 +291,7 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
         }
         Err(publish_error) => {
             tracing::error!(
-                subject = %original.kept.subject(),
+                subject = %original.message.subject(),
                 stream = %info.stream,
                 stream_sequence = info.stream_sequence,
                 dead_letter_subject = %subject,
@@ -331,7 +301,7 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
             Settlement::Nak(Some(config.nak_backoff.delay(info.delivered)))
         }
     };
-    match original.acker.settle(settlement).await {
+    match original.acker().settle(settlement).await {
         Ok(()) =>
         {
             #[cfg(feature = "metrics")]

@@ -268,10 +268,11 @@ where
                 .consumer_settings()
                 .is_some_and(|settings| settings.is_last_delivery(delivered)),
         };
-        let original = Original::of(&msg, last_delivery);
         // Tells an ack layer below to leave what this layer takes to it, whatever the order.
         msg.extensions_mut()
             .insert(DeadLetterAbove { last_delivery });
+        // Kept after the marker goes in, so the two share one map instead of copying it.
+        let original = Original::of(&msg, last_delivery);
         // A panic in the inner `call` is dead-lettered on the last delivery too, then goes on.
         match catch_unwind(AssertUnwindSafe(|| self.inner.call(msg))) {
             Ok(future) => ResponseFuture::new(future, original, self.config.clone()),

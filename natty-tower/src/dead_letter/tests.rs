@@ -125,7 +125,7 @@ async fn a_given_up_message_is_published_with_its_origin_then_termed() {
     );
 }
 
-/// Headers too long to keep inline on the success path are kept on the heap, all of them.
+/// Every header reaches the dead letter, however long and however many values it has.
 #[tokio::test]
 async fn long_and_repeated_headers_reach_the_dead_letter_whole() {
     let sink = FakeSink::default();
@@ -142,6 +142,26 @@ async fn long_and_repeated_headers_reach_the_dead_letter_whole() {
     assert_eq!(headers.get_all("tag").collect::<Vec<_>>(), ["new", "paid"]);
     assert_eq!(headers.get("tenant"), Some("acme"));
     assert_eq!(headers.get(ORIGINAL_MESSAGE_ID), Some("order-41"));
+}
+
+/// The layer keeps a clone of the message, so what the handler changes in its own copy stays out
+/// of the dead letter.
+#[tokio::test]
+async fn the_dead_letter_has_the_headers_delivered_not_the_handlers_changes() {
+    let sink = FakeSink::default();
+    let service = DeadLetterLayer::new(sink.clone(), "dlq.orders").layer(service_fn(
+        |mut msg: Message| async move {
+            msg.headers_mut().insert("tenant", "changed");
+            msg.headers_mut().insert("added", "by handler");
+            Err::<(), BoxError>(HandlerError::give_up("bad").into())
+        },
+    ));
+    let (msg, _) = message("poison", 1);
+    let _ = service.oneshot(msg).await;
+    let published = sink.published();
+    let headers = &published[0].1;
+    assert_eq!(headers.get("tenant"), Some("acme"));
+    assert_eq!(headers.get("added"), None);
 }
 
 #[tokio::test]

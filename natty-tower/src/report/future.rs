@@ -4,28 +4,26 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use natty::message::Acker;
+use natty::Message;
 use pin_project_lite::pin_project;
 
-use super::{ErrorReport, Kept, Shared};
+use super::{ErrorReport, Shared};
 
 pin_project! {
     /// The response future of [`ReportErrors`](super::ReportErrors).
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        kept: Kept,
-        acker: Acker,
+        original: Message,
         shared: Arc<Shared>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(future: F, kept: Kept, acker: Acker, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(future: F, original: Message, shared: Arc<Shared>) -> Self {
         Self {
             future,
-            kept,
-            acker,
+            original,
             shared,
         }
     }
@@ -43,8 +41,8 @@ where
         let output = ready!(this.future.poll(cx));
         if let Err(err) = &output {
             // With its causes: natty's errors print them in the alternate form.
-            let report = ErrorReport::new(this.kept, format!("{err:#}"));
-            this.shared.report(report, this.acker);
+            let report = ErrorReport::new(this.original, format!("{err:#}"));
+            this.shared.report(report, this.original.acker());
         }
         Poll::Ready(output)
     }

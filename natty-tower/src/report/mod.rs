@@ -48,15 +48,6 @@ use tower::Service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::ReportErrorsLayer;
-use crate::origin::{stored_len, Origin};
-
-/// The bytes of texts (subject, stream, consumer, message id) a call keeps inline for its
-/// report; a message with longer ones keeps them on the heap.
-const INLINE_BYTES: usize = 160;
-
-/// What a call keeps of its message, for a report.
-type Kept = Origin<INLINE_BYTES>;
-
 /// One handler error and the message it happened on.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -72,12 +63,12 @@ pub struct ErrorReport {
 }
 
 impl ErrorReport {
-    /// The report of `error` on the message `kept` was kept from.
-    fn new(kept: &Kept, error: String) -> Self {
+    /// The report of `error` on `msg`.
+    fn new(msg: &Message, error: String) -> Self {
         Self {
-            subject: kept.subject().to_owned(),
-            info: kept.info(),
-            message_id: kept.pushed().next().map(str::to_owned),
+            subject: msg.subject().to_owned(),
+            info: msg.info().clone(),
+            message_id: msg.message_id().map(str::to_owned),
             error,
         }
     }
@@ -197,14 +188,10 @@ where
     }
 
     fn call(&mut self, msg: Message) -> Self::Future {
-        // Kept now, without allocating: the message is the handler's once it is called.
-        let message_id = msg.message_id();
-        let mut kept = Kept::of(&msg, message_id.map_or(0, stored_len));
-        if let Some(id) = message_id {
-            kept.push(id);
-        }
-        let acker = msg.acker().clone();
-        ResponseFuture::new(self.inner.call(msg), kept, acker, self.shared.clone())
+        // Kept for a report, as the message is the handler's once it is called: a clone counts
+        // references and copies nothing, and a change the handler makes is copied to its own.
+        let original = msg.clone();
+        ResponseFuture::new(self.inner.call(msg), original, self.shared.clone())
     }
 }
 

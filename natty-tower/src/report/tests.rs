@@ -45,6 +45,21 @@ async fn an_error_reaches_the_channel_with_its_message_metadata() {
     assert_eq!(report.error, "cannot handle orders.paid");
 }
 
+/// The layer keeps a clone of the message, so what the handler changes in its own copy stays out
+/// of the report.
+#[tokio::test]
+async fn the_report_has_the_message_id_delivered_not_the_handlers_change() {
+    let (sender, mut reports) = mpsc::channel(4);
+    let layer = ReportErrorsLayer::new().channel(sender);
+    let service = layer.layer(service_fn(|mut msg: Message| async move {
+        msg.headers_mut().insert("Nats-Msg-Id", "changed");
+        Err::<(), BoxError>("failed".into())
+    }));
+    let _ = service.oneshot(message("orders.paid", "{}")).await;
+    let report = reports.try_recv().unwrap();
+    assert_eq!(report.message_id.as_deref(), Some("order-17"));
+}
+
 #[tokio::test]
 async fn a_full_channel_never_blocks_and_counts_what_it_dropped() {
     let (sender, mut reports) = mpsc::channel(1);
