@@ -390,6 +390,15 @@ impl<T: Clone + Default> Shared<T> {
         Self(Some(Arc::new(value)))
     }
 
+    /// `value` shared, or nothing allocated when `is_empty` says there is nothing in it.
+    fn unless_empty(value: T, is_empty: impl FnOnce(&T) -> bool) -> Self {
+        if is_empty(&value) {
+            Self::empty()
+        } else {
+            Self::new(value)
+        }
+    }
+
     fn get<'a>(&'a self, empty: &'a T) -> &'a T {
         self.0.as_deref().unwrap_or(empty)
     }
@@ -661,11 +670,11 @@ impl MessageBuilder {
         let message = Message {
             subject: self.subject,
             payload: self.payload,
-            headers: Shared::new(self.headers),
+            headers: Shared::unless_empty(self.headers, |h| h.is_empty() && h.invalid().is_none()),
             reply: None,
             info: self.info,
             settings: self.settings,
-            extensions: Shared::new(self.extensions),
+            extensions: Shared::unless_empty(self.extensions, Extensions::is_empty),
             acker: Acker::new(Target::Recorder(recorder.clone())),
         };
         (message, recorder)

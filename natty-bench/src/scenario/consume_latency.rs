@@ -5,8 +5,8 @@
 //!
 //! The throughput lines read a backed-up stream, where a delay on one message hides behind the
 //! next one waiting. This line reads a stream that is never backed up, so what natty's driver
-//! adds on each message's way in shows: its pull requests (a new one every `fetch_size`
-//! messages or `fetch_timeout`), the task it spawns per message, the layers.
+//! adds on each message's way in shows: its pull requests (sent as room frees up), its turn
+//! from the inbox to the call, the layers.
 //!
 //! Each run starts its reader on a fresh durable consumer, sends 100 warm-up messages and waits
 //! until they have all arrived (consumer created, pulls open, caught up), then publishes the

@@ -323,7 +323,6 @@ mod tests {
 
     #[test]
     fn a_first_request_asks_for_a_whole_batch_and_never_more_than_the_room() {
-        let now = Instant::now();
         assert_eq!(Budget::new(256, 100).request_size(0), Some(100));
         assert_eq!(Budget::new(4, 100).request_size(0), Some(4));
         assert_eq!(Budget::new(4, 100).request_size(3), Some(1));
