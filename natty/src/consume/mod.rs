@@ -206,13 +206,16 @@ impl ConsumeConfig {
         self
     }
 
-    /// Messages per fetch, at most (default 100, as in Go natty).
+    /// Messages per pull request, at most (default 100, as Go natty fetches). The driver asks
+    /// for no more than `concurrency` leaves room for, so this matters when it is lower.
     pub fn fetch_size(mut self, size: usize) -> Self {
         self.fetch_size = size.max(1);
         self
     }
 
-    /// How long one fetch waits for messages (default 1 s, as in Go natty).
+    /// How long one pull request waits for messages (default 1 s, as Go natty's fetch). It
+    /// also bounds how long shutdown reads the open requests, and sets the idle heartbeat
+    /// (just under half of it) by which a lost connection or server is noticed.
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
         self
@@ -232,7 +235,7 @@ impl ConsumeConfig {
     }
 
     /// Also send each handler error here (Go natty's `ErrorCh`): a tokio `mpsc::Sender`
-    /// delivers every report, and the consume loop waits (fetches nothing) while the channel
+    /// delivers every report, and the consume loop waits (pulls and starts nothing) while the channel
     /// is full; a [`ReportSender::lossy`] never waits and counts what it dropped, also in
     /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged at `WARN` either way.
     pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
@@ -253,7 +256,8 @@ pub struct ConsumeSummary {
     pub panicked: u64,
     /// Calls cancelled at the end of the shutdown grace (their messages were nak'd).
     pub cancelled: u64,
-    /// Messages fetched but never started because shutdown came first (nak'd).
+    /// Messages pulled but never started because shutdown (or a failing `poll_ready`) came
+    /// first, and messages that arrived from a pull request still open at shutdown (nak'd).
     pub returned: u64,
     /// Handler error reports not delivered: dropped by a full [lossy](ReportSender::lossy)
     /// error channel, or sent after its receiver was dropped (each logged at `ERROR`).
