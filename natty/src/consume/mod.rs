@@ -14,6 +14,12 @@
 //! delivery count) or is cancelled. These per-message rules live in one engine that group
 //! members use too ([`crate::group`]), so every way of consuming behaves the same.
 //!
+//! The calls of one run share its task, as the futures of `buffer_unordered` do: a handler
+//! that awaits I/O costs nothing while it waits, but one that computes for long between two
+//! awaits holds the other calls back. Move such work to `tokio::task::spawn_blocking` (or a
+//! task of its own) inside the handler; to use several cores for one consumer, run several
+//! `serve`s on it.
+//!
 //! On shutdown it stops pulling, naks what waits for the service, reads the open pull
 //! requests to their end (at most `fetch_timeout`) nak'ing what still arrives, gives in-flight
 //! calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service whose
