@@ -11,7 +11,9 @@
 //! sides), and the window from the first call's start to the last call's end (natty's rate:
 //! calls / window). Creating the group, pinning and the first pull come before the window.
 //!
-//! The keys are chosen so that every partition holds the same number of messages: with a
+//! The messages are stored with their keys interleaved (published in order on one plain
+//! connection), so that every lane has messages among those the consumer's pending limit lets
+//! the member hold. The keys are chosen so that every partition holds the same number of messages: with a
 //! hash's uneven shares the fullest lane would run alone at the end, and the line would
 //! measure the hash rather than the lanes. A key's partition is the server's (a
 //! `partition(8,1)` subject transform, which natty does not compute), so the keys are picked by
@@ -37,6 +39,8 @@ const PARTITIONS: u32 = 8;
 const MEMBER: &str = "all";
 const MESSAGES: usize = 20_000;
 const KEYS_PER_PARTITION: usize = 4;
+/// Publish acks awaited at once while storing the messages.
+const WINDOW: usize = 256;
 /// Keys tried to find [`KEYS_PER_PARTITION`] for every partition (32 land in each on average).
 const CANDIDATES: usize = 256;
 const HANDLER_TIME: Duration = Duration::from_millis(1);
@@ -53,13 +57,25 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     let keys = balanced_keys(bench).await?;
     let count = bench.count(MESSAGES).div_ceil(keys.len()) * keys.len();
     bench.purge(STREAM).await?;
+    // Stored in this order, the keys (and so the partitions) interleaved: natty's `publish`
+    // keeps order per subject only, and its per-subject batches would store runs of one key,
+    // leaving some lanes without messages while the consumer's pending limit is taken by others.
+    let mut acks = std::collections::VecDeque::with_capacity(WINDOW);
     for (n, key) in keys.iter().cycle().take(count).enumerate() {
-        bench
-            .natty
-            .publish(&format!("{PREFIX}.{key}"), n.to_string())
+        if acks.len() == WINDOW {
+            if let Some(ack) = acks.pop_front() {
+                ack.await?;
+            }
+        }
+        let ack = bench
+            .jetstream
+            .publish(format!("{PREFIX}.{key}"), n.to_string().into())
             .await?;
+        acks.push_back(ack);
     }
-    bench.natty.flush().await;
+    for ack in acks {
+        ack.await?;
+    }
     check_count(
         "groups-efficiency setup",
         bench.stored(STREAM).await?,
