@@ -639,7 +639,7 @@ impl Pipeline {
                                 let made_progress = ended.confirmed_any();
                                 let unconfirmed = ended.into_unconfirmed();
                                 troubled |= !unconfirmed.is_empty() && !made_progress;
-                                resend.extend(unconfirmed);
+                                resend_first(&mut resend, unconfirmed);
                             }
                         }
                         Progress::Nothing => {}
@@ -654,7 +654,7 @@ impl Pipeline {
                         tracing::debug!(target: "natty", %subject, "fast-ingest batch went silent; resending what it did not confirm");
                         if let Some(lost) = batch.take() {
                             troubled |= !lost.confirmed_any();
-                            resend.extend(lost.into_unconfirmed());
+                            resend_first(&mut resend, lost.into_unconfirmed());
                         }
                     }
                 }
@@ -707,10 +707,12 @@ impl Pipeline {
                     match batch.as_mut() {
                         Some(current) => {
                             if let Err(unsent) = current.send(message).await {
-                                if let Some(broken) = batch.take() {
-                                    resend.extend(broken.into_unconfirmed());
-                                }
-                                resend.push_back(unsent);
+                                let mut lost = batch
+                                    .take()
+                                    .map(Batch::into_unconfirmed)
+                                    .unwrap_or_default();
+                                lost.push_back(unsent);
+                                resend_first(&mut resend, lost);
                                 troubled = true;
                             }
                         }
@@ -927,6 +929,13 @@ async fn next_message(
         Some(message) => Some(message),
         None => queue.recv().await,
     }
+}
+
+/// Put what a batch did not confirm before the rest of `resend`: a batch sends from the front
+/// of `resend`, so whatever is still there is newer than everything the batch was sent.
+fn resend_first(resend: &mut VecDeque<Outgoing>, mut unconfirmed: VecDeque<Outgoing>) {
+    unconfirmed.append(resend);
+    *resend = unconfirmed;
 }
 
 /// The open batch's next progress; pending forever without one.
