@@ -624,14 +624,10 @@ impl Pipeline {
                     let Some(current) = batch.as_mut() else { continue };
                     match progress {
                         Progress::Stored(count) => {
-                            for _ in current.take_stored(count) {
-                                self.settled_one();
-                            }
+                            self.settled(current.take_stored(count).count());
                         }
                         Progress::Ended(count) => {
-                            for _ in current.take_stored(count) {
-                                self.settled_one();
-                            }
+                            self.settled(current.take_stored(count).count());
                             if let Some(ended) = batch.take() {
                                 // A batch that ended before confirming everything it was sent
                                 // met a gap or a restart: the rest goes into the next batch,
@@ -806,7 +802,13 @@ impl Pipeline {
     }
 
     pub(crate) fn settled_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        self.settled(1);
+    }
+
+    /// Count `count` messages settled at once (a flow ack's worth: one atomic step, not one
+    /// per message, on a counter every `publish` also steps).
+    fn settled(&self, count: usize) {
+        if count > 0 && self.pending.fetch_sub(count, Ordering::AcqRel) == count {
             self.idle.notify_waiters();
         }
     }
