@@ -46,7 +46,7 @@ use crate::rejection::{
     cause, IdempotencyKeyReused, InvalidHeader, InvalidSubject, NatsFailure, NatsUnavailable,
     PayloadTooLarge, PublishRejection, ValueNotSerializable,
 };
-use crate::{subject, NattyState};
+use crate::NattyState;
 
 /// A publish handle scoped to the subjects the application allowed; an extractor. See the
 /// [module docs](self).
@@ -121,7 +121,7 @@ impl Publisher {
         payload: impl Into<Bytes>,
     ) -> Result<PublishAck, PublishRejection> {
         let payload = payload.into();
-        subject::check_publish(subject, self.state.allowed_subjects())?;
+        self.state.check_publish(subject)?;
         if let Some(invalid) = headers.invalid() {
             return Err(InvalidHeader::with_detail(invalid).into());
         }

@@ -51,7 +51,8 @@ use std::time::Duration;
 use http::Uri;
 use natty::{Leadership, Natty};
 
-use crate::subject;
+use crate::rejection::PublishRejection;
+use crate::subject::{self, CheckedSubjects};
 use crate::{Kv, Publisher};
 
 /// The error of [`NattyStateBuilder::build`].
@@ -114,6 +115,8 @@ pub struct NattyState {
 struct Inner {
     natty: Natty,
     subjects: Vec<String>,
+    /// Subjects found inside `subjects` before, so a route's subject is checked once.
+    checked_subjects: CheckedSubjects,
     buckets: Vec<String>,
     /// A handle per allowed bucket, so each is found once for every request.
     bucket_handles: Vec<natty::Bucket>,
@@ -179,6 +182,14 @@ impl NattyState {
     /// The subject filters handlers may publish to.
     pub fn allowed_subjects(&self) -> &[String] {
         &self.inner.subjects
+    }
+
+    /// Whether handlers may publish to `subject` ([`subject::check_publish`] against
+    /// [`NattyState::allowed_subjects`], each subject that passes checked once).
+    pub(crate) fn check_publish(&self, subject: &str) -> Result<(), PublishRejection> {
+        self.inner
+            .checked_subjects
+            .check(subject, &self.inner.subjects)
     }
 
     /// The buckets handlers may reach.
@@ -297,6 +308,7 @@ impl NattyStateBuilder {
             inner: Arc::new(Inner {
                 natty: self.natty,
                 subjects: self.subjects,
+                checked_subjects: CheckedSubjects::default(),
                 buckets: self.buckets,
                 bucket_handles,
                 leadership: self.leadership,

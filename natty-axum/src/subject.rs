@@ -25,6 +25,9 @@
 //! # Ok::<(), natty_axum::rejection::InvalidSubject>(())
 //! ```
 
+use std::collections::HashSet;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use crate::rejection::{InvalidId, InvalidSubject, PublishRejection, SubjectOutOfScope};
 
 /// `value` if it is one valid subject token (no dot, wildcard, whitespace or control
@@ -123,6 +126,45 @@ pub(crate) fn check_publish(subject: &str, filters: &[String]) -> Result<(), Pub
     Ok(())
 }
 
+/// Subjects remembered as passed before [`CheckedSubjects`] starts over.
+const REMEMBERED: usize = 1024;
+
+/// The subjects that passed [`check_publish`] against a state's filters, so a subject a route
+/// publishes to on every request is checked once, not on every request. The check depends
+/// on nothing but the subject and the filters, which never change, so a remembered pass is
+/// what the check would answer again; refusals are not remembered, each is checked (and
+/// answered) as before. Bounded: subjects built from request input cannot grow it without
+/// end, at [`REMEMBERED`] it forgets them all and starts over.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedSubjects {
+    passed: RwLock<HashSet<Box<str>>>,
+}
+
+impl CheckedSubjects {
+    /// [`check_publish`], answered from memory for a subject that passed it before.
+    pub(crate) fn check(&self, subject: &str, filters: &[String]) -> Result<(), PublishRejection> {
+        if self.read().contains(subject) {
+            return Ok(());
+        }
+        check_publish(subject, filters)?;
+        let mut passed = self.write();
+        if passed.len() >= REMEMBERED {
+            passed.clear();
+        }
+        passed.insert(subject.into());
+        Ok(())
+    }
+
+    // A panic cannot tear the set (inserts and clears only), so a poisoned lock is used as is.
+    fn read(&self) -> RwLockReadGuard<'_, HashSet<Box<str>>> {
+        self.passed.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashSet<Box<str>>> {
+        self.passed.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Long input is cut so that error bodies stay readable.
 pub(crate) fn shorten(value: &str) -> String {
     match value.char_indices().nth(64) {
@@ -192,6 +234,25 @@ mod tests {
             check_publish("orders.created", &[]).is_err(),
             "no filter, no publish"
         );
+    }
+
+    #[test]
+    fn remembered_subjects_are_answered_as_checked() {
+        let allowed = vec!["orders.>".to_owned()];
+        let checked = CheckedSubjects::default();
+        for _ in 0..2 {
+            assert!(checked.check("orders.created", &allowed).is_ok());
+            let err = checked.check("billing.created", &allowed).unwrap_err();
+            assert!(matches!(err, PublishRejection::SubjectOutOfScope(_)));
+            let err = checked.check("orders.*", &allowed).unwrap_err();
+            assert!(matches!(err, PublishRejection::InvalidSubject(_)));
+        }
+        assert_eq!(checked.read().len(), 1, "only a pass is remembered");
+        for n in 0..REMEMBERED + 1 {
+            assert!(checked.check(&format!("orders.{n}"), &allowed).is_ok());
+        }
+        assert!(checked.read().len() <= REMEMBERED, "bounded");
+        assert!(checked.check("orders.created", &allowed).is_ok());
     }
 
     #[test]

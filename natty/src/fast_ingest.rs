@@ -195,7 +195,16 @@ impl<M: BatchMessage> Batch<M> {
     /// Whether another message may be sent now: the batch is open and fewer than
     /// `FLOWS_AHEAD` flows are unacknowledged.
     pub(crate) fn has_room(&self) -> bool {
-        !self.committed && self.sent < self.stored + self.flow * FLOWS_AHEAD
+        self.room() > 0
+    }
+
+    /// How many more messages may be sent now (see [`Batch::has_room`]).
+    pub(crate) fn room(&self) -> usize {
+        if self.committed {
+            return 0;
+        }
+        let ahead = (self.stored + self.flow * FLOWS_AHEAD).saturating_sub(self.sent);
+        usize::try_from(ahead).unwrap_or(usize::MAX)
     }
 
     /// Whether sent messages wait for confirmation.

@@ -577,6 +577,8 @@ impl Pipeline {
         let mut linger_timer = Timer::new();
         let mut idle_timer = Timer::new();
         let mut open = true;
+        // Messages [`next_message`] takes from the queue at once (kept for its capacity).
+        let mut taken = Vec::new();
         path.store(fast, Ordering::Release);
         loop {
             let room = if let Some(batch) = &batch {
@@ -609,6 +611,9 @@ impl Pipeline {
             } else if !idle_timer.is_armed() {
                 idle_timer.aim(Some(Instant::now() + self.config.idle_timeout));
             }
+            // An open batch takes a run of queued messages that it has room for; anything
+            // else, one at a time.
+            let take = batch.as_ref().map_or(1, |b| b.room().clamp(1, SEND_RUN));
             let (checking, committing, idling) = (
                 check_timer.is_armed(),
                 linger_timer.is_armed(),
@@ -624,14 +629,10 @@ impl Pipeline {
                     let Some(current) = batch.as_mut() else { continue };
                     match progress {
                         Progress::Stored(count) => {
-                            for _ in current.take_stored(count) {
-                                self.settled_one();
-                            }
+                            self.settled(current.take_stored(count).count());
                         }
                         Progress::Ended(count) => {
-                            for _ in current.take_stored(count) {
-                                self.settled_one();
-                            }
+                            self.settled(current.take_stored(count).count());
                             if let Some(ended) = batch.take() {
                                 // A batch that ended before confirming everything it was sent
                                 // met a gap or a restart: the rest goes into the next batch,
@@ -639,7 +640,7 @@ impl Pipeline {
                                 let made_progress = ended.confirmed_any();
                                 let unconfirmed = ended.into_unconfirmed();
                                 troubled |= !unconfirmed.is_empty() && !made_progress;
-                                resend.extend(unconfirmed);
+                                resend_first(&mut resend, unconfirmed);
                             }
                         }
                         Progress::Nothing => {}
@@ -654,7 +655,7 @@ impl Pipeline {
                         tracing::debug!(target: "natty", %subject, "fast-ingest batch went silent; resending what it did not confirm");
                         if let Some(lost) = batch.take() {
                             troubled |= !lost.confirmed_any();
-                            resend.extend(lost.into_unconfirmed());
+                            resend_first(&mut resend, lost.into_unconfirmed());
                         }
                     }
                 }
@@ -666,7 +667,7 @@ impl Pipeline {
                     }
                     quiet_since = None;
                 }
-                next = next_message(&mut resend, &mut queue), if room && (open || !resend.is_empty()) => {
+                next = next_message(&mut resend, &mut queue, &mut taken, take), if room && (open || !resend.is_empty()) => {
                     let Some(message) = next else {
                         open = false;
                         if let Some(current) = batch.as_mut() {
@@ -706,12 +707,26 @@ impl Pipeline {
                     }
                     match batch.as_mut() {
                         Some(current) => {
-                            if let Err(unsent) = current.send(message).await {
-                                if let Some(broken) = batch.take() {
-                                    resend.extend(broken.into_unconfirmed());
+                            // What is queued already follows in this pass while the batch has
+                            // room: one pass of the loop per run of messages, not per message,
+                            // in the same order and window as one pass each.
+                            let mut next = Some(message);
+                            let mut sent = 0;
+                            while let Some(message) = next.take() {
+                                if let Err(unsent) = current.send(message).await {
+                                    let mut lost = batch
+                                        .take()
+                                        .map(Batch::into_unconfirmed)
+                                        .unwrap_or_default();
+                                    lost.push_back(unsent);
+                                    resend_first(&mut resend, lost);
+                                    troubled = true;
+                                    break;
                                 }
-                                resend.push_back(unsent);
-                                troubled = true;
+                                sent += 1;
+                                if sent < SEND_RUN && current.has_room() {
+                                    next = ready_for_batch(&mut resend);
+                                }
                             }
                         }
                         None if !in_flight.is_empty() => {
@@ -804,7 +819,13 @@ impl Pipeline {
     }
 
     pub(crate) fn settled_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        self.settled(1);
+    }
+
+    /// Count `count` messages settled at once (a flow ack's worth: one atomic step, not one
+    /// per message, on a counter every `publish` also steps).
+    fn settled(&self, count: usize) {
+        if count > 0 && self.pending.fetch_sub(count, Ordering::AcqRel) == count {
             self.idle.notify_waiters();
         }
     }
@@ -879,6 +900,10 @@ impl Pipeline {
 /// tail: long enough that a steady producer keeps one batch open, short next to an ack.
 const BATCH_LINGER: Duration = Duration::from_millis(1);
 
+/// Messages a worker sends into an open batch in one pass before it looks at the server's
+/// replies again.
+const SEND_RUN: usize = 64;
+
 /// A worker's timer, kept across the passes of its loop and reset only when its deadline
 /// moves: a fresh `Sleep` on every pass would enter the timer wheel, and leave it, once per
 /// message.
@@ -918,15 +943,41 @@ impl Timer {
 }
 
 /// The next message to send: first what a batch left over, then the queue (`None` once it is
-/// closed and empty).
+/// closed and empty). Up to `up_to` queued messages are taken at once (one wake-up of a
+/// producer waiting for room per run, not per message); those after the first wait in
+/// `resend`, which was empty, so their order holds.
 async fn next_message(
     resend: &mut VecDeque<Outgoing>,
     queue: &mut mpsc::Receiver<Outgoing>,
+    taken: &mut Vec<Outgoing>,
+    up_to: usize,
 ) -> Option<Outgoing> {
-    match resend.pop_front() {
-        Some(message) => Some(message),
-        None => queue.recv().await,
+    if let Some(message) = resend.pop_front() {
+        return Some(message);
     }
+    if queue.recv_many(taken, up_to).await == 0 {
+        return None;
+    }
+    let mut taken = taken.drain(..);
+    let first = taken.next();
+    resend.extend(taken);
+    first
+}
+
+/// Put what a batch did not confirm before the rest of `resend`: a batch sends from the front
+/// of `resend`, so whatever is still there is newer than everything the batch was sent.
+fn resend_first(resend: &mut VecDeque<Outgoing>, mut unconfirmed: VecDeque<Outgoing>) {
+    unconfirmed.append(resend);
+    *resend = unconfirmed;
+}
+
+/// The next message of `resend` if it may go into the open batch (a
+/// [`Publisher`](crate::Publisher) call goes alone, so it stays first for the next pass).
+fn ready_for_batch(resend: &mut VecDeque<Outgoing>) -> Option<Outgoing> {
+    if resend.front()?.reply.is_some() {
+        return None;
+    }
+    resend.pop_front()
 }
 
 /// The open batch's next progress; pending forever without one.
@@ -1123,6 +1174,46 @@ mod tests {
 
     fn failed(kind: NatsPublishErrorKind) -> NatsPublishError {
         NatsPublishError::new(kind)
+    }
+
+    fn queued(payload: &'static str, call: bool) -> Outgoing {
+        let reply = call.then(|| {
+            let (sender, _answer) = oneshot::channel();
+            let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+            Reply {
+                sender,
+                _slot: slot,
+            }
+        });
+        Outgoing {
+            headers: MessageHeaders::Id(nuid::next()),
+            payload: Bytes::from_static(payload.as_bytes()),
+            reply,
+        }
+    }
+
+    fn payloads(resend: &VecDeque<Outgoing>) -> Vec<&[u8]> {
+        resend.iter().map(|m| m.payload.as_ref()).collect()
+    }
+
+    #[test]
+    fn what_a_batch_did_not_confirm_goes_before_what_it_was_not_sent() {
+        let mut resend: VecDeque<_> = [queued("3", false), queued("4", false)].into();
+        resend_first(&mut resend, [queued("1", false), queued("2", false)].into());
+        assert_eq!(payloads(&resend), [b"1", b"2", b"3", b"4"]);
+    }
+
+    #[test]
+    fn a_run_into_a_batch_stops_before_a_publisher_call() {
+        let mut resend: VecDeque<_> = [queued("1", false), queued("2", true)].into();
+        let first = ready_for_batch(&mut resend).expect("a plain message goes into the batch");
+        assert_eq!(first.payload.as_ref(), b"1");
+        assert!(ready_for_batch(&mut resend).is_none());
+        assert_eq!(
+            payloads(&resend),
+            [b"2"],
+            "the call stays first, for its own pass"
+        );
     }
 
     #[test]
