@@ -141,7 +141,9 @@ impl Default for PublishConfig {
 }
 
 impl PublishConfig {
-    /// Messages a subject's queue holds before `publish` waits (default 8192).
+    /// Messages a subject's queue holds before `publish` waits (default 8192). Besides the
+    /// queue, a subject's worker holds the messages it is sending: its window of unconfirmed
+    /// ones and, on the fast-ingest path, a run of at most 64 taken from the queue at once.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
         self
