@@ -36,7 +36,9 @@
 //! confirmed by the server: an ack lost with a dying connection makes the server redeliver
 //! that message after its ack wait, by which time later messages of its key may have been
 //! handled. That is a replay of a message already handled (delivery is at least once), never
-//! a message handled for the first time after a later one. A message that will come
+//! a message handled for the first time after a later one. Measured with one instance serving 8
+//! partitions and a 1 ms handler, the lanes are busy 98 % of the time (natty-bench's
+//! `groups-efficiency`, 0.983; a median 15 µs between a lane's calls). A message that will come
 //! back (nak'd by the driver or a layer, or dropped unsettled) *fences* its partition: later
 //! messages of the partition wait, held, until it is handled again, or until its nak delay
 //! plus `A + pull expiry` pass without it (it was termed, or ran out of deliveries). So a
