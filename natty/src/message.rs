@@ -447,24 +447,7 @@ impl Message {
             })
             .unwrap_or_default();
         let async_nats::jetstream::Message { message, context } = message;
-        let acker = match &message.reply {
-            Some(reply) => Acker::new(Target::Server {
-                client: Arc::new(context.client()),
-                reply: reply.clone(),
-            }),
-            // Without a reply subject there is nothing to ack; settle into the void.
-            None => Acker::new(Target::Recorder(Recorder::default())),
-        };
-        Self {
-            subject: message.subject,
-            payload: message.payload,
-            headers: received_headers(message.headers),
-            reply: message.reply,
-            info,
-            settings: None,
-            extensions: Shared::empty(),
-            acker,
-        }
+        Self::received(message, || Arc::new(context.client()), info, None)
     }
 
     /// A message natty's driver pulled from `consumer`: the names are shared, not copied, and
@@ -479,16 +462,26 @@ impl Message {
             consumer: consumer.consumer.clone(),
             ..DeliveryInfo::default()
         };
+        if let Some(numbers) = message.reply.as_deref().and_then(AckNumbers::parse) {
+            numbers.fill(&mut info);
+        }
+        let settings = Some(consumer.settings.clone());
+        Self::received(message, || Arc::clone(client), info, settings)
+    }
+
+    /// A message that came over the wire, settled through `client` on its reply subject.
+    fn received(
+        message: async_nats::Message,
+        client: impl FnOnce() -> Arc<async_nats::Client>,
+        info: DeliveryInfo,
+        settings: Option<ConsumerSettings>,
+    ) -> Self {
         let acker = match &message.reply {
-            Some(reply) => {
-                if let Some(numbers) = AckNumbers::parse(reply.as_str()) {
-                    numbers.fill(&mut info);
-                }
-                Acker::new(Target::Server {
-                    client: Arc::clone(client),
-                    reply: reply.clone(),
-                })
-            }
+            Some(reply) => Acker::new(Target::Server {
+                client: client(),
+                reply: reply.clone(),
+            }),
+            // Without a reply subject there is nothing to ack; settle into the void.
             None => Acker::new(Target::Recorder(Recorder::default())),
         };
         Self {
@@ -497,7 +490,7 @@ impl Message {
             headers: received_headers(message.headers),
             reply: message.reply,
             info,
-            settings: Some(consumer.settings.clone()),
+            settings,
             extensions: Shared::empty(),
             acker,
         }
