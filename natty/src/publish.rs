@@ -99,7 +99,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use crate::backoff::jittered;
+use crate::backoff::Backoff;
 use crate::client::version_at_least;
 use crate::error::{Error, PublishErrorKind};
 use crate::fast_ingest::{Batch, BatchMessage, OpenError, Progress};
@@ -1146,12 +1146,11 @@ async fn retry(
     err: NatsPublishError,
 ) -> Outcome {
     let mut err = err;
-    let mut backoff = config.backoff;
+    let mut backoff = Backoff::new(config.backoff, config.max_backoff);
     let mut attempt = 1;
     loop {
         tracing::debug!(target: "natty", %subject, attempt, error = %err, "publish failed; retrying");
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(config.max_backoff);
+        tokio::time::sleep(backoff.next_pause()).await;
         attempt += 1;
         let result = match jetstream
             .send_publish(subject.clone(), message.to_publish())

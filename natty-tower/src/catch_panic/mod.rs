@@ -35,9 +35,9 @@
 mod future;
 mod layer;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::{Context, Poll};
 
+use natty::consume::CatchUnwind;
 use natty::Message;
 use tower::Service;
 
@@ -92,10 +92,7 @@ where
 
     fn call(&mut self, msg: Message) -> Self::Future {
         // The message is gone once `call` starts, so nothing observable is left half-done.
-        match catch_unwind(AssertUnwindSafe(|| self.inner.call(msg))) {
-            Ok(future) => ResponseFuture::called(future),
-            Err(panic) => ResponseFuture::panicked(PanicMessage::from_payload(panic.as_ref())),
-        }
+        ResponseFuture::new(CatchUnwind::call(|| self.inner.call(msg)))
     }
 }
 

@@ -19,15 +19,14 @@ use tower::Service;
 use super::engine::{Engine, Event};
 use super::pull::{Budget, Pull, Pulled};
 use super::{ConsumeConfig, ConsumeError, ConsumeSummary, NotReadyError};
-use crate::backoff::jittered;
+use crate::backoff::Backoff;
 use crate::consumer::ConsumerSettings;
 use crate::error::{BoxError, ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{DeliveringConsumer, Message};
 use crate::Natty;
 
-/// The first and the longest pause before the consumer is recreated after trouble.
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+/// The pauses before the consumer is recreated after trouble.
+const PAUSES: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// A recreation of the consumer under way (boxed: it happens after trouble, not per message).
 type Recovery<'a> = Pin<Box<dyn Future<Output = Result<PullConsumer, ConsumeError>> + Send + 'a>>;
@@ -60,9 +59,10 @@ impl Natty {
         let mut engine: Engine<S, ()> = Engine::new(service, config.errors.clone());
         let mut waiting: VecDeque<Message> = VecDeque::new();
         let mut returned = 0u64;
-        let mut pause = FIRST_PAUSE;
+        let mut pause = PAUSES;
         let mut recovery: Option<Recovery<'_>> = None;
-        let mut watch = tokio::time::interval(pull.heartbeat_period().unwrap_or(LONGEST_PAUSE));
+        let mut watch =
+            tokio::time::interval(pull.heartbeat_period().unwrap_or(Duration::from_secs(2)));
         watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Set when the service's `poll_ready` fails: the run then drains as on shutdown.
         let mut not_ready: Option<BoxError> = None;
@@ -110,7 +110,7 @@ impl Natty {
                     while let Some(pulled) = next.take() {
                         match pulled {
                             Pulled::Message(message) => {
-                                pause = FIRST_PAUSE;
+                                pause.reset();
                                 let message = Message::from_delivery(message, &client, &delivering);
                                 if engine.in_flight() + waiting.len() < config.concurrency {
                                     waiting.push_back(message);
@@ -218,15 +218,14 @@ impl Natty {
         }
     }
 
-    /// Pause (jittered, doubling up to [`LONGEST_PAUSE`]), then create or update the durable:
-    /// idempotent, so it brings back a deleted durable and is harmless otherwise.
+    /// Pause (the next of `pauses`), then create or update the durable: idempotent, so it
+    /// brings back a deleted durable and is harmless otherwise.
     fn recreate_after<'a>(
         &'a self,
         config: &'a ConsumeConfig,
-        pause: &mut Duration,
+        pauses: &mut Backoff,
     ) -> impl Future<Output = Result<PullConsumer, ConsumeError>> + Send + 'a {
-        let wait = jittered(*pause);
-        *pause = (*pause * 2).min(LONGEST_PAUSE);
+        let wait = pauses.next_pause();
         async move {
             tokio::time::sleep(wait).await;
             self.consumer_for(config).await
@@ -286,7 +285,8 @@ fn refreshed(current: &DeliveringConsumer, consumer: &PullConsumer) -> Deliverin
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
+/// Sleep until `at`, or forever without one (a `select!` branch that is off until a deadline is set).
+pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -54,9 +54,12 @@
 
 mod driver;
 pub(crate) mod engine;
+mod panic;
 mod pull;
 
-use std::any::Any;
+pub(crate) use driver::sleep_until_opt;
+pub use panic::{CatchUnwind, PanicMessage};
+
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -73,45 +76,6 @@ use crate::message::Message;
 use crate::report::ReportSender;
 use crate::stream::ConsumerOptions;
 use crate::Natty;
-
-/// The text a handler panicked with: the `source` of a
-/// [`Panicked`](ConsumeErrorKind::Panicked) error, from natty's driver or natty-tower's
-/// catch-panic layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PanicMessage(String);
-
-impl PanicMessage {
-    /// The text of a caught panic's payload (`panic!` with a string or a format).
-    pub fn from_payload(payload: &(dyn Any + Send)) -> Self {
-        let text = if let Some(text) = payload.downcast_ref::<&'static str>() {
-            (*text).to_owned()
-        } else if let Some(text) = payload.downcast_ref::<String>() {
-            text.clone()
-        } else {
-            "a non-string panic payload".to_owned()
-        };
-        Self(text)
-    }
-
-    /// The panic's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for PanicMessage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PanicMessage {}
-
-impl From<PanicMessage> for ConsumeError {
-    fn from(message: PanicMessage) -> Self {
-        Error::with_source(ConsumeErrorKind::Panicked, message)
-    }
-}
 
 /// The source of a [`ConsumeErrorKind::NotReady`] error: what the run did before it stopped,
 /// and why the service was not ready.

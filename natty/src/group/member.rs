@@ -21,8 +21,9 @@ use tower::Service;
 
 use super::config::{config_key, consumer_name, StaticGroupConfig, PRIORITY_GROUP};
 use super::error::{not_member, refused, GroupError, GroupErrorKind};
+use crate::backoff::Backoff;
 use crate::consume::engine::{Engine, Event, Expiry, Finished, Outcome, Steady, Tally};
-use crate::consume::HandlerFailure;
+use crate::consume::{sleep_until_opt, HandlerFailure};
 use crate::consumer::ConsumerSettings;
 use crate::error::BoxError;
 use crate::error::Error;
@@ -408,7 +409,7 @@ impl Natty {
         let (stall_watch, ticker) = StallWatch::start(timers.stall);
         let _ticker = AbortOnDrop(ticker);
         let stale_wait = timers.ack_wait + timers.pull_expiry;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
         // One round per membership: join with this member's filters, serve, leave.
         loop {
@@ -511,8 +512,7 @@ impl Natty {
                                 watch = store.watch(&key).await.ok();
                             }
                             None => {
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(2));
+                                tokio::time::sleep(backoff.next_pause()).await;
                                 watch = store.watch(&key).await.ok();
                             }
                         }
@@ -559,8 +559,7 @@ impl Natty {
                     next = next_message(&mut messages) => {
                         let Some(next) = next else {
                             // The pull stream ended: open a fresh one on the (re)created consumer.
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            tokio::time::sleep(backoff.next_pause()).await;
                             (consumer, messages) = reopen(&js_stream, &config, kind, &spec, &timers).await;
                             delivering = delivering_for(&consumer);
                             continue;
@@ -570,15 +569,14 @@ impl Natty {
                             Err(err) => {
                                 tracing::warn!(target: "natty", member = %config.member, error = %err, "pull failed");
                                 if matches!(err.kind(), pull::MessagesErrorKind::ConsumerDeleted | pull::MessagesErrorKind::NoResponders) {
-                                    tokio::time::sleep(backoff).await;
-                                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                                    tokio::time::sleep(backoff.next_pause()).await;
                                     (consumer, messages) = reopen(&js_stream, &config, kind, &spec, &timers).await;
                                     delivering = delivering_for(&consumer);
                                 }
                                 continue;
                             }
                         };
-                        backoff = Duration::from_millis(50);
+                        backoff.reset();
                         let now = Instant::now();
                         if let Ok(info) = message.info() {
                             let delivery = info.consumer_sequence;
@@ -986,13 +984,6 @@ async fn next_update(
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// natty's message with the partition token stripped from its subject; `None` for a subject
 /// without one.
 fn into_partitioned(
@@ -1042,10 +1033,11 @@ fn next_fence_end(lanes: &HashMap<u32, Lane>) -> Option<Instant> {
 
 /// Free a finished call's lane and fence it when its message will come back.
 fn finish(lanes: &mut HashMap<u32, Lane>, finished: Finished<Slot>, timers: &Timers) {
+    let settlement = finished.settlement();
     let Finished {
         tag: Slot { partition, seq },
         outcome,
-        settlement,
+        ..
     } = finished;
     let Some(lane) = lanes.get_mut(&partition) else {
         return;

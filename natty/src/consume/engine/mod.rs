@@ -16,9 +16,7 @@
 //! costs one queue node, and nothing of it is copied but two reference counts for its report.
 //! tower's `Buffer` and `futures`' `buffer_unordered` work the same way.
 
-use std::any::Any;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,7 +27,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tower::Service;
 
-use super::{ConsumeError, HandlerFailure, PanicMessage};
+use super::{CatchUnwind, ConsumeError, HandlerFailure, PanicMessage};
 use crate::error::{BoxError, ConsumeErrorKind, Error};
 use crate::message::{Acker, Message, Settlement};
 use crate::report::ReportSender;
@@ -118,19 +116,10 @@ impl Drop for NakOnDrop {
 }
 
 pin_project_lite::pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Running { #[pin] future: F },
-        /// `call` itself panicked; the payload is handed out on the first poll.
-        PanickedInCall { payload: Option<Box<dyn Any + Send>> },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// One message's call: its future under `catch_unwind`, and what settling it needs.
+    /// One message's call, its panics caught, and what settling it needs.
     struct Call<F, T> {
         #[pin]
-        state: State<F>,
+        call: CatchUnwind<F>,
         guard: NakOnDrop,
         origin: Option<Origin>,
         tag: Option<T>,
@@ -148,7 +137,7 @@ pub(crate) struct Done<T> {
 
 enum Ended {
     Returned(Result<(), BoxError>),
-    Panicked(Box<dyn Any + Send>),
+    Panicked(PanicMessage),
     Expired,
 }
 
@@ -161,24 +150,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done<T>> {
         let this = self.project();
-        let ended = match this.state.project() {
-            // `call` ran and panicked: that is reported whatever the expiry says.
-            StateProj::PanickedInCall { payload } => match payload.take() {
-                Some(payload) => Ended::Panicked(payload),
-                None => return Poll::Pending,
-            },
-            StateProj::Running { future } => {
-                if this.expiry.as_mut().is_some_and(|e| e.is_over(cx)) {
-                    Ended::Expired
-                } else {
-                    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                        Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(result)) => {
-                            Ended::Returned(result.map(drop).map_err(Into::into))
-                        }
-                        Err(payload) => Ended::Panicked(payload),
-                    }
-                }
+        // A panic `call` threw is reported whatever the expiry says: `call` has run.
+        let ended = if !this.call.has_panicked()
+            && this.expiry.as_mut().is_some_and(|e| e.is_over(cx))
+        {
+            Ended::Expired
+        } else {
+            match this.call.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(result)) => Ended::Returned(result.map(drop).map_err(Into::into)),
+                Poll::Ready(Err(panic)) => Ended::Panicked(panic),
             }
         };
         let (Some(acker), Some(origin), Some(tag)) =
@@ -210,8 +191,15 @@ pub(crate) enum Event<T> {
 pub(crate) struct Finished<T> {
     pub(crate) tag: T,
     pub(crate) outcome: Outcome,
-    /// How the message was settled in the end, by the handler, a layer or the engine.
-    pub(crate) settlement: Option<Settlement>,
+    acker: Acker,
+}
+
+impl<T> Finished<T> {
+    /// How the message was settled in the end, by the handler, a layer or the engine (read
+    /// only by drivers that need it: a group lane's fence).
+    pub(crate) fn settlement(&self) -> Option<Settlement> {
+        self.acker.final_settlement()
+    }
 }
 
 /// The service, its calls under way, and the rules they end by; see the [module docs](self).
@@ -299,14 +287,9 @@ where
             stream_sequence: message.info().stream_sequence,
             delivered: message.info().delivered,
         };
-        let state = match catch_unwind(AssertUnwindSafe(|| self.service.call(message))) {
-            Ok(future) => State::Running { future },
-            Err(payload) => State::PanickedInCall {
-                payload: Some(payload),
-            },
-        };
+        let call = CatchUnwind::call(|| self.service.call(message));
         self.calls.push(Call {
-            state,
+            call,
             guard,
             origin: Some(origin),
             tag: Some(tag),
@@ -329,12 +312,7 @@ where
                 Outcome::Failed,
                 Some(Error::with_source(ConsumeErrorKind::Handler, err)),
             ),
-            Ended::Panicked(payload) => (
-                Outcome::Panicked,
-                Some(ConsumeError::from(PanicMessage::from_payload(
-                    payload.as_ref(),
-                ))),
-            ),
+            Ended::Panicked(panic) => (Outcome::Panicked, Some(ConsumeError::from(panic))),
             Ended::Expired => (Outcome::Expired, None),
         };
         if outcome != Outcome::Expired && !acker.is_settled() {
@@ -368,7 +346,7 @@ where
         Finished {
             tag,
             outcome,
-            settlement: acker.final_settlement(),
+            acker,
         }
     }
 

@@ -139,7 +139,7 @@ async fn an_unsettled_message_is_acked_after_ok() {
     start_now(&mut engine, msg, (), None);
     let finished = next_finished(&mut engine).await;
     assert_eq!(finished.outcome, Outcome::Handled);
-    assert_eq!(finished.settlement, Some(Settlement::Ack));
+    assert_eq!(finished.settlement(), Some(Settlement::Ack));
     assert_eq!(recorder.settlements(), vec![Settlement::Ack]);
     assert_eq!(engine.tally().handled, 1);
     assert_eq!(engine.in_flight(), 0);
@@ -155,7 +155,7 @@ async fn an_unsettled_message_is_nakd_after_err() {
     start_now(&mut engine, msg, (), None);
     let finished = next_finished(&mut engine).await;
     assert_eq!(finished.outcome, Outcome::Failed);
-    assert_eq!(finished.settlement, Some(Settlement::Nak(None)));
+    assert_eq!(finished.settlement(), Some(Settlement::Nak(None)));
     assert_eq!(recorder.settlements(), vec![Settlement::Nak(None)]);
     assert_eq!((engine.tally().failed, engine.tally().handled), (1, 0));
 }
@@ -245,7 +245,7 @@ async fn a_message_the_handler_settled_is_not_settled_again() {
         assert_eq!(finished.outcome, outcome, "{case}");
         assert_eq!(recorder.settlements(), settlements, "{case}");
         assert_eq!(
-            finished.settlement,
+            finished.settlement(),
             recorder.outcome(),
             "{case}: the driver learns the handler's settlement"
         );
@@ -294,7 +294,7 @@ async fn a_message_a_layer_settled_is_not_settled_again_and_its_report_says_logg
     let finished = next_finished(&mut engine).await;
     assert_eq!(finished.outcome, Outcome::Failed);
     assert_eq!(recorder.settlements(), vec![Settlement::Term]);
-    assert_eq!(finished.settlement, Some(Settlement::Term));
+    assert_eq!(finished.settlement(), Some(Settlement::Term));
     let failure = only_report(&mut errors);
     assert_eq!(failure.error.kind(), ConsumeErrorKind::Handler);
     assert!(failure.logged, "the layer claimed the log line");
@@ -457,7 +457,7 @@ async fn lane_calls_within_their_budget_settle_and_hand_back_their_tags() {
     let mut ends = Vec::new();
     for _ in 0..2 {
         let finished = next_finished(&mut engine).await;
-        ends.push((finished.tag, finished.outcome, finished.settlement));
+        ends.push((finished.tag, finished.outcome, finished.settlement()));
     }
     ends.sort_by_key(|(tag, _, _)| *tag);
     assert_eq!(
@@ -485,7 +485,7 @@ async fn a_lane_call_past_its_deadline_expires_unsettled_and_counts_cancelled() 
     assert!(Instant::now() >= deadline, "not before its deadline");
     assert_eq!(finished.tag, (0, 4));
     assert_eq!(finished.outcome, Outcome::Expired);
-    assert_eq!(finished.settlement, None);
+    assert_eq!(finished.settlement(), None);
     let_spawned_tasks_run().await;
     assert_eq!(
         recorder.settlements(),
