@@ -626,3 +626,44 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Dropping a run's future while a call is under way (an aborted task, a `select!` that lost)
+/// gives the message back at once: a plain client gets it long before the 30 s ack wait.
+#[tokio::test]
+async fn dropping_serve_mid_call_naks_the_message_in_flight_for_the_next_consumer() {
+    let server = Server::start().unwrap();
+    let natty = setup(&server, "C10", 1).await;
+    let (started, mut call_started) = mpsc::channel(1);
+    let serving = tokio::spawn({
+        let natty = natty.clone();
+        async move {
+            natty
+                .consume(
+                    // One at a time: no pull request is left open to catch the redelivery.
+                    ConsumeConfig::new("C10", "worker").concurrency(1),
+                    CancellationToken::new(),
+                    move |_msg: Message| {
+                        let started = started.clone();
+                        async move {
+                            let _ = started.send(()).await;
+                            std::future::pending::<Result<(), std::io::Error>>().await
+                        }
+                    },
+                )
+                .await
+        }
+    });
+    timeout(DEADLINE, call_started.recv())
+        .await
+        .expect("the call starts")
+        .expect("the handler is alive");
+    serving.abort();
+    assert!(serving.await.unwrap_err().is_cancelled());
+    let (payloads, ack_pending) = drain_with_plain_client(&server, "C10", "worker", 1).await;
+    assert_eq!(
+        payloads,
+        vec!["0".to_owned()],
+        "nak'd when dropped, not left to the ack wait"
+    );
+    assert_eq!(ack_pending, 0);
+}
