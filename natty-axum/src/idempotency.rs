@@ -9,15 +9,15 @@
 //! # Example
 //! ```no_run
 //! use axum::{routing::post, Router};
-//! use natty_axum::{rejection::PublishRejection, IdempotencyKey, NattyState, Publisher};
+//! use natty_axum::{rejection::PublishRejection, IdempotencyKey, NattyState, AckedPublisher};
 //!
 //! async fn create(
-//!     publisher: Publisher,
+//!     publisher: AckedPublisher,
 //!     key: Option<IdempotencyKey>,
 //!     body: bytes::Bytes,
 //! ) -> Result<&'static str, PublishRejection> {
 //!     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
-//!     let ack = publisher.publish_with_headers("orders.created", headers, body).await?;
+//!     let ack = publisher.publish_acked_with_headers("orders.created", headers, body).await?;
 //!     Ok(if ack.duplicate { "already stored" } else { "stored" })
 //! }
 //!
@@ -70,7 +70,7 @@ impl IdempotencyKey {
     }
 
     /// Headers carrying the key as `Nats-Msg-Id`, for
-    /// [`Publisher::publish_with_headers`](crate::Publisher::publish_with_headers).
+    /// [`AckedPublisher::publish_acked_with_headers`](crate::AckedPublisher::publish_acked_with_headers).
     pub fn to_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, self.0.as_str());

@@ -4,7 +4,7 @@
 //! | item | what it gives a handler |
 //! |---|---|
 //! | [`NattyState`] | the client and the scope handlers get; found through `FromRef` |
-//! | [`Publisher`] | publish to allowed subjects, acked by the stream ([`publish`]) |
+//! | [`AckedPublisher`] | publish to allowed subjects, acked by the stream ([`publish`]) |
 //! | [`IdempotencyKey`] | the `Idempotency-Key` header as a `Nats-Msg-Id` ([`idempotency`]) |
 //! | [`Kv`] | read and write allowed buckets ([`kv`]) |
 //! | [`leader::LeaderStatus`], [`leader::RequireLeader`], [`leader::LeaderOnlyLayer`] | leadership and leader-only routes ([`leader`]) |
@@ -40,15 +40,15 @@
 //! use natty_axum::extract::{Bytes, Path};
 //! use natty_axum::leader::{LeaderOnlyLayer, RequireLeader};
 //! use natty_axum::rejection::{KvRejection, PublishRejection};
-//! use natty_axum::{fallback, health, subject, IdempotencyKey, Kv, NattyState, Publisher};
+//! use natty_axum::{fallback, health, subject, IdempotencyKey, Kv, NattyState, AckedPublisher};
 //!
 //! async fn create(
-//!     publisher: Publisher,
+//!     publisher: AckedPublisher,
 //!     key: Option<IdempotencyKey>,
 //!     Bytes(body): Bytes,
 //! ) -> Result<String, PublishRejection> {
 //!     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
-//!     let ack = publisher.publish_with_headers("orders.created", headers, body).await?;
+//!     let ack = publisher.publish_acked_with_headers("orders.created", headers, body).await?;
 //!     Ok(ack.sequence.to_string())
 //! }
 //!
@@ -104,7 +104,7 @@ pub mod subject;
 
 pub use idempotency::IdempotencyKey;
 pub use kv::Kv;
-pub use publish::Publisher;
+pub use publish::AckedPublisher;
 pub use state::{NattyState, NattyStateBuilder};
 
 // The README's Rust snippets, compiled as doc tests so they cannot drift from the API. This

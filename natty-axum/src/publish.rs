@@ -1,4 +1,4 @@
-//! [`Publisher`]: publish to JetStream from a handler, inside the subjects the application
+//! [`AckedPublisher`]: publish to JetStream from a handler, inside the subjects the application
 //! allowed, and wait for the stream's acknowledgement.
 //!
 //! Every publish is checked before anything is sent: the subject must be a valid publish
@@ -12,15 +12,15 @@
 //! # Example
 //! ```no_run
 //! use axum::{extract::Path, routing::post, Router};
-//! use natty_axum::{rejection::PublishRejection, subject, NattyState, Publisher};
+//! use natty_axum::{rejection::PublishRejection, subject, NattyState, AckedPublisher};
 //!
 //! async fn ship(
-//!     publisher: Publisher,
+//!     publisher: AckedPublisher,
 //!     Path(id): Path<String>,
 //!     body: bytes::Bytes,
 //! ) -> Result<String, PublishRejection> {
 //!     let subject = format!("orders.{}.shipped", subject::token(&id)?);
-//!     let ack = publisher.publish(&subject, body).await?;
+//!     let ack = publisher.publish_acked(&subject, body).await?;
 //!     Ok(format!("stored as {} #{}", ack.stream, ack.sequence))
 //! }
 //!
@@ -51,11 +51,11 @@ use crate::NattyState;
 /// A publish handle scoped to the subjects the application allowed; an extractor. See the
 /// [module docs](self).
 #[derive(Clone, Debug)]
-pub struct Publisher {
+pub struct AckedPublisher {
     state: NattyState,
 }
 
-impl<S> FromRequestParts<S> for Publisher
+impl<S> FromRequestParts<S> for AckedPublisher
 where
     NattyState: FromRef<S>,
     S: Send + Sync,
@@ -67,7 +67,7 @@ where
     }
 }
 
-impl Publisher {
+impl AckedPublisher {
     pub(crate) fn new(state: NattyState) -> Self {
         Self { state }
     }
@@ -75,28 +75,28 @@ impl Publisher {
     /// Publish `payload` to `subject` and wait for the stream to store it.
     ///
     /// # Errors
-    /// See [`Publisher::publish_with_headers`].
-    pub async fn publish(
+    /// See [`AckedPublisher::publish_acked_with_headers`].
+    pub async fn publish_acked(
         &self,
         subject: &str,
         payload: impl Into<Bytes>,
     ) -> Result<PublishAck, PublishRejection> {
-        self.publish_with_headers(subject, HeaderMap::new(), payload)
+        self.publish_acked_with_headers(subject, HeaderMap::new(), payload)
             .await
     }
 
     /// Publish `value` as JSON to `subject` and wait for the stream to store it.
     ///
     /// # Errors
-    /// See [`Publisher::publish_with_headers`]; 500 [`ValueNotSerializable`] when `value` does
+    /// See [`AckedPublisher::publish_acked_with_headers`]; 500 [`ValueNotSerializable`] when `value` does
     /// not serialize.
-    pub async fn publish_json<T: Serialize + ?Sized>(
+    pub async fn publish_json_acked<T: Serialize + ?Sized>(
         &self,
         subject: &str,
         value: &T,
     ) -> Result<PublishAck, PublishRejection> {
         let payload = serde_json::to_vec(value).map_err(ValueNotSerializable::with_cause)?;
-        self.publish(subject, payload).await
+        self.publish_acked(subject, payload).await
     }
 
     /// Publish with headers; a `Nats-Msg-Id` among them is kept (the stream drops a second
@@ -114,7 +114,7 @@ impl Publisher {
     /// 413 [`PayloadTooLarge`], 422 [`IdempotencyKeyReused`], 503 [`NatsUnavailable`] when
     /// disconnected or timed out, and 500 [`NatsFailure`] for the rest (such as no stream
     /// capturing the subject).
-    pub async fn publish_with_headers(
+    pub async fn publish_acked_with_headers(
         &self,
         subject: &str,
         headers: HeaderMap,

@@ -584,7 +584,7 @@ macro_rules! composite_rejection {
 }
 
 composite_rejection! {
-    /// Why a [`Publisher`](crate::Publisher) refused or failed a publish.
+    /// Why a [`AckedPublisher`](crate::AckedPublisher) refused or failed a publish.
     PublishRejection {
         /// 400: not a valid publish subject.
         InvalidSubject,

@@ -53,7 +53,7 @@ use natty::{Leadership, Natty};
 
 use crate::rejection::PublishRejection;
 use crate::subject::{self, CheckedSubjects};
-use crate::{Kv, Publisher};
+use crate::{AckedPublisher, Kv};
 
 /// The error of [`NattyStateBuilder::build`].
 pub type StateError = natty::error::Error<StateErrorKind>;
@@ -163,9 +163,9 @@ impl NattyState {
         self.inner.leadership.as_ref()
     }
 
-    /// A publish handle, as the [`Publisher`] extractor gives it.
-    pub fn publisher(&self) -> Publisher {
-        Publisher::new(self.clone())
+    /// A publish handle, as the [`AckedPublisher`] extractor gives it.
+    pub fn publisher(&self) -> AckedPublisher {
+        AckedPublisher::new(self.clone())
     }
 
     /// A key/value handle, as the [`Kv`] extractor gives it.
@@ -176,7 +176,7 @@ impl NattyState {
     /// The largest payload the connected server accepts (its `max_payload`); use it for
     /// axum's `DefaultBodyLimit` on publishing routes.
     pub fn max_payload(&self) -> usize {
-        self.inner.natty.max_payload()
+        self.inner.natty.server_info().max_payload()
     }
 
     /// The subject filters handlers may publish to.

@@ -1,5 +1,5 @@
 //! Subject checks for web input: single tokens from paths and bodies, and the scope a
-//! [`Publisher`](crate::Publisher) enforces.
+//! [`AckedPublisher`](crate::AckedPublisher) enforces.
 //!
 //! A value pasted into a subject can change its meaning: `orders.{id}` with the id `1.paid`
 //! or `>` is another subject, or a wildcard. [`token`] accepts exactly one subject token, so

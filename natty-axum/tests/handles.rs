@@ -14,20 +14,22 @@ use common::{eventually, listener, serve, Http, Served};
 use http::{Method, StatusCode};
 use natty::{Config, ConnectionState, ElectionConfig, Natty};
 use natty_axum::rejection::{KvRejection, PublishRejection};
-use natty_axum::{extract, fallback, health, subject, IdempotencyKey, Kv, NattyState, Publisher};
+use natty_axum::{
+    extract, fallback, health, subject, AckedPublisher, IdempotencyKey, Kv, NattyState,
+};
 use natty_testkit::Server;
 use serde_json::json;
 use tower::ServiceBuilder;
 
-async fn publish(
-    publisher: Publisher,
+async fn publish_acked(
+    publisher: AckedPublisher,
     key: Option<IdempotencyKey>,
     Path(subject): Path<String>,
     extract::Bytes(body): extract::Bytes,
 ) -> Result<axum::Json<serde_json::Value>, PublishRejection> {
     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
     let ack = publisher
-        .publish_with_headers(&subject, headers, body)
+        .publish_acked_with_headers(&subject, headers, body)
         .await?;
     Ok(axum::Json(json!({
         "stream": ack.stream,
@@ -37,13 +39,13 @@ async fn publish(
 }
 
 async fn create_order(
-    publisher: Publisher,
+    publisher: AckedPublisher,
     Path(id): Path<String>,
     extract::Bytes(body): extract::Bytes,
 ) -> Result<String, PublishRejection> {
     let subject = format!("orders.{}.created", subject::token(&id)?);
     Ok(publisher
-        .publish(&subject, body)
+        .publish_acked(&subject, body)
         .await?
         .sequence
         .to_string())
@@ -97,21 +99,21 @@ async fn raw(extract::Bytes(body): extract::Bytes) -> String {
 
 /// Publish with a header named by the request, as a header name taken from input would be.
 async fn tagged(
-    publisher: Publisher,
+    publisher: AckedPublisher,
     Path(name): Path<String>,
 ) -> Result<String, PublishRejection> {
     let mut headers = natty::HeaderMap::new();
     headers.insert(&name, "v");
     let ack = publisher
-        .publish_with_headers("orders.tagged", headers, "x")
+        .publish_acked_with_headers("orders.tagged", headers, "x")
         .await?;
     Ok(ack.sequence.to_string())
 }
 
 /// Publish to a subject in scope that no stream captures: a NATS failure, not the client's.
-async fn unstored(publisher: Publisher) -> Result<String, PublishRejection> {
+async fn unstored(publisher: AckedPublisher) -> Result<String, PublishRejection> {
     Ok(publisher
-        .publish("nostream.x", "x")
+        .publish_acked("nostream.x", "x")
         .await?
         .sequence
         .to_string())

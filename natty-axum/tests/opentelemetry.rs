@@ -1,5 +1,5 @@
 //! The `opentelemetry` feature from an axum handler: what a handler publishes through
-//! natty-axum's `Publisher` carries the trace context of the request's span, as a plain client
+//! natty-axum's `AckedPublisher` carries the trace context of the request's span, as a plain client
 //! reads it back.
 
 mod common;
@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::Router;
 use common::{listener, serve, Http};
 use natty::{Config, Natty};
-use natty_axum::{extract, NattyState, Publisher};
+use natty_axum::{extract, AckedPublisher, NattyState};
 use natty_testkit::Server;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -22,11 +22,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 
 async fn create_order(
-    publisher: Publisher,
+    publisher: AckedPublisher,
     extract::Bytes(body): extract::Bytes,
 ) -> Result<String, natty_axum::rejection::PublishRejection> {
     Ok(publisher
-        .publish("orders.created", body)
+        .publish_acked("orders.created", body)
         .await?
         .sequence
         .to_string())

@@ -82,7 +82,7 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
     let bench = Bench::start(scale).await?;
     println!(
         "natty-bench: nats-server {} (file storage, -mem lines on memory-storage streams, loopback), {}, {} cores, scale {scale}",
-        bench.natty.server_version(),
+        bench.natty.server_info().version(),
         cpu_model(),
         std::thread::available_parallelism().map_or(0, usize::from),
     );

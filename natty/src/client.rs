@@ -1,27 +1,38 @@
-//! [`Natty`], the client handle every feature hangs off.
+//! [`Natty`], the client: it connects, and hands out one handle per feature.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 
 use async_nats::jetstream;
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
 
 use crate::config::Config;
 use crate::connect::{self, ConnectError, ConnectionState};
-use crate::error::{Error, PublishErrorKind};
-use crate::header::HeaderMap;
-use crate::publish::{Enqueue, Pipeline, PublishError, PublishFailure, PublishPath};
-use crate::publisher::{PublishAck, Publisher};
+use crate::connection::Connection;
+use crate::consume::{ConsumeConfig, ConsumeError, ConsumeSummary, Consumer, Message};
+use crate::election::{ElectionConfig, ElectionError, Leadership};
+use crate::error::{BoxError, StreamError};
+use crate::group::{ElasticGroup, GroupError, StaticGroup};
+use crate::kv::{Bucket, KvError};
+use crate::publish::{Pipeline, PublishError};
+use crate::publisher::Publisher;
+use crate::server::ServerInfo;
+use crate::stream::Stream;
 
-/// A connected natty client: publish, consume, streams, consumers, key/value and leader
-/// election. Cheap to clone; every clone shares one connection and one publisher.
+/// A connected natty client. Cheap to clone; every clone shares one connection and one
+/// publisher. What acts on one stream, consumer, bucket, election or group is a method of
+/// the handle `Natty` hands out for it ([`Natty::stream`], [`Natty::consumer`],
+/// [`Natty::bucket`], [`Natty::elect`], [`Natty::static_group`], [`Natty::elastic_group`],
+/// [`Natty::publisher`]); Go natty's flat names are on [`GoNatty`](crate::compat::GoNatty).
 ///
 /// # Example
 /// ```no_run
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let natty = natty::Natty::connect(natty::Config::new(["nats://127.0.0.1:4222"])).await?;
-/// natty.create_stream("EVENTS", ["events.>"]).await?;
+/// natty.stream("EVENTS")?.create(["events.>"]).await?;
 /// natty.publish("events.hello", "world").await?;
 /// natty.shutdown().await;
 /// # Ok(())
@@ -29,14 +40,12 @@ use crate::publisher::{PublishAck, Publisher};
 /// ```
 #[derive(Clone)]
 pub struct Natty {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) client: async_nats::Client,
-    pub(crate) jetstream: jetstream::Context,
-    pub(crate) publisher: Arc<Pipeline>,
-    pub(crate) buckets: Mutex<HashMap<String, Arc<jetstream::kv::Store>>>,
+struct Inner {
+    connection: Arc<Connection>,
+    publisher: Arc<Pipeline>,
 }
 
 impl std::fmt::Debug for Natty {
@@ -79,10 +88,8 @@ impl Natty {
         ));
         Self {
             inner: Arc::new(Inner {
-                client,
-                jetstream,
+                connection: Arc::new(Connection::new(client, jetstream)),
                 publisher,
-                buckets: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -90,43 +97,30 @@ impl Natty {
     /// Escape hatch: the underlying async-nats client, for anything natty does not wrap. Its
     /// type is async-nats' own, so code using it may change with async-nats releases.
     pub fn client(&self) -> &async_nats::Client {
-        &self.inner.client
+        self.inner.connection.client()
     }
 
     /// Escape hatch: the underlying async-nats JetStream context (async-nats' own type, like
     /// [`Natty::client`]).
     pub fn jetstream(&self) -> &jetstream::Context {
-        &self.inner.jetstream
+        self.inner.connection.jetstream()
     }
 
     /// Whether the client is connected right now (no network call; for health checks).
     pub fn connection_state(&self) -> ConnectionState {
-        self.inner.client.connection_state().into()
+        self.client().connection_state().into()
     }
 
-    /// The version the connected server reports, such as `2.15.1`.
-    pub fn server_version(&self) -> String {
-        self.inner.client.server_info().version
-    }
-
-    /// The largest payload the connected server accepts, in bytes (0 before the first
-    /// connection).
-    pub fn max_payload(&self) -> usize {
-        self.inner.client.max_payload()
-    }
-
-    /// Whether the server supports per-message TTLs (2.11 and later).
-    pub fn supports_message_ttl(&self) -> bool {
-        version_at_least(&self.server_version(), 2, 11)
-    }
-
-    /// Whether the server has fast-ingest batched publishing (2.14+).
-    pub fn supports_fast_ingest(&self) -> bool {
-        version_at_least(&self.server_version(), 2, 14)
+    /// What the connected server told about itself: its version, the largest payload it
+    /// accepts and the features natty uses when it has them.
+    pub fn server_info(&self) -> ServerInfo<'_> {
+        ServerInfo::of(self.client())
     }
 
     /// Queue `payload` for `subject` on the subject's batching worker and return once it is
     /// queued; waits while the subject's queue is full. The message gets a `Nats-Msg-Id`.
+    /// The other ways to publish (with headers, waiting for the ack, as a tower `Service`)
+    /// are on [`Natty::publisher`].
     ///
     /// # Errors
     /// `InvalidSubject`, `InvalidHeader` or `PayloadTooLarge` (nothing sent), `Closed` after
@@ -143,115 +137,11 @@ impl Natty {
             .await
     }
 
-    /// Like [`Natty::publish`], with headers. A `Nats-Msg-Id` header you set is kept (use it
-    /// for idempotency keys); otherwise one is generated.
-    ///
-    /// # Errors
-    /// See [`Natty::publish`].
-    pub async fn publish_with_headers(
-        &self,
-        subject: &str,
-        headers: HeaderMap,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
-        self.inner
-            .publisher
-            .publish(subject, Some(headers), payload.into(), true)
-            .await
-    }
-
-    /// Like [`Natty::publish`], but fails with `Full` instead of waiting when the subject's
-    /// queue is full; never waits.
-    ///
-    /// # Errors
-    /// `Full`, and those of [`Natty::publish`].
-    pub fn try_publish(
-        &self,
-        subject: &str,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
-        let pipeline = &self.inner.publisher;
-        let message = pipeline.prepare(subject, None, payload.into(), None)?;
-        match pipeline.try_enqueue(subject, message) {
-            Ok(()) => Ok(()),
-            Err(Enqueue::Full(..)) => Err(Error::new(PublishErrorKind::Full)),
-            Err(Enqueue::Failed(error)) => Err(error),
-        }
-    }
-
-    /// Publishing as a tower `Service`, on the same batched pipeline as [`Natty::publish`]:
-    /// `poll_ready` waits for queue room, the response is the stream's ack. Cheap to clone.
-    /// See [`publisher`](crate::publisher).
+    /// The publishing handle, on the same batched pipeline as [`Natty::publish`]: publish
+    /// with headers, wait for the stream's ack, republish a reported failure, and publish as
+    /// a tower `Service`. Cheap to clone. See [`publish`](crate::publish).
     pub fn publisher(&self) -> Publisher {
         Publisher::new(Arc::clone(&self.inner.publisher))
-    }
-
-    /// Publish one message and wait for the stream to confirm it, retrying under the same
-    /// `Nats-Msg-Id` like the batching workers do.
-    ///
-    /// # Errors
-    /// Validation errors before sending; `TimedOut`, `NoStream` or `Rejected` after the last
-    /// attempt.
-    pub async fn publish_acked(
-        &self,
-        subject: &str,
-        payload: impl Into<Bytes>,
-    ) -> Result<PublishAck, PublishError> {
-        self.inner
-            .publisher
-            .publish_acked(subject, None, payload.into())
-            .await
-    }
-
-    /// Like [`Natty::publish_acked`], with headers.
-    ///
-    /// # Errors
-    /// See [`Natty::publish_acked`].
-    pub async fn publish_acked_with_headers(
-        &self,
-        subject: &str,
-        headers: HeaderMap,
-        payload: impl Into<Bytes>,
-    ) -> Result<PublishAck, PublishError> {
-        self.inner
-            .publisher
-            .publish_acked(subject, Some(headers), payload.into())
-            .await
-    }
-
-    /// Queue a reported failure again under its original headers and `Nats-Msg-Id`, so a
-    /// message that did reach the stream after all is not stored twice (within the stream's
-    /// duplicate window, two minutes by default).
-    ///
-    /// # Errors
-    /// See [`Natty::publish`].
-    pub async fn republish(&self, failure: PublishFailure) -> Result<(), PublishError> {
-        self.inner
-            .publisher
-            .publish(
-                &failure.subject,
-                Some(failure.headers),
-                failure.payload,
-                true,
-            )
-            .await
-    }
-
-    /// Messages accepted but not yet acked or reported failed.
-    pub fn queued(&self) -> usize {
-        self.inner.publisher.queued()
-    }
-
-    /// How `subject`'s publish worker gets messages to the stream, while one runs (it starts
-    /// with the subject's first publish and stops after its idle timeout): fast-ingest batches
-    /// or one publish per message. See [Paths](crate::publish#paths).
-    pub fn publish_path(&self, subject: &str) -> Option<PublishPath> {
-        self.inner.publisher.path(subject)
-    }
-
-    /// How many subjects have a publish worker running.
-    pub fn active_publishers(&self) -> usize {
-        self.inner.publisher.workers()
     }
 
     /// Wait until every message accepted so far is acked or reported failed. A report waits
@@ -261,37 +151,121 @@ impl Natty {
         self.inner.publisher.flush().await;
     }
 
-    /// Stop the worker of `subject` once it has published what it holds. Returns whether
-    /// there was one.
-    pub async fn delete_publisher(&self, subject: &str) -> bool {
-        self.inner.publisher.delete_publisher(subject).await
-    }
-
     /// Refuse new publishes and wait until every accepted message is acked or reported
     /// failed (Go natty's `ServiceShutdownContext`), like [`Natty::flush`]. Then flush the
     /// connection.
     pub async fn shutdown(&self) {
         self.inner.publisher.shutdown().await;
-        let _ = self.inner.client.flush().await;
+        let _ = self.client().flush().await;
+    }
+
+    /// The stream `name`, checked now; nothing is sent until a call on the handle. See
+    /// [`stream`](crate::stream).
+    ///
+    /// # Errors
+    /// `InvalidName`.
+    pub fn stream(&self, name: &str) -> Result<Stream, StreamError> {
+        Stream::open(&self.inner.connection, name)
+    }
+
+    /// Resolve the durable consumer `config` describes (checking its names, creating or
+    /// updating it on the server) and return its handle, to serve or consume as often as
+    /// needed.
+    ///
+    /// # Errors
+    /// `InvalidName` for a bad stream, consumer or filter name; `StreamNotFound` when the
+    /// stream does not exist; `Fetch` when the server cannot be asked.
+    pub async fn consumer(&self, config: ConsumeConfig) -> Result<Consumer, ConsumeError> {
+        Consumer::create(&self.inner.connection, config).await
+    }
+
+    /// Feed the durable consumer `config` describes (created or updated first) into
+    /// `service` until `shutdown` is cancelled; see [`consume`](crate::consume) for the
+    /// guarantees.
+    ///
+    /// # Errors
+    /// Only for problems that retrying cannot fix: invalid names, a missing stream
+    /// (returned at once); a service whose `poll_ready` fails (`NotReady`, returned after
+    /// draining as on shutdown, with the [`ConsumeSummary`] in its source).
+    pub fn serve<S>(
+        &self,
+        config: ConsumeConfig,
+        shutdown: CancellationToken,
+        service: S,
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + '_
+    where
+        S: Service<Message> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        // Proving `Send` here, where `S` is still generic, sidesteps a compiler limitation
+        // (higher-ranked `From` bounds on boxed errors) that callers spawning the future hit.
+        self.inner.connection.drive(config, None, shutdown, service)
+    }
+
+    /// Consume with an async closure until `shutdown` is cancelled (Go natty's `Consume`).
+    /// The handler should settle the message; one it leaves unsettled is acked after `Ok` and
+    /// nak'd after `Err`. Handler errors go to `tracing` and to
+    /// [`ConsumeConfig::failures`].
+    ///
+    /// # Errors
+    /// Only for problems that retrying cannot fix: invalid names, a missing stream.
+    pub async fn consume<F, Fut, E>(
+        &self,
+        config: ConsumeConfig,
+        shutdown: CancellationToken,
+        handler: F,
+    ) -> Result<ConsumeSummary, ConsumeError>
+    where
+        F: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.serve(config, shutdown, tower::service_fn(handler))
+            .await
+    }
+
+    /// The key/value bucket `name`, checked now (`[A-Za-z0-9_-]+`); nothing is sent until
+    /// its first call, which finds the bucket (or, for a write, creates it) once for every
+    /// clone. See [`kv`](crate::kv).
+    ///
+    /// # Errors
+    /// `InvalidBucket`.
+    pub fn bucket(&self, name: &str) -> Result<Bucket, KvError> {
+        Bucket::open(&self.inner.connection, name)
+    }
+
+    /// Start campaigning for `config`'s key in the background and return the handle; see
+    /// [`election`](crate::election).
+    ///
+    /// Creates the bucket (with the configured TTL, replicas and description) when it is
+    /// missing. The returned handle starts in
+    /// [`LeaderState::Unknown`](crate::LeaderState::Unknown).
+    ///
+    /// # Errors
+    /// `InvalidConfig` before anything is sent; `TtlMismatch` when the bucket exists with
+    /// another TTL; `Bucket` when it cannot be read or created.
+    pub async fn elect(&self, config: ElectionConfig) -> Result<Leadership, ElectionError> {
+        self.inner.connection.elect(config).await
+    }
+
+    /// The static group `group` on `stream`, its names checked now; see
+    /// [`group`](crate::group).
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a bad stream or group name.
+    pub fn static_group(&self, stream: &str, group: &str) -> Result<StaticGroup, GroupError> {
+        StaticGroup::open(&self.inner.connection, stream, group)
+    }
+
+    /// The elastic group `group` on `stream`, its names checked now; see
+    /// [`group`](crate::group).
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a bad stream or group name.
+    pub fn elastic_group(&self, stream: &str, group: &str) -> Result<ElasticGroup, GroupError> {
+        ElasticGroup::open(&self.inner.connection, stream, group)
     }
 }
 
-pub(crate) fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(['.', '-'])
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    found >= (major, minor)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn version_comparison() {
-        assert!(super::version_at_least("2.15.1", 2, 11));
-        assert!(super::version_at_least("v2.11.0-beta", 2, 11));
-        assert!(!super::version_at_least("2.10.26", 2, 11));
-        assert!(!super::version_at_least("", 2, 11));
-    }
-}
+pub(crate) use crate::server::version_at_least;

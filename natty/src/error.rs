@@ -27,6 +27,9 @@ use std::fmt;
 /// A type-erased error: a handler's or a tower service's, as tower's own layers return it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The error of a stream or consumer call.
+pub type StreamError = Error<StreamErrorKind>;
+
 /// An error with a kind to match on and the cause kept as `source`.
 ///
 /// `Display` shows the kind only; the cause is [`source`](std::error::Error::source). The
@@ -403,3 +406,19 @@ impl fmt::Display for ValidationError {
 }
 
 impl std::error::Error for ValidationError {}
+
+/// Sort an async-nats stream or consumer error into natty's kinds by its API error code or
+/// async-nats kind, keeping it as the source.
+pub(crate) fn classify_stream(err: impl std::error::Error + Send + Sync + 'static) -> StreamError {
+    let kind = match api_error_code(&err) {
+        Some(
+            async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+            | async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND
+            | async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND
+            | async_nats::jetstream::ErrorCode::SEQUENCE_NOT_FOUND,
+        ) => StreamErrorKind::NotFound,
+        _ if timed_out(&err) => StreamErrorKind::TimedOut,
+        _ => StreamErrorKind::JetStream,
+    };
+    Error::with_source(kind, err)
+}

@@ -5,14 +5,20 @@
 //! consumer management, key/value helpers and leader election, with bounded queues,
 //! `Nats-Msg-Id` de-duplication, typed errors and checks on every name before it is sent.
 //!
-//! | Go natty | natty |
-//! |---|---|
-//! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`], [`Natty::publisher`] (a tower `Service`) |
-//! | `PublishErrorCh`, `ErrorCh` | [`PublishConfig::failures`], [`ConsumeConfig::errors`] (a [`ReportSender`]) |
-//! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
-//! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
-//! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ...: shims over [`Natty::bucket`], a [`Bucket`] handle |
-//! | `AsLeader`, `HaveLeader`, `GetLeader` | [`Natty::as_leader`], [`Natty::have_leader`], [`Natty::get_leader`], and [`Natty::elect`] for a [`Leadership`] handle |
+//! [`Natty`] connects and hands out one handle per feature; each module documents its own:
+//!
+//! | feature | handle, from [`Natty`] | module |
+//! |---|---|---|
+//! | publishing (batched, bounded, de-duplicated) | [`Natty::publish`], [`Natty::publisher`]: a [`Publisher`], also a tower `Service` | [`publish`] |
+//! | consuming (durable pull consumers, any tower `Service`) | [`Natty::consumer`]: a [`Consumer`]; [`Natty::serve`], [`Natty::consume`] | [`consume`] |
+//! | streams and their consumers | [`Natty::stream`]: a [`Stream`] | [`stream`] |
+//! | key/value | [`Natty::bucket`]: a [`Bucket`] | [`kv`] |
+//! | leader election | [`Natty::elect`]: a [`Leadership`] | [`election`] |
+//! | partitioned consumer groups | [`Natty::static_group`], [`Natty::elastic_group`] | [`group`] |
+//! | failure reports (Go's `PublishErrorCh`, `ErrorCh`) | [`PublishConfig::failures`], [`ConsumeConfig::failures`]: a [`ReportSender`] | [`report`] |
+//!
+//! Coming from Go natty? Its flat names (`create_stream`, `get`, `put`, `as_leader`, ...) are
+//! on the [`GoNatty`](compat::GoNatty) extension trait; [`compat`] maps every one.
 //!
 //! Tower middleware for consumed messages lives in `natty-tower`, axum integration in
 //! `natty-axum`, and real `nats-server` processes for tests in `natty-testkit`.
@@ -30,7 +36,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let natty = Natty::connect(Config::from_env()).await?;
-//! natty.create_stream("ORDERS", ["orders.>"]).await?;
+//! natty.stream("ORDERS")?.create(["orders.>"]).await?;
 //! natty.publish("orders.created", "order 1").await?;
 //! natty.flush().await;
 //!
@@ -51,45 +57,48 @@
 
 mod backoff;
 mod client;
+pub mod compat;
 pub mod config;
 mod connect;
+mod connection;
 pub mod consume;
-pub mod consumer;
-mod consumer_handle;
 pub mod election;
 pub mod error;
 mod fast_ingest;
 pub mod group;
 pub mod header;
 pub mod kv;
-pub mod message;
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
 pub mod publish;
 pub mod publisher;
 pub mod report;
+mod server;
 pub mod stream;
 pub mod validate;
 
 pub use client::Natty;
 pub use config::{Config, Credentials, Secret};
 pub use connect::{ConnectError, ConnectionState};
-pub use consume::{ConsumeConfig, ConsumeError, ConsumeSummary, HandlerFailure};
-pub use consumer::ConsumerSettings;
-pub use consumer_handle::Consumer;
+pub use consume::message::{self, Message};
+pub use consume::{
+    ConsumeConfig, ConsumeError, ConsumeSummary, Consumer, ConsumerOptions, ConsumerSettings,
+    DeliverPolicy, HandlerFailure,
+};
 pub use election::{ElectionConfig, ElectionError, LeaderState, Leadership, Term};
 pub use error::{BoxError, Error};
+pub use group::{ElasticGroup, StaticGroup};
 pub use header::HeaderMap;
 pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
-pub use message::Message;
 pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
 pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
 pub use report::ReportSender;
-pub use stream::{ConsumerOptions, DeliverPolicy, StreamError};
+pub use server::ServerInfo;
+pub use stream::{Stream, StreamError};
 
 /// The async-nats release natty is built on: the escape hatch for what natty does not wrap
 /// ([`Natty::client`], [`Natty::jetstream`], [`Message::from_jetstream`], [`Natty::from_client`],
-/// [`Natty::create_stream_with`], the `From` conversions of [`HeaderMap`]). natty's own API
+/// [`Stream::create_with_config`], the `From` conversions of [`HeaderMap`]). natty's own API
 /// uses none of its types, so an async-nats release cannot break it; code that uses this
 /// re-export may have to change with async-nats releases.
 pub use async_nats;

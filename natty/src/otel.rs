@@ -1,8 +1,7 @@
 //! OpenTelemetry trace context in message headers (the `opentelemetry` feature).
 //!
-//! With the feature on, every publish (through [`Natty::publish`](crate::Natty::publish) and its
-//! variants, [`Natty::try_publish`](crate::Natty::try_publish) and the
-//! [`Publisher`](crate::Publisher) service) carries the trace context of the `tracing` span it
+//! With the feature on, every publish (through [`Natty::publish`](crate::Natty::publish), the
+//! [`Publisher`](crate::Publisher) handle's methods and its tower `Service`) carries the trace context of the `tracing` span it
 //! was called in, and a consumer makes that context the parent of its message span
 //! (`natty-tower`'s trace layer does, with its own `opentelemetry` feature; [`extract`] does it
 //! for code of your own). Spans become OpenTelemetry spans through `tracing-opentelemetry`.

@@ -174,11 +174,11 @@ impl PublishAck {
         let stream = jetstream
             .get_stream_no_info(&self.stream)
             .await
-            .map_err(crate::stream::classify)?;
+            .map_err(crate::error::classify_stream)?;
         let stored = stream
             .get_raw_message(self.sequence)
             .await
-            .map_err(crate::stream::classify)?;
+            .map_err(crate::error::classify_stream)?;
         Ok(StoredMessage {
             subject: stored.subject.to_string(),
             sequence: stored.sequence,

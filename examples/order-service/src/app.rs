@@ -11,7 +11,7 @@ use axum::Router;
 use natty_axum::extract::{Json, Path};
 use natty_axum::leader::{LeaderOnlyLayer, RequireLeader};
 use natty_axum::rejection::{KvRejection, PublishRejection};
-use natty_axum::{fallback, health, subject, IdempotencyKey, Kv, NattyState, Publisher};
+use natty_axum::{fallback, health, subject, AckedPublisher, IdempotencyKey, Kv, NattyState};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 
@@ -69,7 +69,7 @@ pub(crate) fn router(state: NattyState) -> Router {
 /// reused for another order is refused with 422. The id must be usable in the subject and as
 /// the status key, or the order could never be read back.
 async fn create_order(
-    publisher: Publisher,
+    publisher: AckedPublisher,
     key: Option<IdempotencyKey>,
     Json(order): Json<Order>,
 ) -> Result<Response, PublishRejection> {
@@ -77,7 +77,7 @@ async fn create_order(
     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
     let payload = serde_json::to_vec(&order).expect("an Order of strings and numbers serializes");
     let ack = publisher
-        .publish_with_headers(&subject, headers, payload)
+        .publish_acked_with_headers(&subject, headers, payload)
         .await?;
     let body = serde_json::json!({
         "id": order.id,

@@ -37,9 +37,10 @@ impl Node {
         peers: &[(String, String)],
     ) -> Result<Self, Error> {
         let natty = Natty::connect(config.name(name)).await?;
-        natty.create_stream("ORDERS", [ORDER_SUBJECTS]).await?;
+        natty.stream("ORDERS")?.create([ORDER_SUBJECTS]).await?;
         natty
-            .create_stream(worker::DEAD_LETTER_STREAM, [worker::DEAD_LETTER_SUBJECT])
+            .stream(worker::DEAD_LETTER_STREAM)?
+            .create([worker::DEAD_LETTER_SUBJECT])
             .await?;
         let election =
             ElectionConfig::new("order_service_leader", "admin", name).ttl(Duration::from_secs(5));

@@ -1,8 +1,8 @@
 //! `axum-publish`: requests per second through an axum route that publishes with
-//! natty-axum's `Publisher` extractor behind its leader-only layer, against a plain axum route
+//! natty-axum's `AckedPublisher` extractor behind its leader-only layer, against a plain axum route
 //! that publishes with a cloned async-nats JetStream context.
 //!
-//! natty-axum's `Publisher` answers once the stream has stored the message, so the baseline
+//! natty-axum's `AckedPublisher` answers once the stream has stored the message, so the baseline
 //! waits for its publish ack as well: both sides answer 204 after the same guarantee. The
 //! load comes from 32 keep-alive connections in this process.
 
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use natty::{CancellationToken, ElectionConfig};
 use natty_axum::leader::LeaderOnlyLayer;
 use natty_axum::rejection::PublishRejection;
-use natty_axum::{NattyState, Publisher};
+use natty_axum::{AckedPublisher, NattyState};
 
 use super::{check_count, payload, sides, Bench, BoxError, Comparison, Side, ROUNDS};
 use crate::load;
@@ -34,7 +34,7 @@ const REQUESTS: usize = 20_000;
 /// The comparison.
 pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     let requests = bench.count(REQUESTS);
-    bench.natty.create_stream(STREAM, ["bench.axum.>"]).await?;
+    bench.natty.stream(STREAM)?.create(["bench.axum.>"]).await?;
     let stop = CancellationToken::new();
 
     let leadership = bench
@@ -86,10 +86,10 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
 }
 
 pub(crate) async fn natty_publish(
-    publisher: Publisher,
+    publisher: AckedPublisher,
     body: Bytes,
 ) -> Result<StatusCode, PublishRejection> {
-    publisher.publish(NATTY_SUBJECT, body).await?;
+    publisher.publish_acked(NATTY_SUBJECT, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

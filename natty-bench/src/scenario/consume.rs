@@ -198,7 +198,11 @@ async fn natty_stack(
         handled.load(Ordering::Relaxed),
     )?;
     check_count("natty consume", summary.handled, count)?;
-    bench.natty.delete_consumer(stream, &durable).await?;
+    bench
+        .natty
+        .stream(stream)?
+        .delete_consumer(&durable)
+        .await?;
     Ok(per_second(count, elapsed))
 }
 

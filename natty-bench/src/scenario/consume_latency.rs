@@ -112,7 +112,11 @@ impl Timed<'_> {
         // The reader's own failure says more than a missing message does.
         reader.await??;
         let mut latencies = latencies?;
-        self.bench.natty.delete_consumer(STREAM, &durable).await?;
+        self.bench
+            .natty
+            .stream(STREAM)?
+            .delete_consumer(&durable)
+            .await?;
 
         latencies.sort_unstable();
         let (p50, p99) = (percentile(&latencies, 50), percentile(&latencies, 99));

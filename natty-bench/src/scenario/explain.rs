@@ -40,7 +40,7 @@ async fn axum(bench: &Bench) -> Result<(), BoxError> {
     use axum::Router;
 
     let requests = bench.count(20_000);
-    bench.natty.create_stream(STREAM, ["bench.axum.>"]).await?;
+    bench.natty.stream(STREAM)?.create(["bench.axum.>"]).await?;
     let stop = CancellationToken::new();
     let state = natty_axum::NattyState::builder(bench.natty.clone())
         .allow_subjects("bench.axum.>")
@@ -65,7 +65,7 @@ async fn axum(bench: &Bench) -> Result<(), BoxError> {
         bench.purge(STREAM).await?;
         let plain = crate::load::post(with_id, PATH, payload(), CONNECTIONS, requests).await?;
         println!(
-            "  explain axum: natty Publisher without the leader layer {natty:.0} req/s; plain axum + async-nats with a Nats-Msg-Id {plain:.0} req/s"
+            "  explain axum: natty AckedPublisher without the leader layer {natty:.0} req/s; plain axum + async-nats with a Nats-Msg-Id {plain:.0} req/s"
         );
     }
     stop.cancel();
@@ -76,7 +76,8 @@ async fn publish(bench: &Bench) -> Result<(), BoxError> {
     let count = bench.count(150_000);
     bench
         .natty
-        .create_stream(PUBLISH_STREAM, ["bench.explain.publish"])
+        .stream(PUBLISH_STREAM)?
+        .create(["bench.explain.publish"])
         .await?;
     let payload = payload();
     for round in 0..3 {
@@ -192,7 +193,8 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
     let count = bench.count(50_000);
     bench
         .natty
-        .create_stream(CONSUME_STREAM, ["bench.explain.consume"])
+        .stream(CONSUME_STREAM)?
+        .create(["bench.explain.consume"])
         .await?;
     bench.purge(CONSUME_STREAM).await?;
     let payload = payload();
@@ -232,7 +234,8 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
         let (requests, asked) = probe.finish();
         bench
             .natty
-            .delete_consumer(CONSUME_STREAM, &durable)
+            .stream(CONSUME_STREAM)?
+            .delete_consumer(&durable)
             .await?;
 
         // The same with the scenario's stack.
@@ -254,7 +257,8 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
         let stacked = per_second(count, start.elapsed());
         bench
             .natty
-            .delete_consumer(CONSUME_STREAM, &durable)
+            .stream(CONSUME_STREAM)?
+            .delete_consumer(&durable)
             .await?;
         println!(
             "  explain consume (concurrency {concurrency}): natty driver, bare handler {bare:.0} msg/s, {requests} pull requests asking {:.1} messages each; with the stack {stacked:.0} msg/s",
@@ -288,7 +292,11 @@ async fn consume(bench: &Bench) -> Result<(), BoxError> {
             )
             .await?;
         let end = Instant::now();
-        bench.natty.delete_consumer(CONSUME_STREAM, durable).await?;
+        bench
+            .natty
+            .stream(CONSUME_STREAM)?
+            .delete_consumer(durable)
+            .await?;
         let calls = calls.lock().unwrap_or_else(|p| p.into_inner());
         if let (Some(first), Some(last)) = (calls.first(), calls.last()) {
             println!(

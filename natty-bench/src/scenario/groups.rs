@@ -31,7 +31,8 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     let count = bench.count(MESSAGES).max(KEYS);
     bench
         .natty
-        .create_partitioned_stream(STREAM, &Partitioning::new("bench.groups.*", PARTITIONS))
+        .stream(STREAM)?
+        .create_partitioned(&Partitioning::new("bench.groups.*", PARTITIONS))
         .await?;
     bench.purge(STREAM).await?;
     for n in 0..count {
@@ -68,11 +69,8 @@ async fn group(bench: &Bench, round: usize, count: usize) -> Result<f64, BoxErro
     let started = Instant::now();
     bench
         .natty
-        .create_static_group(
-            STREAM,
-            &name,
-            &StaticGroupConfig::with_members(PARTITIONS, MEMBERS),
-        )
+        .static_group(STREAM, &name)?
+        .create(&StaticGroupConfig::with_members(PARTITIONS, MEMBERS))
         .await?;
     let mut members = Vec::new();
     for member in MEMBERS {
@@ -87,12 +85,11 @@ async fn group(bench: &Bench, round: usize, count: usize) -> Result<f64, BoxErro
                 Ok::<_, std::convert::Infallible>(())
             }
         });
-        let natty = bench.natty.clone();
-        let config =
-            MemberConfig::new(STREAM, &name, member).shutdown_grace(Duration::from_secs(1));
+        let group = bench.natty.static_group(STREAM, &name)?;
+        let config = MemberConfig::new(member).shutdown_grace(Duration::from_secs(1));
         let stop = shutdown.clone();
         members.push(tokio::spawn(async move {
-            natty.serve_static_member(config, stop, handler).await
+            group.serve(config, stop, handler).await
         }));
     }
     all_done.notified().await;
@@ -101,7 +98,7 @@ async fn group(bench: &Bench, round: usize, count: usize) -> Result<f64, BoxErro
     for member in members {
         member.await??;
     }
-    bench.natty.delete_static_group(STREAM, &name).await?;
+    bench.natty.static_group(STREAM, &name)?.delete().await?;
     Ok(per_second(count, elapsed))
 }
 

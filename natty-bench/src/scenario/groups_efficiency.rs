@@ -49,10 +49,8 @@ const HANDLER_TIME: Duration = Duration::from_millis(1);
 pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     bench
         .natty
-        .create_partitioned_stream(
-            STREAM,
-            &Partitioning::new(format!("{PREFIX}.*"), PARTITIONS),
-        )
+        .stream(STREAM)?
+        .create_partitioned(&Partitioning::new(format!("{PREFIX}.*"), PARTITIONS))
         .await?;
     let keys = balanced_keys(bench).await?;
     let count = bench.count(MESSAGES).div_ceil(keys.len()) * keys.len();
@@ -182,11 +180,8 @@ async fn serve_all_partitions(
     let group = format!("lanes{round}");
     bench
         .natty
-        .create_static_group(
-            STREAM,
-            &group,
-            &StaticGroupConfig::with_members(PARTITIONS, [MEMBER]),
-        )
+        .static_group(STREAM, &group)?
+        .create(&StaticGroupConfig::with_members(PARTITIONS, [MEMBER]))
         .await?;
     let calls = Arc::new(Mutex::new(Calls::default()));
     let all_done = Arc::new(Notify::new());
@@ -206,10 +201,9 @@ async fn serve_all_partitions(
         }
     });
     let shutdown = CancellationToken::new();
-    let config = MemberConfig::new(STREAM, &group, MEMBER).shutdown_grace(Duration::from_secs(1));
-    let serving = bench
-        .natty
-        .serve_static_member(config, shutdown.clone(), handler);
+    let config = MemberConfig::new(MEMBER).shutdown_grace(Duration::from_secs(1));
+    let handle = bench.natty.static_group(STREAM, &group)?;
+    let serving = handle.serve(config, shutdown.clone(), handler);
     tokio::pin!(serving);
     tokio::select! {
         served = &mut serving => {
@@ -220,7 +214,7 @@ async fn serve_all_partitions(
     }
     let summary = serving.await?;
     check_count("groups-efficiency", summary.handled, count)?;
-    bench.natty.delete_static_group(STREAM, &group).await?;
+    bench.natty.static_group(STREAM, &group)?.delete().await?;
     let calls = calls.lock().unwrap_or_else(PoisonError::into_inner);
     Ok(calls.clone())
 }

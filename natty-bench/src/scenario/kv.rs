@@ -22,7 +22,7 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     let value = payload();
     // natty creates the bucket with its settings on first write; both sides then use it.
     for key in &keys {
-        bench.natty.put(BUCKET, key, value.clone()).await?;
+        bench.natty.bucket(BUCKET)?.put(key, value.clone()).await?;
     }
     let store = bench.jetstream.get_key_value(BUCKET).await?;
 
@@ -69,7 +69,7 @@ async fn natty_put(
 ) -> Result<f64, BoxError> {
     let start = Instant::now();
     for key in keys.iter().cycle().take(calls) {
-        bench.natty.put(BUCKET, key, value.clone()).await?;
+        bench.natty.bucket(BUCKET)?.put(key, value.clone()).await?;
     }
     Ok(per_second(calls, start.elapsed()))
 }
@@ -90,7 +90,7 @@ async fn store_put(
 async fn natty_get(bench: &Bench, keys: &[String], calls: usize) -> Result<f64, BoxError> {
     let start = Instant::now();
     for key in keys.iter().cycle().take(calls) {
-        let value = bench.natty.get(BUCKET, key).await?;
+        let value = bench.natty.bucket(BUCKET)?.get(key).await?;
         if value.is_none() {
             return Err(format!("natty get: {key} has no value").into());
         }

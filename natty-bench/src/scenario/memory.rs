@@ -111,7 +111,7 @@ pub(crate) async fn child(calls: usize) -> Result<(), BoxError> {
         .queue_capacity(QUEUE_CAPACITY)
         .window(WINDOW);
     let natty = Natty::connect(natty::Config::new([server.url()]).publish(publish)).await?;
-    natty.create_stream(STREAM, [SUBJECT]).await?;
+    natty.stream(STREAM)?.create([SUBJECT]).await?;
     // Warm up the worker, the runtime and the connection while the server is up.
     for _ in 0..1_000 {
         natty
@@ -134,7 +134,10 @@ pub(crate) async fn child(calls: usize) -> Result<(), BoxError> {
     let start = Instant::now();
     for _ in 0..calls {
         // A fresh payload per call, so what the queue holds is really held.
-        match natty.try_publish(SUBJECT, Bytes::from(vec![b'x'; PAYLOAD_SIZE])) {
+        match natty
+            .publisher()
+            .try_publish(SUBJECT, Bytes::from(vec![b'x'; PAYLOAD_SIZE]))
+        {
             Ok(()) => accepted += 1,
             Err(err) if err.kind() == PublishErrorKind::Full => full += 1,
             Err(err) => return Err(err.into()),

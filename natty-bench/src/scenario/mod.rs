@@ -93,19 +93,20 @@ impl Bench {
         match storage {
             Storage::File => {
                 self.natty
-                    .create_stream(name, subjects.iter().copied())
+                    .stream(name)?
+                    .create(subjects.iter().copied())
                     .await?
             }
-            // What `create_stream` sends, storage aside: natty has no setting for storage.
+            // What `Stream::create` sends, storage aside: natty has no setting for storage.
             Storage::Memory => {
                 self.natty
-                    .create_stream_with(stream::Config {
-                        name: name.to_owned(),
+                    .stream(name)?
+                    .create_with_config(stream::Config {
                         subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
                         retention: RetentionPolicy::Limits,
                         storage: StorageType::Memory,
                         max_age: natty::stream::DEFAULT_MAX_AGE,
-                        allow_batch_publish: self.natty.supports_fast_ingest(),
+                        allow_batch_publish: self.natty.server_info().supports_fast_ingest(),
                         ..Default::default()
                     })
                     .await?

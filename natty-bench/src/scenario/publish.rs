@@ -121,7 +121,7 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     if !fast_ingest_supported(bench) {
         println!(
             "  publish-vs-fast-ingest skipped: nats-server {} has no fast ingest (2.14+)",
-            bench.natty.server_version()
+            bench.natty.server_info().version()
         );
         return Ok(lines);
     }
@@ -174,7 +174,7 @@ async fn on_both_storages(
 
 /// Fast ingest (ADR-50) came with nats-server 2.14.
 fn fast_ingest_supported(bench: &Bench) -> bool {
-    let version = bench.natty.server_version();
+    let version = bench.natty.server_info().version();
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 14)
 }

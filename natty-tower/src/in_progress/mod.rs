@@ -38,7 +38,7 @@ mod layer;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use natty::consumer::DEFAULT_ACK_WAIT;
+use natty::consume::DEFAULT_ACK_WAIT;
 use natty::Message;
 use tower::Service;
 

@@ -1,4 +1,4 @@
-//! The driver behind [`Natty::serve`]: one [`Pull`] feeding one [`Engine`], and the recovery
+//! The driver behind [`Natty::serve`](crate::Natty::serve): one [`Pull`] feeding one [`Engine`], and the recovery
 //! of the consumer when the server stops answering as a live consumer does.
 //!
 //! The `select!` only moves things between the two: a message pulled waits in `waiting` until
@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::engine::{Engine, Event};
+use super::options::create_durable;
 use super::pull::{Budget, Pull, Pulled};
+use super::settings::ConsumerSettings;
 use super::{ConsumeConfig, ConsumeError, ConsumeSummary, NotReadyError};
 use crate::backoff::Backoff;
-use crate::consumer::ConsumerSettings;
+use crate::connection::Connection;
 use crate::error::{BoxError, ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{DeliveringConsumer, Message};
-use crate::Natty;
 
 /// The pauses before the consumer is recreated after trouble.
 const PAUSES: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -31,7 +32,7 @@ const PAUSES: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_s
 /// A recreation of the consumer under way (boxed: it happens after trouble, not per message).
 type Recovery<'a> = Pin<Box<dyn Future<Output = Result<PullConsumer, ConsumeError>> + Send + 'a>>;
 
-impl Natty {
+impl Connection {
     /// Serve `config`'s durable consumer; `resolved` is the consumer when a
     /// [`Consumer`](crate::Consumer) handle created it already.
     pub(crate) async fn drive<S>(
@@ -237,7 +238,8 @@ impl Natty {
         &self,
         config: &ConsumeConfig,
     ) -> Result<PullConsumer, ConsumeError> {
-        self.pull_consumer(
+        create_durable(
+            self,
             &config.stream,
             &config.durable,
             &config.filter_subjects,

@@ -52,30 +52,29 @@
 //! # }
 //! ```
 
+mod consumer;
 mod driver;
 pub(crate) mod engine;
+pub mod message;
+pub(crate) mod options;
 mod panic;
 mod pull;
+mod settings;
 
+pub use consumer::Consumer;
 pub(crate) use driver::sleep_until_opt;
+pub use message::Message;
+pub use options::{ConsumerOptions, DeliverPolicy};
 pub use panic::{CatchUnwind, PanicMessage};
+pub use settings::{ConsumerSettings, DEFAULT_ACK_WAIT};
 
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tower::Service;
-
-#[cfg(doc)]
-use crate::consumer::ConsumerSettings;
 use crate::error::{BoxError, ConsumeErrorKind, Error};
 #[cfg(doc)]
 use crate::message::Acker;
-use crate::message::Message;
 use crate::report::ReportSender;
-use crate::stream::ConsumerOptions;
-use crate::Natty;
 
 /// The source of a [`ConsumeErrorKind::NotReady`] error: what the run did before it stopped,
 /// and why the service was not ready.
@@ -110,7 +109,7 @@ impl std::error::Error for NotReadyError {
     }
 }
 
-/// The error of [`Natty::consume`] and [`Natty::serve`].
+/// The error of [`Natty::consume`](crate::Natty::consume) and [`Natty::serve`](crate::Natty::serve).
 pub type ConsumeError = Error<ConsumeErrorKind>;
 
 /// A handler error with the message it happened on (Go natty's `ErrorCh` reports).
@@ -241,51 +240,5 @@ impl ConsumeSummary {
         std::error::Error::source(err)?
             .downcast_ref::<NotReadyError>()
             .map(NotReadyError::summary)
-    }
-}
-
-impl Natty {
-    /// Consume with an async closure until `shutdown` is cancelled (Go natty's `Consume`).
-    /// The handler should settle the message; one it leaves unsettled is acked after `Ok` and
-    /// nak'd after `Err`. Handler errors go to `tracing` and to [`ConsumeConfig::errors`].
-    ///
-    /// # Errors
-    /// Only for problems that retrying cannot fix: invalid names, a missing stream.
-    pub async fn consume<F, Fut, E>(
-        &self,
-        config: ConsumeConfig,
-        shutdown: CancellationToken,
-        handler: F,
-    ) -> Result<ConsumeSummary, ConsumeError>
-    where
-        F: FnMut(Message) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        self.serve(config, shutdown, tower::service_fn(handler))
-            .await
-    }
-
-    /// Feed the durable consumer into `service` until `shutdown` is cancelled; see the
-    /// module docs for the guarantees.
-    ///
-    /// # Errors
-    /// Only for problems that retrying cannot fix: invalid names, a missing stream
-    /// (returned at once); a service whose `poll_ready` fails (`NotReady`, returned after
-    /// draining as on shutdown, with the [`ConsumeSummary`] in its source).
-    pub fn serve<S>(
-        &self,
-        config: ConsumeConfig,
-        shutdown: CancellationToken,
-        service: S,
-    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + '_
-    where
-        S: Service<Message> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-    {
-        // Proving `Send` here, where `S` is still generic, sidesteps a compiler limitation
-        // (higher-ranked `From` bounds on boxed errors) that callers spawning the future hit.
-        self.drive(config, None, shutdown, service)
     }
 }

@@ -11,7 +11,7 @@ use crate::validate;
 /// The bucket TTL used when none is set (Go natty's `DefaultAsLeaderBucketTTL`).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
-/// How often [`Natty::as_leader`](crate::Natty::as_leader) runs its function when none is set
+/// How often [`GoNatty::as_leader`](crate::compat::GoNatty::as_leader) runs its function when none is set
 /// (Go natty's default looper interval).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -82,7 +82,7 @@ impl ElectionConfig {
         self
     }
 
-    /// How often [`Natty::as_leader`](crate::Natty::as_leader) runs its function while
+    /// How often [`GoNatty::as_leader`](crate::compat::GoNatty::as_leader) runs its function while
     /// leader (Go natty's `Looper`; default 1 s).
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;

@@ -2,8 +2,9 @@
 //!
 //! Go natty's `AsLeader` renews its key with a read and a blind `Put`, keeps running its
 //! function after losing leadership, and leaves its key behind on shutdown. This module
-//! keeps its easy API ([`Natty::as_leader`], [`Natty::have_leader`], [`Natty::get_leader`])
-//! and adds a [`Leadership`] handle from [`Natty::elect`], built on these rules:
+//! keeps its easy API (`as_leader`, `have_leader`, `get_leader` on
+//! [`GoNatty`](crate::compat::GoNatty)) and adds a [`Leadership`] handle from
+//! [`Natty::elect`](crate::Natty::elect), built on these rules:
 //!
 //! 1. A term is won with a create (a write expecting no value); the revision it returns is
 //!    the term's **fencing token**, strictly increasing across terms.
@@ -61,7 +62,6 @@
 //! ```
 
 mod campaign;
-mod compat;
 mod config;
 mod error;
 mod leadership;
@@ -77,14 +77,14 @@ pub use config::{ElectionConfig, DEFAULT_INTERVAL, DEFAULT_TTL};
 pub use error::{ElectionError, ElectionErrorKind};
 pub use leadership::{LeaderState, LeaderWatch, Leadership, Term};
 
+use crate::connection::Connection;
 use crate::error::{Error, ValidationError};
-use crate::Natty;
 use campaign::Campaign;
 use config::Timings;
 use error::bucket_error;
 use leadership::TermSlot;
 
-impl Natty {
+impl Connection {
     /// Start campaigning for `config`'s key in the background and return the handle.
     ///
     /// Creates the bucket (with the configured TTL, replicas and description) when it is
@@ -93,7 +93,7 @@ impl Natty {
     /// # Errors
     /// `InvalidConfig` before anything is sent; `TtlMismatch` when the bucket exists with
     /// another TTL; `Bucket` when it cannot be read or created.
-    pub async fn elect(&self, config: ElectionConfig) -> Result<Leadership, ElectionError> {
+    pub(crate) async fn elect(&self, config: ElectionConfig) -> Result<Leadership, ElectionError> {
         config.validate()?;
         let store = self.election_bucket(&config).await?;
         if store.use_jetstream_prefix {
@@ -107,7 +107,8 @@ impl Natty {
             ));
         }
         let info = store.status().await.map_err(bucket_error)?;
-        let per_key_ttl = self.supports_message_ttl() && info.info.config.allow_message_ttl;
+        let per_key_ttl =
+            self.server().supports_message_ttl() && info.info.config.allow_message_ttl;
         let timings = Timings::new(&config, per_key_ttl);
         let subject = format!(
             "{}{}",

@@ -6,8 +6,8 @@ use async_nats::jetstream::ErrorCode;
 
 use super::config::{config_key, consumer_name, StaticGroupConfig, PRIORITY_GROUP, STATIC_BUCKET};
 use super::error::{invalid, not_member, refused, GroupError, GroupErrorKind};
+use crate::connection::Connection;
 use crate::error::Error;
-use crate::Natty;
 
 /// What natty reads from an async-nats error kind: the server's error code, if any, and
 /// whether the call timed out.
@@ -153,9 +153,9 @@ impl Partitioning {
     }
 }
 
-impl Natty {
+impl Connection {
     pub(crate) fn require_groups(&self) -> Result<(), GroupError> {
-        if crate::client::version_at_least(&self.server_version(), 2, 11) {
+        if self.server().supports_message_ttl() {
             Ok(())
         } else {
             Err(Error::new(GroupErrorKind::Unsupported))
@@ -169,10 +169,11 @@ impl Natty {
     /// # Errors
     /// `InvalidConfig` for a bad name or a filter with no `*` wildcard; `ConfigDrift` when
     /// the stream exists with another transform.
-    pub async fn create_partitioned_stream(
+    pub(crate) async fn create_partitioned_stream(
         &self,
         name: &str,
         partitioning: &Partitioning,
+        max_age: std::time::Duration,
     ) -> Result<(), GroupError> {
         check_name("stream name", name)?;
         crate::validate::filter_subject(&partitioning.subjects)
@@ -211,7 +212,7 @@ impl Natty {
                         subjects: vec![partitioning.subjects.clone()],
                         subject_transform: Some(transform),
                         num_replicas: partitioning.replicas,
-                        max_age: crate::stream::DEFAULT_MAX_AGE,
+                        max_age,
                         ..Default::default()
                     })
                     .await
@@ -229,7 +230,7 @@ impl Natty {
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig` before sending; `StreamNotFound`;
     /// `ConfigDrift` when the group exists with another configuration.
-    pub async fn create_static_group(
+    pub(crate) async fn create_static_group(
         &self,
         stream: &str,
         group: &str,
@@ -277,7 +278,7 @@ impl Natty {
     /// # Errors
     /// `NotFound` for an unknown group; `InvalidConfig` when the stored JSON breaks orbit's
     /// rules; `Unsupported` before 2.11.
-    pub async fn static_group(
+    pub(crate) async fn static_group(
         &self,
         stream: &str,
         group: &str,
@@ -297,7 +298,7 @@ impl Natty {
     ///
     /// # Errors
     /// Those of [`Natty::static_group`]; `NotMember` when `member` is not in the group.
-    pub async fn static_member_partitions(
+    pub(crate) async fn static_member_partitions(
         &self,
         stream: &str,
         group: &str,
@@ -314,7 +315,7 @@ impl Natty {
     ///
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig` for a bad stream name; server errors.
-    pub async fn list_static_groups(&self, stream: &str) -> Result<Vec<String>, GroupError> {
+    pub(crate) async fn list_static_groups(&self, stream: &str) -> Result<Vec<String>, GroupError> {
         self.require_groups()?;
         check_name("stream name", stream)?;
         match self.static_bucket(None).await? {
@@ -328,7 +329,11 @@ impl Natty {
     ///
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig`; `StreamNotFound`; server errors.
-    pub async fn delete_static_group(&self, stream: &str, group: &str) -> Result<(), GroupError> {
+    pub(crate) async fn delete_static_group(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<(), GroupError> {
         use futures_util::TryStreamExt;
 
         self.require_groups()?;
@@ -361,7 +366,7 @@ impl Natty {
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig`; `StreamNotFound`; server errors (no such
     /// consumer, nobody pinned).
-    pub async fn static_member_step_down(
+    pub(crate) async fn static_member_step_down(
         &self,
         stream: &str,
         group: &str,
@@ -391,7 +396,7 @@ impl Natty {
 /// The group bucket `name`; created (file storage, as orbit does) with `replicas` when given
 /// and missing.
 pub(crate) async fn bucket(
-    natty: &Natty,
+    natty: &Connection,
     name: &str,
     create_with_replicas: Option<usize>,
 ) -> Result<Option<kv::Store>, GroupError> {

@@ -19,8 +19,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::admin::js;
 use super::config::{config_key, MemberMapping, StaticGroupConfig};
 use super::error::{invalid, not_member, refused, GroupError, GroupErrorKind};
+use crate::connection::Connection;
 use crate::error::Error;
-use crate::Natty;
 
 /// The key/value bucket orbit keeps elastic groups' configurations in.
 pub const ELASTIC_BUCKET: &str = "elastic-consumer-groups";
@@ -254,7 +254,7 @@ impl ElasticGroupConfig {
     }
 }
 
-impl Natty {
+impl Connection {
     /// Create the elastic group `group` on `stream`: its configuration where orbit keeps it,
     /// and its work-queue stream sourcing `stream` with the partition token inserted, with the
     /// original's replicas and storage. Idempotent for the same partitions, filters and limits
@@ -263,7 +263,7 @@ impl Natty {
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig`; `StreamNotFound`; `ConfigDrift` when the
     /// group exists with other partitions, filters or limits.
-    pub async fn create_elastic_group(
+    pub(crate) async fn create_elastic_group(
         &self,
         stream: &str,
         group: &str,
@@ -344,7 +344,7 @@ impl Natty {
     /// # Errors
     /// `NotFound` for an unknown group; `InvalidConfig` for a stored configuration that
     /// breaks orbit's rules; `Unsupported` before 2.11.
-    pub async fn elastic_group(
+    pub(crate) async fn elastic_group(
         &self,
         stream: &str,
         group: &str,
@@ -374,7 +374,10 @@ impl Natty {
     ///
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig`; server errors.
-    pub async fn list_elastic_groups(&self, stream: &str) -> Result<Vec<String>, GroupError> {
+    pub(crate) async fn list_elastic_groups(
+        &self,
+        stream: &str,
+    ) -> Result<Vec<String>, GroupError> {
         self.require_groups()?;
         super::admin::check_name("stream name", stream)?;
         match self.elastic_bucket(None).await? {
@@ -387,7 +390,11 @@ impl Natty {
     ///
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig`; server errors.
-    pub async fn delete_elastic_group(&self, stream: &str, group: &str) -> Result<(), GroupError> {
+    pub(crate) async fn delete_elastic_group(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<(), GroupError> {
         self.require_groups()?;
         super::admin::check_names(stream, group)?;
         if let Some(store) = self.elastic_bucket(None).await? {
@@ -413,7 +420,7 @@ impl Natty {
     /// `InvalidConfig` when the group uses member mappings; `ConfigDrift` when the
     /// configuration changed in between (compare-and-set lost); those of
     /// [`Natty::elastic_group`].
-    pub async fn add_elastic_members<I, S>(
+    pub(crate) async fn add_elastic_members<I, S>(
         &self,
         stream: &str,
         group: &str,
@@ -438,7 +445,7 @@ impl Natty {
     ///
     /// # Errors
     /// See [`Natty::add_elastic_members`].
-    pub async fn drop_elastic_members<I, S>(
+    pub(crate) async fn drop_elastic_members<I, S>(
         &self,
         stream: &str,
         group: &str,
@@ -483,7 +490,7 @@ impl Natty {
     /// # Errors
     /// `InvalidConfig` for mappings that break orbit's rules; those of
     /// [`Natty::elastic_group`].
-    pub async fn set_elastic_mappings(
+    pub(crate) async fn set_elastic_mappings(
         &self,
         stream: &str,
         group: &str,
@@ -501,7 +508,7 @@ impl Natty {
     ///
     /// # Errors
     /// Those of [`Natty::elastic_group`].
-    pub async fn delete_elastic_mappings(
+    pub(crate) async fn delete_elastic_mappings(
         &self,
         stream: &str,
         group: &str,
@@ -516,7 +523,7 @@ impl Natty {
     ///
     /// # Errors
     /// Those of [`Natty::elastic_group`]; `NotMember`.
-    pub async fn elastic_member_partitions(
+    pub(crate) async fn elastic_member_partitions(
         &self,
         stream: &str,
         group: &str,
@@ -533,7 +540,7 @@ impl Natty {
     ///
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig`; server errors.
-    pub async fn elastic_member_step_down(
+    pub(crate) async fn elastic_member_step_down(
         &self,
         stream: &str,
         group: &str,

@@ -22,14 +22,14 @@ use tower::Service;
 use super::config::{config_key, consumer_name, StaticGroupConfig, PRIORITY_GROUP};
 use super::error::{not_member, refused, GroupError, GroupErrorKind};
 use crate::backoff::Backoff;
+use crate::connection::Connection;
 use crate::consume::engine::{Engine, Event, Expiry, Finished, Outcome, Steady, Tally};
+use crate::consume::ConsumerSettings;
 use crate::consume::{sleep_until_opt, HandlerFailure};
-use crate::consumer::ConsumerSettings;
 use crate::error::BoxError;
 use crate::error::Error;
 use crate::message::{Acker, DeliveringConsumer, Message, Settlement};
 use crate::report::ReportSender;
-use crate::Natty;
 
 /// The header a pinned client's messages carry its pin in.
 const PIN_ID: &str = "Nats-Pin-Id";
@@ -54,15 +54,20 @@ pub struct MemberConfig {
 }
 
 impl MemberConfig {
-    /// Serve `member` of the static group `group` on `stream`.
-    pub fn new(
-        stream: impl Into<String>,
-        group: impl Into<String>,
-        member: impl Into<String>,
-    ) -> Self {
+    /// The configuration for `member` of `group` on `stream`, as the group's handle serves it.
+    pub(crate) fn in_group(mut self, stream: &str, group: &str) -> Self {
+        stream.clone_into(&mut self.stream);
+        group.clone_into(&mut self.group);
+        self
+    }
+
+    /// Serve `member` of the group whose handle serves this configuration
+    /// ([`StaticGroup::serve`](crate::group::StaticGroup::serve),
+    /// [`ElasticGroup::serve`](crate::group::ElasticGroup::serve)).
+    pub fn new(member: impl Into<String>) -> Self {
         Self {
-            stream: stream.into(),
-            group: group.into(),
+            stream: String::new(),
+            group: String::new(),
             member: member.into(),
             ack_wait: Duration::from_secs(5),
             max_deliver: 0,
@@ -311,7 +316,7 @@ struct Gate {
     check_at: Instant,
 }
 
-impl Natty {
+impl Connection {
     /// Serve `member` of a static group with `service` until `shutdown` is cancelled: one
     /// call at a time per partition, partitions concurrently, the partition token stripped
     /// from the subject (and kept as a [`Partition`] extension). See the [module
@@ -322,7 +327,7 @@ impl Natty {
     /// group), `NotMember` at start; `ConfigDrift` when the member's consumer exists with
     /// other settings or the group's configuration changes while serving; `Deleted` when the
     /// group is deleted; `Service` when the service's `poll_ready` fails.
-    pub fn serve_static_member<S>(
+    pub(crate) fn serve_static_member<S>(
         &self,
         config: MemberConfig,
         shutdown: CancellationToken,
@@ -346,7 +351,7 @@ impl Natty {
     /// # Errors
     /// As [`Natty::serve_static_member`]; `ConfigDrift` when the partitions, filters or
     /// buffered limits change.
-    pub fn serve_elastic_member<S>(
+    pub(crate) fn serve_elastic_member<S>(
         &self,
         config: MemberConfig,
         shutdown: CancellationToken,
@@ -755,7 +760,7 @@ enum Ended {
 
 impl Spec {
     async fn read(
-        natty: &Natty,
+        natty: &Connection,
         kind: Kind,
         stream: &str,
         group: &str,

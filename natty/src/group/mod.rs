@@ -2,7 +2,7 @@
 //!
 //! A *static group* splits a stream into `n` partitions: the stream stores every message
 //! under `<partition>.<subject>` (a `partition(n, ...)` subject transform, see
-//! [`Natty::create_partitioned_stream`]), so all messages of one key share a partition. Each
+//! [`Stream::create_partitioned`](crate::Stream::create_partitioned)), so all messages of one key share a partition. Each
 //! *member* owns some partitions and consumes them through its own durable consumer
 //! `<group>-<member>`, filtered on its partitions, with the pinned-client priority policy of
 //! nats-server 2.11 (ADR-42) in the priority group `PCG`. Several *instances* of one member
@@ -11,12 +11,12 @@
 //! An *elastic group* works on any stream: natty creates a work-queue stream
 //! `<stream>-<group>` that sources the original through a partitioning transform (chosen `*`
 //! wildcards of each filter, or the whole subject) with settable buffered limits, and members
-//! are added, dropped or mapped at runtime ([`Natty::add_elastic_members`],
-//! [`Natty::drop_elastic_members`], [`Natty::set_elastic_mappings`]). A member whose
+//! are added, dropped or mapped at runtime ([`ElasticGroup::add_members`],
+//! [`ElasticGroup::drop_members`], [`ElasticGroup::set_mappings`]). A member whose
 //! partitions change drains (its pinned instance finishes its calls, returns what it holds in
 //! order and deletes its consumer) before the partitions' new owners can take them: the
 //! server refuses overlapping consumers on a work queue, so two members never hold one
-//! partition. See [`Natty::serve_elastic_member`].
+//! partition. See [`ElasticGroup::serve`].
 //!
 //! natty writes no protocol of its own here, so the group is orbit.go's `pcgroups` (also
 //! `natsio-pcgroups` for Python): the configuration lives in the `static-consumer-groups`
@@ -26,10 +26,10 @@
 //! applied.
 //!
 //! # Serving
-//! [`Natty::serve_static_member`] feeds a tower `Service<Message>` (any natty-tower stack):
+//! [`StaticGroup::serve`] (from [`Natty::static_group`](crate::Natty::static_group)) feeds a tower `Service<Message>` (any natty-tower stack):
 //! one call at a time per partition, partitions concurrently, the partition token stripped
 //! from the subject (it is in the [`Partition`] extension). The per-message rules are those of
-//! [`Natty::serve`], from the same engine: readiness, a panic caught in `call` or in its future,
+//! [`Natty::serve`](crate::Natty::serve), from the same engine: readiness, a panic caught in `call` or in its future,
 //! a message the service leaves unsettled acked after `Ok` and nak'd after `Err` or a panic,
 //! each failure logged and sent to [`MemberConfig::errors`] if set. A partition's next call
 //! starts as soon as the previous one has ended and its settlement has been *sent*, not
@@ -84,20 +84,18 @@
 //! # let natty = natty::Natty::connect(natty::Config::from_env()).await?;
 //! // Stored as `<partition>.orders.<customer>`, partitioned by the customer.
 //! natty
-//!     .create_partitioned_stream("ORDERS", &Partitioning::new("orders.*", 6))
+//!     .stream("ORDERS")?
+//!     .create_partitioned(&Partitioning::new("orders.*", 6))
 //!     .await?;
-//! natty
-//!     .create_static_group(
-//!         "ORDERS",
-//!         "billing",
-//!         &StaticGroupConfig::with_members(6, ["m1", "m2", "m3"]),
-//!     )
+//! let billing = natty.static_group("ORDERS", "billing")?;
+//! billing
+//!     .create(&StaticGroupConfig::with_members(6, ["m1", "m2", "m3"]))
 //!     .await?;
 //!
 //! let shutdown = CancellationToken::new();
-//! let summary = natty
-//!     .serve_static_member(
-//!         MemberConfig::new("ORDERS", "billing", "m1"),
+//! let summary = billing
+//!     .serve(
+//!         MemberConfig::new("m1"),
 //!         shutdown.clone(),
 //!         tower::service_fn(|msg: Message| async move {
 //!             println!("{}: {:?}", msg.subject(), msg.payload()); // "orders.<customer>"
@@ -114,6 +112,7 @@ mod admin;
 mod config;
 mod elastic;
 mod error;
+mod handle;
 mod member;
 mod partition;
 
@@ -123,7 +122,5 @@ pub use config::{
 };
 pub use elastic::{elastic_stream_name, ElasticGroupConfig, PartitioningFilter, ELASTIC_BUCKET};
 pub use error::{GroupError, GroupErrorKind};
+pub use handle::{ElasticGroup, StaticGroup};
 pub use member::{MemberConfig, MemberSummary, Partition, Timers};
-
-#[cfg(doc)]
-use crate::Natty;

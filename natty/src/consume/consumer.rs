@@ -5,12 +5,14 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use crate::consume::{ConsumeConfig, ConsumeError, ConsumeSummary};
+use std::sync::Arc;
+
+use super::{ConsumeConfig, ConsumeError, ConsumeSummary};
+use crate::connection::Connection;
 use crate::error::BoxError;
 use crate::message::Message;
-use crate::Natty;
 
-/// A durable pull consumer, from [`Natty::consumer`]: its names were checked and the consumer
+/// A durable pull consumer, from [`Natty::consumer`](crate::Natty::consumer): its names were checked and the consumer
 /// created (or updated) on the server when the handle was made, so a typo or a missing stream
 /// fails there, not when serving starts. Cheap to clone.
 ///
@@ -37,40 +39,36 @@ use crate::Natty;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Consumer {
-    natty: Natty,
+    connection: Arc<Connection>,
     config: ConsumeConfig,
     /// The consumer as created: serving starts from it instead of creating it again.
     resolved: async_nats::jetstream::consumer::PullConsumer,
 }
 
-impl Natty {
-    /// Resolve the durable consumer `config` describes (checking its names, creating or
-    /// updating it on the server) and return its handle.
-    ///
-    /// # Errors
-    /// `InvalidName` for a bad stream, consumer or filter name; `StreamNotFound` when the
-    /// stream does not exist; `Fetch` when the server cannot be asked.
-    pub async fn consumer(&self, config: ConsumeConfig) -> Result<Consumer, ConsumeError> {
-        let resolved = self.consumer_for(&config).await?;
-        Ok(Consumer {
-            natty: self.clone(),
+impl Consumer {
+    /// Check `config`'s names, create (or update) its durable consumer and return its handle.
+    pub(crate) async fn create(
+        connection: &Arc<Connection>,
+        config: ConsumeConfig,
+    ) -> Result<Self, ConsumeError> {
+        let resolved = connection.consumer_for(&config).await?;
+        Ok(Self {
+            connection: Arc::clone(connection),
             config,
             resolved,
         })
     }
-}
 
-impl Consumer {
     /// The configuration the handle serves with.
     pub fn config(&self) -> &ConsumeConfig {
         &self.config
     }
 
     /// Feed the consumer into `service` until `shutdown` is cancelled, as
-    /// [`Natty::serve`] does.
+    /// [`Natty::serve`](crate::Natty::serve) does.
     ///
     /// # Errors
-    /// See [`Natty::serve`].
+    /// See [`Natty::serve`](crate::Natty::serve).
     pub fn serve<S>(
         &self,
         shutdown: CancellationToken,
@@ -81,7 +79,7 @@ impl Consumer {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        self.natty.drive(
+        self.connection.drive(
             self.config.clone(),
             Some(self.resolved.clone()),
             shutdown,
@@ -89,11 +87,11 @@ impl Consumer {
         )
     }
 
-    /// Run `handler` for each message until `shutdown` is cancelled, as [`Natty::consume`]
+    /// Run `handler` for each message until `shutdown` is cancelled, as [`Natty::consume`](crate::Natty::consume)
     /// does (Go natty's `Consume`).
     ///
     /// # Errors
-    /// See [`Natty::consume`].
+    /// See [`Natty::consume`](crate::Natty::consume).
     pub async fn consume<F, Fut, E>(
         &self,
         shutdown: CancellationToken,

@@ -11,7 +11,7 @@
 //! # Example
 //! ```
 //! use std::time::Duration;
-//! use natty::consumer::ConsumerSettings;
+//! use natty::consume::ConsumerSettings;
 //! use natty::Message;
 //!
 //! // What the driver attaches; built by hand here, as in a layer's unit test.

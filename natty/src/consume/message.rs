@@ -30,7 +30,7 @@ use async_nats::Subject;
 use bytes::Bytes;
 pub use http::Extensions;
 
-use crate::consumer::ConsumerSettings;
+use super::settings::ConsumerSettings;
 use crate::error::{Error, SettleErrorKind};
 use crate::header::HeaderMap;
 

@@ -1,0 +1,65 @@
+//! [`ServerInfo`]: what the connected server told about itself.
+
+/// What the server natty is connected to told about itself (it changes when natty
+/// reconnects to another server), from [`Natty::server_info`](crate::Natty::server_info).
+/// Borrows the client, so reading it costs nothing up front; each method reads the current
+/// answer.
+#[derive(Clone, Copy)]
+pub struct ServerInfo<'a> {
+    client: &'a async_nats::Client,
+}
+
+impl std::fmt::Debug for ServerInfo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerInfo")
+            .field("version", &self.version())
+            .field("max_payload", &self.max_payload())
+            .finish()
+    }
+}
+
+impl<'a> ServerInfo<'a> {
+    pub(crate) fn of(client: &'a async_nats::Client) -> Self {
+        Self { client }
+    }
+
+    /// The version the server reports, such as `2.15.1`.
+    pub fn version(&self) -> String {
+        self.client.server_info().version
+    }
+
+    /// The largest payload the server accepts, in bytes (0 before the first connection).
+    pub fn max_payload(&self) -> usize {
+        self.client.max_payload()
+    }
+
+    /// Whether the server supports per-message TTLs (2.11 and later).
+    pub fn supports_message_ttl(&self) -> bool {
+        version_at_least(&self.version(), 2, 11)
+    }
+
+    /// Whether the server has fast-ingest batched publishing (2.14+).
+    pub fn supports_fast_ingest(&self) -> bool {
+        version_at_least(&self.version(), 2, 14)
+    }
+}
+
+pub(crate) fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_comparison() {
+        assert!(super::version_at_least("2.15.1", 2, 11));
+        assert!(super::version_at_least("v2.11.0-beta", 2, 11));
+        assert!(!super::version_at_least("2.10.26", 2, 11));
+        assert!(!super::version_at_least("", 2, 11));
+    }
+}
