@@ -10,7 +10,8 @@
 //! The files follow the run: [`config`] says what to serve and how (and what a run did),
 //! [`spec`] reads the group's configuration and what a change of it means, [`join`] creates
 //! the member's consumer and pull, [`lanes`] holds messages per partition and picks the calls
-//! to start, [`stall`] notices a paused process, and [`run`] is the loop's I/O around them.
+//! to start, [`stall`] notices a paused process, [`takeover`] decides about pins and the gate
+//! that holds calls after a pin change, and [`run`] is the loop's I/O around them.
 
 mod config;
 mod join;
@@ -18,6 +19,7 @@ mod lanes;
 mod run;
 mod spec;
 mod stall;
+mod takeover;
 
 use std::future::Future;
 

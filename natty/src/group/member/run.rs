@@ -1,6 +1,6 @@
 //! The member's run: one round per membership (join, serve, leave), its `select!` over
 //! shutdown, the engine's events, group changes, the takeover gate, fences and pulled
-//! messages.
+//! messages. What to do about a pin, a gate or a lost delivery is decided in `takeover`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use super::join::{
 use super::lanes::{drop_held, finish, held_count, next_fence_end, Held, Lane, Slot, Starts};
 use super::spec::{Follow, Spec};
 use super::stall::{AbortOnDrop, StallWatch};
+use super::takeover::{check_gate, seen_pin, Deliveries, Gate, GateCheck, PinSeen};
 use crate::backoff::Backoff;
 use crate::consume::engine::{Engine, Event, Steady};
 use crate::consume::sleep_until_opt;
@@ -31,13 +32,6 @@ use crate::Natty;
 
 /// The header a pinned client's messages carry its pin in.
 const PIN_ID: &str = "Nats-Pin-Id";
-
-/// Waiting, after a pin change or a stall, until the messages of an earlier pin are settled
-/// or back with this instance.
-struct Gate {
-    until: Instant,
-    check_at: Instant,
-}
 
 impl Natty {
     pub(super) async fn drive_member<S>(
@@ -129,9 +123,7 @@ impl Natty {
             let mut pin: Option<Arc<str>> = None;
             let mut revoked: HashSet<Arc<str>> = HashSet::new();
             let mut gate: Option<Gate> = None;
-            // The highest consumer (delivery) sequence seen: a jump past it means a delivery
-            // never arrived (lost with a dying server), so the lanes wait for its redelivery.
-            let mut last_delivery: Option<u64> = None;
+            let mut deliveries = Deliveries::default();
             let mut ended = Ended::Shutdown;
 
             loop {
@@ -139,11 +131,7 @@ impl Natty {
                     seen_epoch = stall_watch.epoch();
                     tracing::warn!(target: "natty", member = %config.member, "process stalled; re-checking the pin before handling more");
                     summary.stale += drop_held(&mut lanes, stale_wait);
-                    let now = Instant::now();
-                    gate = Some(Gate {
-                        until: now + timers.takeover,
-                        check_at: now,
-                    });
+                    gate = Some(Gate::shut(Instant::now(), timers.takeover));
                 }
                 let fence_wake = next_fence_end(&lanes);
                 let gate_wake = gate.as_ref().map(|g| g.check_at);
@@ -208,22 +196,28 @@ impl Natty {
                                     .priority_groups
                                     .iter()
                                     .find(|g| g.group == PRIORITY_GROUP)
-                                    .and_then(|g| g.pinned_client_id.clone());
-                                if pinned.is_some() && pinned.as_deref() != pin.as_deref() {
-                                    // Another instance holds the pin: what this one holds is its.
-                                    if let Some(lost) = pin.take() {
-                                        revoked.insert(lost);
+                                    .and_then(|g| g.pinned_client_id.as_deref());
+                                let until = gate.as_ref().map_or(now, |g| g.until);
+                                match check_gate(pinned, pin.as_deref(), info.num_ack_pending, held, until, now) {
+                                    GateCheck::PinLost => {
+                                        if let Some(lost) = pin.take() {
+                                            revoked.insert(lost);
+                                        }
+                                        summary.stale += drop_held(&mut lanes, stale_wait);
+                                        gate = None;
                                     }
-                                    summary.stale += drop_held(&mut lanes, stale_wait);
-                                    gate = None;
-                                } else if info.num_ack_pending <= held || now >= gate.as_ref().map_or(now, |g| g.until) {
-                                    if info.num_ack_pending > held {
-                                        tracing::warn!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "earlier pin's messages still pending at takeover deadline");
+                                    GateCheck::Open { late } => {
+                                        if late {
+                                            tracing::warn!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "earlier pin's messages still pending at takeover deadline");
+                                        }
+                                        gate = None;
+                                        tracing::debug!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "pinned; handling");
                                     }
-                                    gate = None;
-                                    tracing::debug!(target: "natty", member = %config.member, pending = info.num_ack_pending, held, "pinned; handling");
-                                } else if let Some(g) = gate.as_mut() {
-                                    g.check_at = now + Duration::from_millis(100);
+                                    GateCheck::Wait => {
+                                        if let Some(g) = gate.as_mut() {
+                                            g.check_at = now + Duration::from_millis(100);
+                                        }
+                                    }
                                 }
                             }
                             Err(err) => {
@@ -260,26 +254,26 @@ impl Natty {
                         let now = Instant::now();
                         if let Ok(info) = message.info() {
                             let delivery = info.consumer_sequence;
-                            if last_delivery.is_some_and(|last| delivery > last + 1) && gate.is_none() {
+                            if deliveries.saw(delivery) && gate.is_none() {
                                 tracing::debug!(target: "natty", member = %config.member, delivery, "a delivery went missing; waiting for its redelivery");
-                                gate = Some(Gate { until: now + timers.takeover, check_at: now });
+                                gate = Some(Gate::shut(now, timers.takeover));
                             }
-                            last_delivery = Some(last_delivery.map_or(delivery, |last| last.max(delivery)));
                         }
                         // The server appends its pin after any a publisher set: take the last. The
                         // current pin is shared by its messages, not copied into each.
-                        let message_pin: Option<Arc<str>> = match message.headers.as_ref().and_then(|h| h.get_last(PIN_ID)) {
-                            None => None,
-                            Some(value) if revoked.contains(value.as_str()) => {
+                        let value = message.headers.as_ref().and_then(|h| h.get_last(PIN_ID)).map(|v| v.as_str());
+                        let message_pin: Option<Arc<str>> = match seen_pin(value, pin.as_deref(), &revoked) {
+                            PinSeen::Unpinned => None,
+                            PinSeen::Revoked => {
                                 summary.stale += 1;
                                 continue;
                             }
-                            Some(value) if pin.as_deref() == Some(value.as_str()) => pin.clone(),
-                            Some(value) => {
-                                let fresh: Arc<str> = Arc::from(value.as_str());
+                            PinSeen::Current => pin.clone(),
+                            PinSeen::New(value) => {
+                                let fresh: Arc<str> = Arc::from(value);
                                 pin = Some(Arc::clone(&fresh));
                                 summary.pins += 1;
-                                gate = Some(Gate { until: now + timers.takeover, check_at: now });
+                                gate = Some(Gate::shut(now, timers.takeover));
                                 Some(fresh)
                             }
                         };
