@@ -1,4 +1,4 @@
-//! natty-bench: natty against hand-written async-nats baselines (issue 7).
+//! natty-bench: natty against hand-written async-nats baselines.
 //!
 //! Starts its own `nats-server` through natty-testkit (JetStream, file storage, loopback),
 //! runs every scenario asked for with natty and its baseline alternating for three rounds,
@@ -16,7 +16,7 @@
 //! | `groups` | `groups-vs-ordered`, `groups-efficiency` |
 //!
 //! `all` runs every group but `explain` (breakdowns, no lines); at full scale it takes about
-//! four minutes on 2 cores.
+//! two and a half minutes on 2 cores.
 //!
 //! ```text
 //! cargo run --release -p natty-bench -- all

@@ -12,7 +12,7 @@ pub(crate) enum Better {
     Lower,
 }
 
-/// What issue 7 asks of a comparison.
+/// What natty sets out to reach in a comparison (see natty-bench/README.md).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Goal {
     /// The ratio must reach this.
@@ -83,7 +83,7 @@ impl Comparison {
         }
     }
 
-    /// The machine-readable line issue 7 specifies.
+    /// The machine-readable line, one per comparison, for scripts that collect runs.
     pub(crate) fn bench_line(&self) -> String {
         format!(
             "BENCH {} natty={} baseline={} unit={} ratio={:.3}",

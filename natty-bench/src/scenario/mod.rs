@@ -1,4 +1,4 @@
-//! The scenarios of issue 7. Each runs natty and its hand-written async-nats baseline in
+//! The scenarios: each runs natty and its hand-written async-nats baseline in
 //! alternating rounds against the same server and returns one [`Comparison`] per line.
 //!
 //! The baselines are what a careful user writes with async-nats alone, on their own
