@@ -2,7 +2,6 @@
 //! bound, never panics or hangs, and a `>` subscriber on the server sees nothing sent.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,13 +11,10 @@ use natty_testkit::{Auth, Server, Tls};
 use tokio::time::timeout;
 use tower::ServiceExt;
 
-const BOUND: Duration = Duration::from_secs(5);
+mod common;
+use common::{asset, connect};
 
-fn asset(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets")
-        .join(name)
-}
+const BOUND: Duration = Duration::from_secs(5);
 
 async fn bounded<T>(what: &str, call: impl Future<Output = T>) -> T {
     timeout(BOUND, call)
@@ -32,7 +28,7 @@ async fn names_subjects_keys_and_payloads_are_refused_and_nothing_reaches_the_se
         .config_snippet("max_payload: 8192")
         .start()
         .unwrap();
-    let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
+    let natty = connect(&server).await;
     natty.create_stream("GOOD", ["good.>"]).await.unwrap();
     natty.put("good_bucket", "k", "v".into()).await.unwrap();
 

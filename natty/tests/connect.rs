@@ -1,17 +1,13 @@
 //! Connecting: several URLs, TLS, credentials, and clear errors for bad input.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use natty::error::ConnectErrorKind;
 use natty::{Config, ConnectionState, Credentials, Natty};
 use natty_testkit::{Auth, Server, Tls};
 
-fn asset(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets")
-        .join(name)
-}
+mod common;
+use common::{asset, connect};
 
 fn dead_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -197,7 +193,7 @@ async fn user_password_token_and_nkey_auth() {
 #[tokio::test]
 async fn connection_state_follows_the_server() {
     let server = Server::start().unwrap();
-    let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
+    let natty = connect(&server).await;
     assert_eq!(natty.connection_state(), ConnectionState::Connected);
     server.kill();
     tokio::time::timeout(Duration::from_secs(10), async {

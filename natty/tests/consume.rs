@@ -13,12 +13,15 @@ use natty_testkit::Server;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+mod common;
+use common::consume::consumer_info;
+use common::{chain, connect, connect_with};
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn setup(server: &Server, stream: &str, count: usize) -> Natty {
-    let natty = Natty::connect(Config::new([server.url()]).request_timeout(Duration::from_secs(2)))
-        .await
-        .expect("connect");
+    let natty =
+        connect_with(Config::new([server.url()]).request_timeout(Duration::from_secs(2))).await;
     natty
         .create_stream(stream, [format!("{}.>", stream.to_lowercase())])
         .await
@@ -34,15 +37,7 @@ async fn setup(server: &Server, stream: &str, count: usize) -> Natty {
 }
 
 async fn pending(natty: &Natty, stream: &str, durable: &str) -> (u64, usize) {
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = natty
-        .jetstream()
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .get_consumer(durable)
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
+    let info = consumer_info(natty, stream, durable).await;
     (info.num_pending, info.num_ack_pending)
 }
 
@@ -319,7 +314,7 @@ async fn consume_survives_a_server_restart_and_a_deleted_consumer() {
 #[tokio::test]
 async fn consume_rejects_bad_names_and_missing_streams() {
     let server = Server::start().unwrap();
-    let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
+    let natty = connect(&server).await;
     let never = |_msg: Message| async { Ok::<_, std::io::Error>(()) };
     let err = natty
         .consume(
@@ -614,17 +609,6 @@ async fn a_failing_poll_ready_drains_like_shutdown_and_returns_its_own_kind_with
     assert_eq!(left.len(), 9, "{left:?}");
     assert_eq!(ack_pending, 0);
     assert!(summary.returned >= 1, "{summary:?}");
-}
-
-/// `err` and its causes, joined as a reporter walking `source()` prints them.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        text = format!("{text}: {cause}");
-        next = cause.source();
-    }
-    text
 }
 
 /// Dropping a run's future while a call is under way (an aborted task, a `select!` that lost)

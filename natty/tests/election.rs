@@ -7,9 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use natty::election::{self, ElectionErrorKind};
-use natty::{CancellationToken, ElectionConfig, LeaderState, Leadership, Natty, Term};
+use natty::{
+    CancellationToken, ElectionConfig, LeaderState, Leadership, Natty, PublishConfig, Term,
+};
 use natty_testkit::{Cluster, Proxy, Server};
 use tokio::time::{timeout, Instant};
+
+mod common;
+use common::connect_urls;
+use common::election::Terms;
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -23,59 +29,8 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-async fn connect(urls: Vec<String>) -> Natty {
-    Natty::connect(natty::Config::new(urls).request_timeout(Duration::from_secs(2)))
-        .await
-        .expect("connect")
-}
-
 fn config(bucket: &str, node: &str) -> ElectionConfig {
     ElectionConfig::new(bucket, "leader", node).ttl(TTL)
-}
-
-/// Every term any node held, to check that none overlap.
-#[derive(Clone, Default)]
-struct Terms(Arc<Mutex<Vec<(String, Term)>>>);
-
-impl Terms {
-    fn record(&self, leadership: &Leadership) {
-        let (terms, leadership) = (self.clone(), leadership.clone());
-        tokio::spawn(async move {
-            while let Ok(term) = leadership.wait_leader().await {
-                terms
-                    .0
-                    .lock()
-                    .unwrap()
-                    .push((leadership.node().to_owned(), term.clone()));
-                term.ended().await;
-            }
-        });
-    }
-
-    fn all(&self) -> Vec<(String, Term)> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// No two terms overlap, and fencing tokens increase with time.
-    fn assert_safe(&self) {
-        let mut terms = self.all();
-        terms.sort_by_key(|(_, term)| term.started_at());
-        for pair in terms.windows(2) {
-            let ((a_node, a), (b_node, b)) = (&pair[0], &pair[1]);
-            let a_end = a.ended_at().unwrap_or_else(Instant::now);
-            assert!(
-                a_end <= b.started_at(),
-                "{a_node} (term {}) still led {:?} after {b_node} (term {}) started",
-                a.fencing_token(),
-                a_end - b.started_at(),
-                b.fencing_token()
-            );
-            assert!(
-                a.fencing_token() < b.fencing_token(),
-                "fencing tokens went back"
-            );
-        }
-    }
 }
 
 /// A small xorshift generator, so the soak needs no extra dependency; the seed is printed.
@@ -106,7 +61,7 @@ struct Node {
 }
 
 async fn node(urls: Vec<String>, bucket: &str, name: &str, terms: &Terms) -> Node {
-    let natty = connect(urls).await;
+    let natty = connect_urls(urls, PublishConfig::default()).await;
     let shutdown = CancellationToken::new();
     let leadership = natty
         .elect(config(bucket, name).shutdown(shutdown.clone()))
@@ -122,36 +77,8 @@ async fn node(urls: Vec<String>, bucket: &str, name: &str, terms: &Terms) -> Nod
 
 /// Wait until one of `nodes` leads and every other running one follows it by name.
 async fn settled_leader(nodes: &[&Node], within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    loop {
-        let leaders: Vec<usize> = (0..nodes.len())
-            .filter(|&i| nodes[i].leadership.is_leader())
-            .collect();
-        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
-        if let [leader] = leaders[..] {
-            let name = nodes[leader].leadership.node();
-            let followers_agree = nodes.iter().enumerate().all(|(i, n)| {
-                i == leader
-                    || n.leadership.is_stopped()
-                    || n.leadership.state()
-                        == LeaderState::Follower {
-                            leader: Some(name.to_owned()),
-                        }
-            });
-            if followers_agree {
-                return leader;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no settled leader within {within:?}"
-        );
-        // Wake on any node's state change, or re-check shortly (lease expiries publish late).
-        let mut changes: Vec<_> = nodes.iter().map(|n| n.leadership.subscribe()).collect();
-        let any_change =
-            futures_util::future::select_all(changes.iter_mut().map(|rx| Box::pin(rx.changed())));
-        let _ = timeout(Duration::from_millis(100), any_change).await;
-    }
+    let leaderships: Vec<&Leadership> = nodes.iter().map(|n| &n.leadership).collect();
+    common::election::settled_leader(&leaderships, within).await
 }
 
 /// Wait until a term starts on a node other than `except`.
@@ -336,7 +263,7 @@ async fn cluster_keeps_one_leader_when_the_leaders_server_dies() {
         let mut urls = cluster.urls();
         urls.rotate_left(i);
         let shutdown = CancellationToken::new();
-        let natty = connect(urls).await;
+        let natty = connect_urls(urls, PublishConfig::default()).await;
         // Right after start a cluster may not know enough peers to place an R3 bucket yet.
         let config = config(&bucket, &format!("n{i}"))
             .replicas(3)
@@ -448,7 +375,7 @@ impl Drop for DropSignal {
 async fn a_foreign_put_on_the_key_ends_the_term_at_once() {
     let server = server();
     let bucket = unique("foreign");
-    let natty = connect(vec![server.url()]).await;
+    let natty = connect_urls(vec![server.url()], PublishConfig::default()).await;
     // A long TTL puts the next compare-and-set renew 10 s away: only the watch can end the
     // term in time.
     let ttl = Duration::from_secs(30);
@@ -509,7 +436,7 @@ async fn released_key_lets_get_leader_see_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_bucket_with_another_ttl_is_a_mismatch() {
     let server = server();
-    let natty = connect(vec![server.url()]).await;
+    let natty = connect_urls(vec![server.url()], PublishConfig::default()).await;
     let bucket = unique("mismatch");
     natty
         .create_bucket(&bucket, Duration::from_secs(5), 1, "")
@@ -581,7 +508,7 @@ async fn runs_of(runs: &Runs, name: &str, count: usize, within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_leader_runs_f_on_exactly_one_of_three_nodes() {
     let server = server();
-    let natty = connect(vec![server.url()]).await;
+    let natty = connect_urls(vec![server.url()], PublishConfig::default()).await;
     let (bucket, runs) = (unique("go-one"), Runs::default());
     let nodes: Vec<_> = (0..3)
         .map(|i| spawn_as_leader(&natty, &bucket, &format!("node-{i}"), &runs))
@@ -608,7 +535,7 @@ async fn as_leader_runs_f_on_exactly_one_of_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_leader_fails_over_to_node_two_and_back_to_node_one() {
     let server = server();
-    let natty = connect(vec![server.url()]).await;
+    let natty = connect_urls(vec![server.url()], PublishConfig::default()).await;
     let (bucket, runs) = (unique("go-failover"), Runs::default());
     let (stop1, task1) = spawn_as_leader(&natty, &bucket, "node-1", &runs);
     runs_of(&runs, "node-1", 2, Duration::from_secs(5)).await;
@@ -648,7 +575,7 @@ async fn as_leader_fails_over_to_node_two_and_back_to_node_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_leader_never_runs_f_on_a_non_leader() {
     let server = server();
-    let natty = connect(vec![server.url()]).await;
+    let natty = connect_urls(vec![server.url()], PublishConfig::default()).await;
     let (bucket, runs) = (unique("go-never"), Runs::default());
     let (stop1, task1) = spawn_as_leader(&natty, &bucket, "node-1", &runs);
     runs_of(&runs, "node-1", 1, Duration::from_secs(5)).await;
@@ -669,10 +596,7 @@ async fn as_leader_never_runs_f_on_a_non_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_random_faults_never_overlap_leadership() {
-    let secs = std::env::var("NATTY_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+    let secs = common::soak_secs(12);
     let server = server();
     let (bucket, terms) = (unique("soak"), Terms::default());
     let mut proxies = Vec::new();

@@ -3,8 +3,10 @@
 use std::error::Error as _;
 
 use natty::error::{KvErrorKind, StreamErrorKind};
-use natty::{Config, Natty};
 use natty_testkit::Server;
+
+mod common;
+use common::connect;
 
 /// Every message in `err`'s chain, as a reporter walking `source()` prints them.
 fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
@@ -40,7 +42,7 @@ fn display_is_the_kind_alone_so_walking_source_prints_each_cause_once() {
 #[tokio::test]
 async fn server_errors_get_their_kind_from_the_error_code_and_no_cause_repeats() {
     let server = Server::start().unwrap();
-    let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
+    let natty = connect(&server).await;
     let missing = natty.delete_stream("NOPE").await.unwrap_err();
     assert_eq!(missing.kind(), StreamErrorKind::NotFound);
     let validation = natty.bucket("bad bucket").unwrap_err();

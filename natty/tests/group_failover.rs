@@ -14,8 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use natty::group::{MemberConfig, Partitioning, StaticGroupConfig, Timers};
-use natty::{CancellationToken, Config, Message, Natty};
+use natty::{CancellationToken, Config, Message};
 use natty_testkit::{Process, Server};
+
+mod common;
+use common::{connect, connect_with};
 
 const ACK_WAIT: Duration = Duration::from_secs(2);
 const KEYS: u64 = 8;
@@ -61,7 +64,7 @@ fn instance_main(url: String) {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let natty = Natty::connect(Config::new([url])).await.expect("connect");
+        let natty = connect_with(Config::new([url])).await;
         let handler = tower::service_fn(|msg: Message| async move {
             let key = msg.subject().trim_start_matches("fo.").to_owned();
             let n = String::from_utf8_lossy(msg.payload()).into_owned();
@@ -203,9 +206,7 @@ fn pinned_instance_failover_keeps_order_and_loses_nothing() {
         .build()
         .unwrap();
     let natty = runtime.block_on(async {
-        let natty = Natty::connect(Config::new([server.url()]))
-            .await
-            .expect("connect");
+        let natty = connect(&server).await;
         natty
             .create_partitioned_stream("FO", &Partitioning::new("fo.*", 4))
             .await

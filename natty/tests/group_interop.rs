@@ -16,8 +16,11 @@ use natty::group::{
     ElasticGroupConfig, MemberConfig, Partition, Partitioning, PartitioningFilter,
     StaticGroupConfig,
 };
-use natty::{CancellationToken, Config, Message, Natty};
+use natty::{CancellationToken, Message, Natty};
 use natty_testkit::{Process, Server};
+
+mod common;
+use common::connect;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const KEYS: u64 = 16;
@@ -46,11 +49,7 @@ fn main() {
         .build()
         .unwrap();
     let server = Server::start().expect("server");
-    let natty = runtime.block_on(async {
-        Natty::connect(Config::new([server.url()]))
-            .await
-            .expect("connect")
-    });
+    let natty = runtime.block_on(connect(&server));
     if !natty.supports_message_ttl() {
         println!(
             "group_interop: NOT RUN: server {} has no pinned clients",

@@ -17,6 +17,9 @@ use natty_testkit::{Cluster, Server};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+mod common;
+use common::connect_with;
+
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn trace() {
@@ -26,10 +29,9 @@ fn trace() {
         .try_init();
 }
 
+/// A client of `server` that gives a request up after 3 s.
 async fn connect(server: &Server) -> Natty {
-    Natty::connect(Config::new([server.url()]).request_timeout(Duration::from_secs(3)))
-        .await
-        .expect("connect")
+    connect_with(Config::new([server.url()]).request_timeout(Duration::from_secs(3))).await
 }
 
 fn groups_supported(natty: &Natty) -> bool {

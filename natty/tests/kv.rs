@@ -4,17 +4,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use natty::error::KvErrorKind;
-use natty::{Config, KvOperation, Natty};
+use natty::KvOperation;
 use natty_testkit::Server;
 use tokio::time::timeout;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+mod common;
+use common::{chain, connect};
 
-async fn connect(server: &Server) -> Natty {
-    Natty::connect(Config::new([server.url()]))
-        .await
-        .expect("connect")
-}
+const DEADLINE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn get_put_create_update_refresh_delete_and_keys() {
@@ -340,15 +337,4 @@ async fn a_bucket_handle_checks_its_name_once_and_a_plain_client_reads_what_it_w
         natty.get("orders", "o-1").await.unwrap().as_deref(),
         Some(&b"paid"[..])
     );
-}
-
-/// `err` and its causes, joined as a reporter walking `source()` prints them.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        text = format!("{text}: {cause}");
-        next = cause.source();
-    }
-    text
 }

@@ -7,23 +7,16 @@ use natty::{Config, Natty, PublishConfig};
 use natty_testkit::Server;
 use tokio::time::timeout;
 
+mod common;
+use common::publish::stream_messages;
+use common::{connect, connect_publishing};
+
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn connect(server: &Server, publish: PublishConfig) -> Natty {
-    Natty::connect(Config::new([server.url()]).publish(publish))
-        .await
-        .expect("connect")
-}
-
-async fn stream_messages(natty: &Natty, stream: &str) -> u64 {
-    let mut stream = natty.jetstream().get_stream(stream).await.expect("stream");
-    stream.info().await.expect("info").state.messages
-}
 
 #[tokio::test]
 async fn publish_then_flush_lands_every_message_with_a_msg_id() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("P1", ["p1.>"]).await.unwrap();
     for n in 0..2_000 {
         natty.publish("p1.a", format!("m{n}")).await.unwrap();
@@ -42,7 +35,7 @@ async fn publish_then_flush_lands_every_message_with_a_msg_id() {
 #[tokio::test]
 async fn a_caller_msg_id_is_kept_and_deduplicated() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("P2", ["p2"]).await.unwrap();
     for _ in 0..3 {
         let mut headers = natty::HeaderMap::new();
@@ -64,7 +57,7 @@ async fn bad_subjects_and_payloads_are_refused_before_sending() {
         .config_snippet("max_payload: 4096")
         .start()
         .unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     let watcher = async_nats::connect(server.url()).await.unwrap();
     let mut everything = watcher.subscribe(">").await.unwrap();
     watcher.flush().await.unwrap();
@@ -99,7 +92,7 @@ async fn bad_subjects_and_payloads_are_refused_before_sending() {
 #[tokio::test]
 async fn try_publish_reports_full_when_the_bounded_queue_is_full() {
     let server = Server::start().unwrap();
-    let natty = connect(
+    let natty = connect_publishing(
         &server,
         PublishConfig::default().queue_capacity(4).window(1),
     )
@@ -130,7 +123,7 @@ async fn try_publish_reports_full_when_the_bounded_queue_is_full() {
 async fn a_message_without_a_stream_is_reported_not_dropped() {
     let server = Server::start().unwrap();
     let (failures_tx, mut failures) = tokio::sync::mpsc::channel(1);
-    let natty = connect(
+    let natty = connect_publishing(
         &server,
         PublishConfig::default()
             .retries(2, Duration::from_millis(10), Duration::from_millis(10))
@@ -149,7 +142,7 @@ async fn a_message_without_a_stream_is_reported_not_dropped() {
 #[tokio::test]
 async fn delete_publisher_drains_and_shutdown_refuses_new_messages() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("P4", ["p4.>"]).await.unwrap();
     for n in 0..500 {
         natty.publish("p4.x", format!("{n}")).await.unwrap();
@@ -170,7 +163,7 @@ async fn delete_publisher_drains_and_shutdown_refuses_new_messages() {
 #[tokio::test]
 async fn idle_workers_exit_and_come_back_on_demand() {
     let server = Server::start().unwrap();
-    let natty = connect(
+    let natty = connect_publishing(
         &server,
         PublishConfig::default().idle_timeout(Duration::from_millis(50)),
     )
@@ -202,7 +195,7 @@ async fn hundred_thousand_messages_survive_a_server_restart_exactly_once() {
     const TOTAL: usize = 100_000;
     let server = Server::start().unwrap();
     let (failures_tx, mut failures) = tokio::sync::mpsc::channel(TOTAL);
-    let natty = connect(
+    let natty = connect_publishing(
         &server,
         PublishConfig::default()
             .retries(60, Duration::from_millis(50), Duration::from_millis(500))
@@ -304,7 +297,7 @@ async fn messages_of_one_subject_are_stored_in_publish_order() {
     const SUBJECTS: usize = 5;
     const PER_TASK: usize = 25_000;
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("ORDER", ["order.>"]).await.unwrap();
 
     let mut tasks = Vec::new();
@@ -342,7 +335,7 @@ async fn messages_of_one_subject_are_stored_in_publish_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_cancelled_while_waiting_for_room_never_wedge_flush_or_shutdown() {
     let server = Server::start().unwrap();
-    let natty = connect(
+    let natty = connect_publishing(
         &server,
         PublishConfig::default().queue_capacity(2).window(1),
     )
@@ -497,7 +490,7 @@ async fn a_lossy_report_channel_counts_every_report_it_drops() {
     let server = Server::start().unwrap();
     let (sender, mut unread) = tokio::sync::mpsc::channel(16);
     let lossy = natty::ReportSender::lossy(sender);
-    let natty = connect(
+    let natty = connect_publishing(
         &server,
         PublishConfig::default()
             .retries(1, Duration::from_millis(10), Duration::from_millis(10))
@@ -527,7 +520,7 @@ async fn a_lossy_report_channel_counts_every_report_it_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_publishes_through_fast_ingest_where_its_stream_allows_it() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("BATCHED", ["batched.>"]).await.unwrap();
     natty
         .create_stream_with(async_nats::jetstream::stream::Config {

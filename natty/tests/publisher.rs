@@ -5,18 +5,15 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use natty::error::PublishErrorKind;
-use natty::{Config, Natty, OutgoingMessage, PublishConfig};
+use natty::{OutgoingMessage, PublishConfig};
 use natty_testkit::Server;
 use tokio::time::timeout;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
-const DEADLINE: Duration = Duration::from_secs(30);
+mod common;
+use common::{connect, connect_publishing};
 
-async fn connect(server: &Server, publish: PublishConfig) -> Natty {
-    Natty::connect(Config::new([server.url()]).publish(publish))
-        .await
-        .expect("connect")
-}
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Every message stored in `stream`, as (subject, payload, headers), read by a plain client.
 async fn read_back(server: &Server, stream: &str) -> Vec<(String, String, async_nats::HeaderMap)> {
@@ -43,7 +40,7 @@ async fn read_back(server: &Server, stream: &str) -> Vec<(String, String, async_
 #[tokio::test]
 async fn the_publisher_service_under_concurrency_limit_and_timeout_stores_every_call_once() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("SVC", ["svc.>"]).await.unwrap();
     let publisher = ServiceBuilder::new()
         .concurrency_limit(4)
@@ -90,7 +87,7 @@ async fn poll_ready_waits_for_queue_room_so_load_shed_refuses_and_room_comes_bac
         Duration::from_millis(20),
         Duration::from_millis(20),
     );
-    let natty = connect(&server, config).await;
+    let natty = connect_publishing(&server, config).await;
     let mut shed = ServiceBuilder::new().load_shed().service(natty.publisher());
 
     let first = shed
@@ -152,7 +149,7 @@ async fn poll_ready_waits_for_queue_room_so_load_shed_refuses_and_room_comes_bac
 #[tokio::test]
 async fn a_dropped_call_is_still_sent_and_a_duplicate_ack_reads_back_the_first() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("KEYED", ["keyed"]).await.unwrap();
     let mut publisher = natty.publisher();
     let message = OutgoingMessage::new("keyed", "first").header("Nats-Msg-Id", "key-1");
@@ -192,7 +189,7 @@ async fn a_dropped_call_is_still_sent_and_a_duplicate_ack_reads_back_the_first()
 #[tokio::test]
 async fn after_shutdown_poll_ready_fails_closed_and_invalid_subjects_fail_the_call() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     let mut publisher = natty.publisher();
     let invalid = publisher
         .ready()
@@ -211,7 +208,7 @@ async fn after_shutdown_poll_ready_fails_closed_and_invalid_subjects_fail_the_ca
 #[tokio::test]
 async fn rate_limit_holds_the_publisher_back_and_only_the_allowed_calls_are_stored() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("RATE", ["rate.>"]).await.unwrap();
     let mut publisher = ServiceBuilder::new()
         .rate_limit(3, Duration::from_secs(3600))
@@ -245,7 +242,7 @@ async fn rate_limit_holds_the_publisher_back_and_only_the_allowed_calls_are_stor
 #[tokio::test]
 async fn an_idempotency_key_in_any_case_is_sent_as_the_servers_nats_msg_id() {
     let server = Server::start().unwrap();
-    let natty = connect(&server, PublishConfig::default()).await;
+    let natty = connect(&server).await;
     natty.create_stream("CASED", ["cased.>"]).await.unwrap();
     for spelling in ["nats-msg-id", "NATS-MSG-ID", "Nats-Msg-Id"] {
         let mut headers = natty::HeaderMap::new();

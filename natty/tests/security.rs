@@ -2,7 +2,6 @@
 //! `Debug` output and logs.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,11 +11,8 @@ use natty::error::ConnectErrorKind;
 use natty::{Config, Credentials, Natty};
 use natty_testkit::{Auth, Server, Tls};
 
-fn asset(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets")
-        .join(name)
-}
+mod common;
+use common::{asset, chain};
 
 #[tokio::test]
 async fn a_tls_only_server_refuses_a_plain_client_with_a_tls_error() {
@@ -194,15 +190,4 @@ async fn secrets_never_appear_in_debug_output_or_logs() {
         );
         assert!(!logs.contains(secret), "a secret in the logs");
     }
-}
-
-/// `err` and its causes, joined as a reporter walking `source()` prints them.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        text = format!("{text}: {cause}");
-        next = cause.source();
-    }
-    text
 }

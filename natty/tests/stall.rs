@@ -17,8 +17,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use natty::{election, ElectionConfig, LeaderState, Natty};
+use natty::{election, ElectionConfig, LeaderState};
 use natty_testkit::{Process, Server};
+
+mod common;
+use common::connect_with;
 
 const TTL: Duration = Duration::from_secs(1);
 const KEY: &str = "leader";
@@ -79,9 +82,7 @@ fn act(at: u128, token: u64, way: &str) {
 }
 
 async fn node_run(node: String, url: String) {
-    let natty = Natty::connect(natty::Config::new([url]))
-        .await
-        .expect("node connects");
+    let natty = connect_with(natty::Config::new([url])).await;
     let leadership = natty
         .elect(ElectionConfig::new(BUCKET, KEY, node).ttl(TTL))
         .await

@@ -3,30 +3,12 @@
 use std::time::{Duration, SystemTime};
 
 use natty::error::StreamErrorKind;
-use natty::{Config, ConsumerOptions, DeliverPolicy, Natty};
+use natty::{ConsumerOptions, DeliverPolicy};
 use natty_testkit::Server;
 
-async fn connect(server: &Server) -> Natty {
-    Natty::connect(Config::new([server.url()]))
-        .await
-        .expect("connect")
-}
-
-async fn consumer_info(
-    natty: &Natty,
-    stream: &str,
-    durable: &str,
-) -> async_nats::jetstream::consumer::Info {
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = natty
-        .jetstream()
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .get_consumer(durable)
-        .await
-        .unwrap();
-    consumer.info().await.unwrap().clone()
-}
+mod common;
+use common::connect;
+use common::consume::consumer_info;
 
 #[tokio::test]
 async fn create_stream_is_idempotent_and_refuses_other_subjects() {

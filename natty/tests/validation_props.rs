@@ -12,6 +12,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestRunner};
 use tokio::runtime::Runtime;
 
+mod common;
+use common::connect_with;
+
 fn text(alphabet: &'static [char], max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(alphabet), 0..max)
         .prop_map(|c| c.into_iter().collect())
@@ -90,11 +93,9 @@ impl Fixture {
 fn fixture() -> Fixture {
     let runtime = Runtime::new().unwrap();
     let server = Server::start().unwrap();
-    let natty = runtime
-        .block_on(Natty::connect(
-            Config::new([server.url()]).request_timeout(Duration::from_secs(3)),
-        ))
-        .unwrap();
+    let natty = runtime.block_on(connect_with(
+        Config::new([server.url()]).request_timeout(Duration::from_secs(3)),
+    ));
     Fixture {
         runtime,
         natty,
