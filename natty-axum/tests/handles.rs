@@ -3,6 +3,7 @@
 
 mod common;
 
+use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;

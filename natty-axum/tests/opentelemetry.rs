@@ -4,6 +4,7 @@
 
 mod common;
 
+use natty::compat::GoNatty as _;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::Request;

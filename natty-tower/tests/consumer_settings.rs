@@ -3,6 +3,7 @@
 //! Served by natty's driver against a real server; read back through a plain async-nats
 //! client.
 
+use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The dead-letter layer against a real nats-server, through async-nats' JetStream context.
 
+use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,7 +152,11 @@ async fn a_failed_dead_letter_publish_naks_so_the_message_comes_back() {
 /// a plain client with its own `Nats-Msg-Id`, and with no id at all. Returns their stream
 /// sequences, in that order.
 async fn publish_originals(natty: &Natty, plain: &jetstream::Context) -> [u64; 3] {
-    let with_natty_id = natty.publish_acked("orders.paid", "natty").await.unwrap();
+    let with_natty_id = natty
+        .publisher()
+        .publish_acked("orders.paid", "natty")
+        .await
+        .unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", "order-7");
     let with_foreign_id = plain

@@ -5,6 +5,7 @@
 //! natty alone and live with it: `natty/tests/publish_faults.rs`, `consume_faults.rs` and
 //! `election_faults.rs`.
 
+use natty::compat::GoNatty as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

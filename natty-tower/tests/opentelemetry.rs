@@ -2,6 +2,7 @@
 //! server, exported through the OpenTelemetry SDK's in-memory exporter: a message published
 //! inside a span is handled in a `process` span of the same trace, parented on that span.
 
+use natty::compat::GoNatty as _;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -168,11 +169,12 @@ async fn a_message_published_in_a_span_is_processed_in_a_child_span_of_it() {
     call.await.unwrap();
     let span = tracing::info_span!("try");
     expected.push(("orders.try", span_context(&span)));
-    span.in_scope(|| natty.try_publish("orders.try", "3"))
+    span.in_scope(|| natty.publisher().try_publish("orders.try", "3"))
         .unwrap();
     let span = tracing::info_span!("acked");
     expected.push(("orders.acked", span_context(&span)));
     natty
+        .publisher()
         .publish_acked("orders.acked", "4")
         .instrument(span)
         .await
@@ -183,6 +185,7 @@ async fn a_message_published_in_a_span_is_processed_in_a_child_span_of_it() {
     let mut malformed = HeaderMap::new();
     malformed.insert("Traceparent", "00-nonsense-01");
     natty
+        .publisher()
         .publish_with_headers("orders.malformed", malformed, "5")
         .instrument(span)
         .await
@@ -190,6 +193,7 @@ async fn a_message_published_in_a_span_is_processed_in_a_child_span_of_it() {
     let mut kept = HeaderMap::new();
     kept.insert(TRACEPARENT, own);
     natty
+        .publisher()
         .publish_with_headers("orders.own", kept, "6")
         .instrument(tracing::info_span!("own"))
         .await

@@ -1,5 +1,6 @@
 //! natty-tower stacks driven by natty's consumer driver (`Natty::serve`) against a real server.
 
+use natty::compat::GoNatty as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

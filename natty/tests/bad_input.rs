@@ -1,6 +1,7 @@
 //! Reliability scenario 7: a table of bad input. Every case returns its typed error within a
 //! bound, never panics or hangs, and a `>` subscriber on the server sees nothing sent.
 
+use natty::compat::GoNatty as _;
 use std::future::Future;
 use std::time::Duration;
 
@@ -58,7 +59,7 @@ async fn names_subjects_keys_and_payloads_are_refused_and_nothing_reaches_the_se
             .await
             .unwrap_err();
         assert_eq!(err.kind(), PublishErrorKind::InvalidSubject, "{subject:?}");
-        let err = bounded(subject, natty.publish_acked(subject, "x"))
+        let err = bounded(subject, natty.publisher().publish_acked(subject, "x"))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), PublishErrorKind::InvalidSubject, "{subject:?}");
@@ -190,9 +191,13 @@ async fn bad_headers_fail_every_publish_path_and_nothing_reaches_the_stream() {
         let mut headers = HeaderMap::new();
         headers.insert("tenant", "acme");
         headers.insert(name, value);
-        let with_headers = natty.publish_with_headers("hdr.x", headers.clone(), "x");
+        let with_headers = natty
+            .publisher()
+            .publish_with_headers("hdr.x", headers.clone(), "x");
         is_invalid_header(&case, bounded(&case, with_headers).await.unwrap_err());
-        let acked = natty.publish_acked_with_headers("hdr.x", headers.clone(), "x");
+        let acked = natty
+            .publisher()
+            .publish_acked_with_headers("hdr.x", headers.clone(), "x");
         is_invalid_header(&case, bounded(&case, acked).await.unwrap_err());
         let message = OutgoingMessage::new("hdr.x", "x").with_headers(headers);
         let call = natty.publisher().oneshot(message);
@@ -202,7 +207,7 @@ async fn bad_headers_fail_every_publish_path_and_nothing_reaches_the_stream() {
         is_invalid_header(&case, bounded(&case, call).await.unwrap_err());
     }
     failure.headers.insert("a:b", "v");
-    let republished = bounded("republish", natty.republish(failure)).await;
+    let republished = bounded("republish", natty.publisher().republish(failure)).await;
     is_invalid_header("republish", republished.unwrap_err());
 
     bounded("flush", natty.flush()).await;

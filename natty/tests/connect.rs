@@ -1,5 +1,6 @@
 //! Connecting: several URLs, TLS, credentials, and clear errors for bad input.
 
+use natty::compat::GoNatty as _;
 use std::time::{Duration, Instant};
 
 use natty::error::ConnectErrorKind;
@@ -27,7 +28,7 @@ async fn any_reachable_server_in_the_list_is_used() {
     .await
     .expect("second url works");
     assert_eq!(natty.connection_state(), ConnectionState::Connected);
-    assert!(!natty.server_version().is_empty());
+    assert!(!natty.server_info().version().is_empty());
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Durable consuming against a real server.
 
+use natty::compat::GoNatty as _;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

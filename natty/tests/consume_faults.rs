@@ -4,6 +4,7 @@
 //!
 //! `NATTY_SOAK_SECS` (default 0) keeps the test crashing the server for that long.
 
+use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use natty::{BoxError, CancellationToken, ConsumeConfig, ConsumerOptions, Message};

@@ -2,6 +2,7 @@
 //! step-down on crashes, partitions, pauses and restarts, increasing fencing tokens, and Go
 //! natty's `AsLeader` scenarios.
 
+use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -192,7 +193,7 @@ async fn cut_leader_steps_down_before_the_next_term_starts() {
     ));
     // The key outlives the last renew by the TTL; expiry markers or the poll add little.
     // Before 2.11 the server's max-age timer itself fires up to about a second late.
-    let slack = if a.natty.supports_message_ttl() {
+    let slack = if a.natty.server_info().supports_message_ttl() {
         Duration::from_millis(500)
     } else {
         Duration::from_millis(1200)
@@ -685,7 +686,7 @@ async fn writes_carry_a_per_key_ttl_where_the_server_has_it() {
     assert_eq!(&last.payload[..], b"a");
     assert!(last.sequence >= term.fencing_token());
     let ttl = last.headers.get("Nats-TTL").map(|v| v.as_str().to_owned());
-    if a.natty.supports_message_ttl() {
+    if a.natty.server_info().supports_message_ttl() {
         assert_eq!(ttl.as_deref(), Some("2"), "per-key ttl of whole seconds");
     } else {
         assert_eq!(ttl, None, "older servers rely on the bucket ttl");

@@ -4,6 +4,7 @@
 //! `nats-server` processes from the test kit; `election.rs` checks leadership alone through
 //! the same faults.
 
+use natty::compat::GoNatty as _;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -61,7 +62,10 @@ async fn losing_the_clients_cluster_node_loses_nothing_and_keeps_one_leader() {
     let (reports, mut failures) = reports(TOTAL as usize);
     let natty = connect_urls(cluster.urls(), patient().failures(reports)).await;
     placed("R3 stream", || {
-        natty.create_stream_with(stream_config("ORDERS", &["orders.>"], 3))
+        natty
+            .stream("ORDERS")
+            .unwrap()
+            .create_with_config(stream_config("ORDERS", &["orders.>"], 3))
     })
     .await;
     placed("R3 bucket", || {
@@ -73,8 +77,9 @@ async fn losing_the_clients_cluster_node_loses_nothing_and_keeps_one_leader() {
     })
     .await;
     natty
-        .create_consumer_with(
-            "ORDERS",
+        .stream("ORDERS")
+        .unwrap()
+        .create_consumer(
             "orders",
             Vec::<String>::new(),
             ConsumerOptions::default().ack_wait(Duration::from_secs(2)),
@@ -189,11 +194,15 @@ async fn a_cut_client_steps_down_reports_its_publishes_and_resumes_consuming() {
     .unwrap();
     let direct = connect_urls(vec![server.url()], PublishConfig::default()).await;
     direct
-        .create_stream_with(stream_config("ORDERS", &["orders.>"], 1))
+        .stream("ORDERS")
+        .unwrap()
+        .create_with_config(stream_config("ORDERS", &["orders.>"], 1))
         .await
         .unwrap();
     direct
-        .create_stream_with(stream_config("AUDIT", &["audit"], 1))
+        .stream("AUDIT")
+        .unwrap()
+        .create_with_config(stream_config("AUDIT", &["audit"], 1))
         .await
         .unwrap();
 

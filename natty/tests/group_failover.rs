@@ -80,8 +80,10 @@ fn instance_main(url: String) {
             Ok::<_, std::io::Error>(())
         });
         let served = natty
-            .serve_static_member(
-                MemberConfig::new("FO", "g", "m").ack_wait(ACK_WAIT),
+            .static_group("FO", "g")
+            .unwrap()
+            .serve(
+                MemberConfig::new("m").ack_wait(ACK_WAIT),
                 CancellationToken::new(),
                 handler,
             )
@@ -208,26 +210,29 @@ fn pinned_instance_failover_keeps_order_and_loses_nothing() {
     let natty = runtime.block_on(async {
         let natty = connect(&server).await;
         natty
-            .create_partitioned_stream("FO", &Partitioning::new("fo.*", 4))
+            .stream("FO")
+            .unwrap()
+            .create_partitioned(&Partitioning::new("fo.*", 4))
             .await
             .expect("stream");
         natty
     });
-    let created = runtime.block_on(natty.create_static_group(
-        "FO",
-        "g",
-        &StaticGroupConfig::with_members(4, ["m"]),
-    ));
+    let created = runtime.block_on(
+        natty
+            .static_group("FO", "g")
+            .unwrap()
+            .create(&StaticGroupConfig::with_members(4, ["m"])),
+    );
     if let Err(err) = &created {
         // Before 2.11 there are no pinned clients: the answer must be `Unsupported`.
         assert_eq!(err.kind(), natty::group::GroupErrorKind::Unsupported);
         assert!(
-            !natty.supports_message_ttl(),
+            !natty.server_info().supports_message_ttl(),
             "only servers before 2.11 refuse"
         );
         println!(
             "group_failover: server {} answers Unsupported; 1 passed, 0 failed",
-            natty.server_version()
+            natty.server_info().version()
         );
         return;
     }
@@ -255,7 +260,12 @@ fn pinned_instance_failover_keeps_order_and_loses_nothing() {
                 // Acked round by round: each key's numbers are stored in order.
                 let round = (0..KEYS).map(|k| {
                     let (natty, subject) = (&natty, format!("fo.k{k}"));
-                    async move { natty.publish_acked(&subject, n.to_string()).await }
+                    async move {
+                        natty
+                            .publisher()
+                            .publish_acked(&subject, n.to_string())
+                            .await
+                    }
                 });
                 futures_util::future::try_join_all(round)
                     .await
@@ -274,7 +284,7 @@ fn pinned_instance_failover_keeps_order_and_loses_nothing() {
     let before = latest(&seen).unwrap();
     let t0 = realtime_ns();
     runtime
-        .block_on(natty.static_member_step_down("FO", "g", "m"))
+        .block_on(natty.static_group("FO", "g").unwrap().step_down("m"))
         .expect("step down");
     wait_until("a new pin after step-down", || {
         takeover_after(&seen, t0, &before.pin).is_some()

@@ -6,6 +6,7 @@
 //! The Python comes from `scripts/pcgroups-venv` (Python 3.13+, `natsio-pcgroups` installed
 //! into `.natty/`); without one the test says loudly that it did not run.
 
+use natty::compat::GoNatty as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -50,10 +51,10 @@ fn main() {
         .unwrap();
     let server = Server::start().expect("server");
     let natty = runtime.block_on(connect(&server));
-    if !natty.supports_message_ttl() {
+    if !natty.server_info().supports_message_ttl() {
         println!(
             "group_interop: NOT RUN: server {} has no pinned clients",
-            natty.server_version()
+            natty.server_info().version()
         );
         return;
     }
@@ -81,12 +82,16 @@ fn natty_and_pcgroups_members_share_a_group(
     let owned: BTreeMap<&str, Vec<u32>> = runtime.block_on(async {
         if kind == "static" {
             natty
-                .create_partitioned_stream(stream, &Partitioning::new(format!("{prefix}.*"), 4))
+                .stream(stream)
+                .unwrap()
+                .create_partitioned(&Partitioning::new(format!("{prefix}.*"), 4))
                 .await
                 .expect("stream");
             let config = StaticGroupConfig::with_members(4, members);
             natty
-                .create_static_group(stream, "g", &config)
+                .static_group(stream, "g")
+                .unwrap()
+                .create(&config)
                 .await
                 .expect("group");
             members
@@ -102,7 +107,9 @@ fn natty_and_pcgroups_members_share_a_group(
                 ElasticGroupConfig::new(4, [PartitioningFilter::new(format!("{prefix}.*"), [1])])
                     .members(members);
             natty
-                .create_elastic_group(stream, "g", &config)
+                .elastic_group(stream, "g")
+                .unwrap()
+                .create(&config)
                 .await
                 .expect("group");
             members
@@ -170,11 +177,19 @@ fn natty_and_pcgroups_members_share_a_group(
                     Ok::<_, std::io::Error>(())
                 }
             });
-            let config = MemberConfig::new(stream, "g", "rs");
+            let config = MemberConfig::new("rs");
             if kind == "static" {
-                natty.serve_static_member(config, shutdown, service).await
+                natty
+                    .static_group(stream, "g")
+                    .unwrap()
+                    .serve(config, shutdown, service)
+                    .await
             } else {
-                natty.serve_elastic_member(config, shutdown, service).await
+                natty
+                    .elastic_group(stream, "g")
+                    .unwrap()
+                    .serve(config, shutdown, service)
+                    .await
             }
         })
     };
@@ -183,7 +198,12 @@ fn natty_and_pcgroups_members_share_a_group(
         for n in 0..PER_KEY {
             let round = (0..KEYS).map(|k| {
                 let subject = format!("{prefix}.k{k}");
-                async move { natty.publish_acked(&subject, n.to_string()).await }
+                async move {
+                    natty
+                        .publisher()
+                        .publish_acked(&subject, n.to_string())
+                        .await
+                }
             });
             futures_util::future::try_join_all(round)
                 .await

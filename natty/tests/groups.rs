@@ -35,7 +35,7 @@ async fn connect(server: &Server) -> Natty {
 }
 
 fn groups_supported(natty: &Natty) -> bool {
-    let version = natty.server_version();
+    let version = natty.server_info().version();
     let mut parts = version.trim_start_matches('v').split('.');
     let major: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let minor: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -176,7 +176,10 @@ async fn start_instance(server: &Server, config: MemberConfig, checker: &Arc<Che
     let shutdown = CancellationToken::new();
     let service = handler(Arc::clone(checker), "ord.");
     let token = shutdown.clone();
-    let task = tokio::spawn(async move { natty.serve_static_member(config, token, service).await });
+    let task = tokio::spawn(async move {
+        let group = natty.static_group("ORD", "g").unwrap();
+        group.serve(config, token, service).await
+    });
     Instance { shutdown, task }
 }
 
@@ -201,7 +204,12 @@ async fn publish_keys(natty: &Natty, keys: usize, per_key: u64) {
     for n in 0..per_key {
         let round = (0..keys).map(|k| {
             let subject = format!("ord.{}", key(k));
-            async move { natty.publish_acked(&subject, n.to_string()).await }
+            async move {
+                natty
+                    .publisher()
+                    .publish_acked(&subject, n.to_string())
+                    .await
+            }
         });
         futures_util::future::try_join_all(round)
             .await
@@ -252,7 +260,7 @@ async fn three_members_two_instances_keep_per_key_order() {
     let mut instances = Vec::new();
     for member in ["m1", "m2", "m3"] {
         for _ in 0..2 {
-            let config = MemberConfig::new("ORD", "g", member);
+            let config = MemberConfig::new(member);
             instances.push(start_instance(&server, config, &checker).await);
         }
     }
@@ -286,13 +294,17 @@ async fn three_members_two_instances_keep_per_key_order() {
 async fn assert_unsupported(natty: &Natty) {
     let config = StaticGroupConfig::with_members(2, ["a", "b"]);
     let err = natty
-        .create_static_group("ORD", "g", &config)
+        .static_group("ORD", "g")
+        .unwrap()
+        .create(&config)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), GroupErrorKind::Unsupported);
     let err = natty
-        .serve_static_member(
-            MemberConfig::new("ORD", "g", "a"),
+        .static_group("ORD", "g")
+        .unwrap()
+        .serve(
+            MemberConfig::new("a"),
             CancellationToken::new(),
             tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) }),
         )
@@ -300,7 +312,13 @@ async fn assert_unsupported(natty: &Natty) {
         .unwrap_err();
     assert_eq!(err.kind(), GroupErrorKind::Unsupported);
     assert_eq!(
-        natty.list_static_groups("ORD").await.unwrap_err().kind(),
+        natty
+            .stream("ORD")
+            .unwrap()
+            .static_groups()
+            .await
+            .unwrap_err()
+            .kind(),
         GroupErrorKind::Unsupported
     );
 }
@@ -312,15 +330,22 @@ async fn servers_before_2_11_answer_unsupported() {
     if groups_supported(&natty) {
         // The same calls work here; the 2.10 answer is checked when run against 2.10.
         natty
-            .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 2))
+            .stream("ORD")
+            .unwrap()
+            .create_partitioned(&Partitioning::new("ord.*", 2))
             .await
             .unwrap();
         let config = StaticGroupConfig::with_members(2, ["a", "b"]);
         natty
-            .create_static_group("ORD", "g", &config)
+            .static_group("ORD", "g")
+            .unwrap()
+            .create(&config)
             .await
             .unwrap();
-        assert_eq!(natty.list_static_groups("ORD").await.unwrap(), vec!["g"]);
+        assert_eq!(
+            natty.stream("ORD").unwrap().static_groups().await.unwrap(),
+            vec!["g"]
+        );
     } else {
         assert_unsupported(&natty).await;
     }
@@ -334,7 +359,9 @@ async fn admin_creates_lists_reads_and_deletes_groups_in_orbits_shape() {
         return assert_unsupported(&natty).await;
     }
     natty
-        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 4))
+        .stream("ORD")
+        .unwrap()
+        .create_partitioned(&Partitioning::new("ord.*", 4))
         .await
         .unwrap();
     let by_members = StaticGroupConfig::with_members(4, ["b", "a"]).filters(["ord.*"]);
@@ -346,22 +373,30 @@ async fn admin_creates_lists_reads_and_deletes_groups_in_orbits_shape() {
         ],
     );
     natty
-        .create_static_group("ORD", "g1", &by_members)
+        .static_group("ORD", "g1")
+        .unwrap()
+        .create(&by_members)
         .await
         .unwrap();
     natty
-        .create_static_group("ORD", "g2", &by_mappings)
+        .static_group("ORD", "g2")
+        .unwrap()
+        .create(&by_mappings)
         .await
         .unwrap();
     // Idempotent with the same configuration; drift with another.
     natty
-        .create_static_group("ORD", "g1", &by_members)
+        .static_group("ORD", "g1")
+        .unwrap()
+        .create(&by_members)
         .await
         .unwrap();
     let other = StaticGroupConfig::with_members(4, ["a"]);
     assert_eq!(
         natty
-            .create_static_group("ORD", "g1", &other)
+            .static_group("ORD", "g1")
+            .unwrap()
+            .create(&other)
             .await
             .unwrap_err()
             .kind(),
@@ -387,40 +422,62 @@ async fn admin_creates_lists_reads_and_deletes_groups_in_orbits_shape() {
     );
 
     assert_eq!(
-        natty.list_static_groups("ORD").await.unwrap(),
+        natty.stream("ORD").unwrap().static_groups().await.unwrap(),
         vec!["g1", "g2"]
     );
-    assert_eq!(natty.static_group("ORD", "g2").await.unwrap(), by_mappings);
     assert_eq!(
         natty
-            .static_member_partitions("ORD", "g1", "a")
+            .static_group("ORD", "g2")
+            .unwrap()
+            .config()
+            .await
+            .unwrap(),
+        by_mappings
+    );
+    assert_eq!(
+        natty
+            .static_group("ORD", "g1")
+            .unwrap()
+            .member_partitions("a")
             .await
             .unwrap(),
         vec![0, 1]
     );
     assert_eq!(
         natty
-            .static_member_partitions("ORD", "g2", "x")
+            .static_group("ORD", "g2")
+            .unwrap()
+            .member_partitions("x")
             .await
             .unwrap(),
         vec![0, 3]
     );
     assert_eq!(
         natty
-            .static_member_partitions("ORD", "g1", "z")
+            .static_group("ORD", "g1")
+            .unwrap()
+            .member_partitions("z")
             .await
             .unwrap_err()
             .kind(),
         GroupErrorKind::NotMember
     );
     assert_eq!(
-        natty.static_group("ORD", "nope").await.unwrap_err().kind(),
+        natty
+            .static_group("ORD", "nope")
+            .unwrap()
+            .config()
+            .await
+            .unwrap_err()
+            .kind(),
         GroupErrorKind::NotFound
     );
     let invalid = StaticGroupConfig::with_mappings(2, [MemberMapping::new("x", [0])]);
     assert_eq!(
         natty
-            .create_static_group("ORD", "g3", &invalid)
+            .static_group("ORD", "g3")
+            .unwrap()
+            .create(&invalid)
             .await
             .unwrap_err()
             .kind(),
@@ -428,7 +485,9 @@ async fn admin_creates_lists_reads_and_deletes_groups_in_orbits_shape() {
     );
     assert_eq!(
         natty
-            .create_static_group("NOPE", "g", &by_members)
+            .static_group("NOPE", "g")
+            .unwrap()
+            .create(&by_members)
             .await
             .unwrap_err()
             .kind(),
@@ -442,8 +501,10 @@ async fn admin_creates_lists_reads_and_deletes_groups_in_orbits_shape() {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             natty
-                .serve_static_member(
-                    MemberConfig::new("ORD", "g1", "a"),
+                .static_group("ORD", "g1")
+                .unwrap()
+                .serve(
+                    MemberConfig::new("a"),
                     shutdown,
                     tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) }),
                 )
@@ -476,14 +537,22 @@ async fn admin_creates_lists_reads_and_deletes_groups_in_orbits_shape() {
     assert_eq!(info.config.ack_wait, Duration::from_secs(5));
 
     // Deleting the group stops its members with `Deleted` and removes their consumers.
-    natty.delete_static_group("ORD", "g1").await.unwrap();
+    natty
+        .static_group("ORD", "g1")
+        .unwrap()
+        .delete()
+        .await
+        .unwrap();
     let stopped = tokio::time::timeout(DEADLINE, serving)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(stopped.unwrap_err().kind(), GroupErrorKind::Deleted);
     assert!(stream.consumer_info("g1-a").await.is_err());
-    assert_eq!(natty.list_static_groups("ORD").await.unwrap(), vec!["g2"]);
+    assert_eq!(
+        natty.stream("ORD").unwrap().static_groups().await.unwrap(),
+        vec!["g2"]
+    );
     assert!(kv.get("ORD.g1").await.unwrap().is_none());
     shutdown.cancel();
 }
@@ -496,12 +565,14 @@ async fn serving_an_unknown_group_or_as_a_stranger_is_refused() {
         return assert_unsupported(&natty).await;
     }
     natty
-        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 2))
+        .stream("ORD")
+        .unwrap()
+        .create_partitioned(&Partitioning::new("ord.*", 2))
         .await
         .unwrap();
     let serve = |group: &'static str, member: &'static str| {
-        natty.serve_static_member(
-            MemberConfig::new("ORD", group, member),
+        natty.static_group("ORD", group).unwrap().serve(
+            MemberConfig::new(member),
             CancellationToken::new(),
             tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) }),
         )
@@ -512,7 +583,9 @@ async fn serving_an_unknown_group_or_as_a_stranger_is_refused() {
     );
     let config = StaticGroupConfig::with_members(2, ["a", "b"]);
     natty
-        .create_static_group("ORD", "g", &config)
+        .static_group("ORD", "g")
+        .unwrap()
+        .create(&config)
         .await
         .unwrap();
     assert_eq!(
@@ -577,9 +650,14 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
         let shutdown = CancellationToken::new();
         let service = handler(Arc::clone(&checker), "es.");
         let token = shutdown.clone();
-        let config = MemberConfig::new("ES", "eg", member).ack_wait(Duration::from_secs(2));
-        let task =
-            tokio::spawn(async move { natty.serve_elastic_member(config, token, service).await });
+        let config = MemberConfig::new(member).ack_wait(Duration::from_secs(2));
+        let task = tokio::spawn(async move {
+            natty
+                .elastic_group("ES", "eg")
+                .unwrap()
+                .serve(config, token, service)
+                .await
+        });
         instances.push(Instance { shutdown, task });
     }
 
@@ -695,9 +773,14 @@ async fn group_on_r3_streams_keeps_going_when_a_server_dies() {
         let shutdown = CancellationToken::new();
         let service = handler(Arc::clone(&checker), "ord.");
         let token = shutdown.clone();
-        let config = MemberConfig::new("ORD", "g", member).ack_wait(Duration::from_secs(2));
-        let task =
-            tokio::spawn(async move { natty.serve_static_member(config, token, service).await });
+        let config = MemberConfig::new(member).ack_wait(Duration::from_secs(2));
+        let task = tokio::spawn(async move {
+            natty
+                .static_group("ORD", "g")
+                .unwrap()
+                .serve(config, token, service)
+                .await
+        });
         instances.push(Instance { shutdown, task });
     }
 
@@ -734,12 +817,16 @@ async fn other_consumer_settings_or_a_changed_group_answer_config_drift() {
         return assert_unsupported(&natty).await;
     }
     natty
-        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 2))
+        .stream("ORD")
+        .unwrap()
+        .create_partitioned(&Partitioning::new("ord.*", 2))
         .await
         .unwrap();
     let config = StaticGroupConfig::with_members(2, ["a", "b"]);
     natty
-        .create_static_group("ORD", "g", &config)
+        .static_group("ORD", "g")
+        .unwrap()
+        .create(&config)
         .await
         .unwrap();
     let noop = || tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) });
@@ -750,7 +837,9 @@ async fn other_consumer_settings_or_a_changed_group_answer_config_drift() {
         let service = noop();
         tokio::spawn(async move {
             natty
-                .serve_static_member(MemberConfig::new("ORD", "g", "a"), shutdown, service)
+                .static_group("ORD", "g")
+                .unwrap()
+                .serve(MemberConfig::new("a"), shutdown, service)
                 .await
         })
     };
@@ -765,9 +854,11 @@ async fn other_consumer_settings_or_a_changed_group_answer_config_drift() {
     .expect("member consumer created");
 
     // Another instance of `a` with another ack wait would change the shared consumer.
-    let other = MemberConfig::new("ORD", "g", "a").ack_wait(Duration::from_secs(3));
+    let other = MemberConfig::new("a").ack_wait(Duration::from_secs(3));
     let err = natty
-        .serve_static_member(other, CancellationToken::new(), noop())
+        .static_group("ORD", "g")
+        .unwrap()
+        .serve(other, CancellationToken::new(), noop())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), GroupErrorKind::ConfigDrift);
@@ -784,7 +875,15 @@ async fn other_consumer_settings_or_a_changed_group_answer_config_drift() {
     )
     .await
     .unwrap();
-    assert_eq!(natty.static_group("ORD", "g").await.unwrap(), changed);
+    assert_eq!(
+        natty
+            .static_group("ORD", "g")
+            .unwrap()
+            .config()
+            .await
+            .unwrap(),
+        changed
+    );
     let stopped = tokio::time::timeout(DEADLINE, serving)
         .await
         .unwrap()
@@ -830,10 +929,15 @@ async fn a_delivery_that_never_arrives_is_not_overtaken_by_later_messages_of_its
     };
     let member = connect(&server).await;
     let shutdown = CancellationToken::new();
-    let config = MemberConfig::new("ORD", "g", "m1").ack_wait(Duration::from_secs(2));
+    let config = MemberConfig::new("m1").ack_wait(Duration::from_secs(2));
     let token = shutdown.clone();
-    let task =
-        tokio::spawn(async move { member.serve_static_member(config, token, service).await });
+    let task = tokio::spawn(async move {
+        member
+            .static_group("ORD", "g")
+            .unwrap()
+            .serve(config, token, service)
+            .await
+    });
 
     admin.publish_acked("ord.k0", "0").await.unwrap();
     checker.wait_complete(1, 1).await;
@@ -977,12 +1081,17 @@ async fn serve_failing_once(server: &Server, admin: &Natty, first_try: FirstTry)
         })
     };
     let (errors, mut reports) = mpsc::channel(8);
-    let config = MemberConfig::new("ORD", "g", "m1").errors(errors);
+    let config = MemberConfig::new("m1").errors(errors);
     let member = connect(server).await;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
-    let task =
-        tokio::spawn(async move { member.serve_static_member(config, token, service).await });
+    let task = tokio::spawn(async move {
+        member
+            .static_group("ORD", "g")
+            .unwrap()
+            .serve(config, token, service)
+            .await
+    });
 
     publish_keys(admin, KEYS, PER_KEY).await;
     checker.wait_complete(KEYS, PER_KEY).await;
@@ -1012,7 +1121,7 @@ async fn assert_reported_and_redelivered<'a>(
     let [(first, first_at), (again, again_at)] = seen.target.as_slice() else {
         panic!("the target is delivered twice, got {:?}", seen.target)
     };
-    let ack_wait = MemberConfig::new("ORD", "g", "m1").timers().ack_wait;
+    let ack_wait = MemberConfig::new("m1").timers().ack_wait;
     // Left unsettled it would come back after the ack wait, a little less as the server's
     // timer started before the service saw it; nak'd it comes back at once.
     assert!(

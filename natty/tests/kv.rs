@@ -1,5 +1,6 @@
 //! Key/value helpers against a real server.
 
+use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -190,7 +191,7 @@ async fn watches_see_puts_and_deletes() {
 async fn per_key_ttl_expires_on_new_servers_and_is_unsupported_on_old_ones() {
     let server = Server::start().unwrap();
     let natty = connect(&server).await;
-    if !natty.supports_message_ttl() {
+    if !natty.server_info().supports_message_ttl() {
         let err = natty
             .create_with_ttl("kv6", "k", "v".into(), Duration::from_secs(1))
             .await

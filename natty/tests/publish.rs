@@ -1,5 +1,6 @@
 //! Batched publishing against a real server.
 
+use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use natty::error::PublishErrorKind;
@@ -23,7 +24,7 @@ async fn publish_then_flush_lands_every_message_with_a_msg_id() {
         natty.publish("p1.b", format!("m{n}")).await.unwrap();
     }
     timeout(DEADLINE, natty.flush()).await.expect("flush");
-    assert_eq!(natty.queued(), 0);
+    assert_eq!(natty.publisher().queued(), 0);
     assert_eq!(stream_messages(&natty, "P1").await, 4_000);
 
     let stream = natty.jetstream().get_stream("P1").await.unwrap();
@@ -41,13 +42,18 @@ async fn a_caller_msg_id_is_kept_and_deduplicated() {
         let mut headers = natty::HeaderMap::new();
         headers.insert("Nats-Msg-Id", "order-42");
         natty
+            .publisher()
             .publish_with_headers("p2", headers, "once")
             .await
             .unwrap();
     }
     natty.flush().await;
     assert_eq!(stream_messages(&natty, "P2").await, 1);
-    let ack = natty.publish_acked("p2", "acked").await.unwrap();
+    let ack = natty
+        .publisher()
+        .publish_acked("p2", "acked")
+        .await
+        .unwrap();
     assert_eq!(ack.sequence, 2);
 }
 
@@ -69,7 +75,11 @@ async fn bad_subjects_and_payloads_are_refused_before_sending() {
             PublishErrorKind::InvalidSubject,
             "{subject:?}: {err}"
         );
-        let err = natty.publish_acked(subject, "x").await.unwrap_err();
+        let err = natty
+            .publisher()
+            .publish_acked(subject, "x")
+            .await
+            .unwrap_err();
         assert_eq!(
             err.kind(),
             PublishErrorKind::InvalidSubject,
@@ -86,7 +96,7 @@ async fn bad_subjects_and_payloads_are_refused_before_sending() {
     )
     .await;
     assert!(seen.is_err(), "something reached the server: {seen:?}");
-    assert_eq!(natty.queued(), 0);
+    assert_eq!(natty.publisher().queued(), 0);
 }
 
 #[tokio::test]
@@ -101,7 +111,7 @@ async fn try_publish_reports_full_when_the_bounded_queue_is_full() {
     server.pause().unwrap();
     let mut full = None;
     for n in 0..100 {
-        if let Err(err) = natty.try_publish("p3", format!("{n}")) {
+        if let Err(err) = natty.publisher().try_publish("p3", format!("{n}")) {
             full = Some((n, err));
             break;
         }
@@ -147,8 +157,11 @@ async fn delete_publisher_drains_and_shutdown_refuses_new_messages() {
     for n in 0..500 {
         natty.publish("p4.x", format!("{n}")).await.unwrap();
     }
-    assert!(natty.delete_publisher("p4.x").await);
-    assert!(!natty.delete_publisher("p4.x").await, "already gone");
+    assert!(natty.publisher().close_subject("p4.x").await);
+    assert!(
+        !natty.publisher().close_subject("p4.x").await,
+        "already gone"
+    );
     assert_eq!(stream_messages(&natty, "P4").await, 500);
 
     for n in 0..500 {
@@ -171,10 +184,10 @@ async fn idle_workers_exit_and_come_back_on_demand() {
     natty.create_stream("P5", ["p5"]).await.unwrap();
     for round in 0..3 {
         natty.publish("p5", format!("{round}")).await.unwrap();
-        assert_eq!(natty.active_publishers(), 1);
+        assert_eq!(natty.publisher().active_subjects(), 1);
         natty.flush().await;
         timeout(DEADLINE, async {
-            while natty.active_publishers() > 0 {
+            while natty.publisher().active_subjects() > 0 {
                 tokio::task::yield_now().await;
             }
         })
@@ -183,7 +196,7 @@ async fn idle_workers_exit_and_come_back_on_demand() {
     }
     assert_eq!(stream_messages(&natty, "P5").await, 3);
     assert!(
-        !natty.delete_publisher("p5").await,
+        !natty.publisher().close_subject("p5").await,
         "the idle worker already exited"
     );
 }
@@ -203,7 +216,9 @@ async fn hundred_thousand_messages_survive_a_server_restart_exactly_once() {
     )
     .await;
     natty
-        .create_stream_with(async_nats::jetstream::stream::Config {
+        .stream("BULK")
+        .unwrap()
+        .create_with_config(async_nats::jetstream::stream::Config {
             name: "BULK".into(),
             subjects: vec!["bulk".into()],
             duplicate_window: Duration::from_secs(120),
@@ -369,13 +384,13 @@ async fn publishes_cancelled_while_waiting_for_room_never_wedge_flush_or_shutdow
         panic!(
             "flush did not return: {} accepted, {cancelled} cancelled, queued() = {}",
             accepted.len(),
-            natty.queued()
+            natty.publisher().queued()
         );
     }
     timeout(DEADLINE, natty.shutdown())
         .await
         .expect("shutdown returns after cancelled publishes");
-    assert_eq!(natty.queued(), 0);
+    assert_eq!(natty.publisher().queued(), 0);
 
     let stored: Vec<String> = stored_in_order(&server, "CANCEL")
         .await
@@ -468,7 +483,7 @@ async fn an_outage_on_many_subjects_reports_every_failure_to_a_slow_reader() {
     proxy.restore();
     let failed: Vec<natty::PublishFailure> = std::mem::take(&mut *read.lock().unwrap());
     for failure in failed {
-        natty.republish(failure).await.unwrap();
+        natty.publisher().republish(failure).await.unwrap();
     }
     timeout(DEADLINE, natty.flush()).await.expect("republished");
     let stored = stored_in_order(&server, "OUTAGE").await;
@@ -523,7 +538,9 @@ async fn a_subject_publishes_through_fast_ingest_where_its_stream_allows_it() {
     let natty = connect(&server).await;
     natty.create_stream("BATCHED", ["batched.>"]).await.unwrap();
     natty
-        .create_stream_with(async_nats::jetstream::stream::Config {
+        .stream("PLAIN")
+        .unwrap()
+        .create_with_config(async_nats::jetstream::stream::Config {
             name: "PLAIN".into(),
             subjects: vec!["plain.>".into()],
             ..Default::default()
@@ -535,17 +552,17 @@ async fn a_subject_publishes_through_fast_ingest_where_its_stream_allows_it() {
         natty.publish("plain.a", format!("{n}")).await.unwrap();
     }
     timeout(DEADLINE, natty.flush()).await.expect("flush");
-    let expected = if natty.supports_fast_ingest() {
+    let expected = if natty.server_info().supports_fast_ingest() {
         natty::PublishPath::FastIngest
     } else {
         natty::PublishPath::PerMessage
     };
-    assert_eq!(natty.publish_path("batched.a"), Some(expected));
+    assert_eq!(natty.publisher().path("batched.a"), Some(expected));
     assert_eq!(
-        natty.publish_path("plain.a"),
+        natty.publisher().path("plain.a"),
         Some(natty::PublishPath::PerMessage)
     );
-    assert_eq!(natty.publish_path("nobody.published.here"), None);
+    assert_eq!(natty.publisher().path("nobody.published.here"), None);
     for stream in ["BATCHED", "PLAIN"] {
         let stored = stored_in_order(&server, stream).await;
         let payloads: Vec<String> = stored.into_iter().map(|(_, p)| p).collect();
@@ -635,7 +652,7 @@ async fn fast_ingest_through_a_crash_and_a_cut_loses_nothing_and_stores_nothing_
     timeout(Duration::from_secs(120), natty.flush())
         .await
         .expect("every message acked or reported");
-    println!("chaos: path {:?}", natty.publish_path("chaos.0"));
+    println!("chaos: path {:?}", natty.publisher().path("chaos.0"));
 
     let stored = stored_in_order(&server, "CHAOS").await;
     let distinct: std::collections::HashSet<&(String, String)> = stored.iter().collect();
@@ -647,7 +664,7 @@ async fn fast_ingest_through_a_crash_and_a_cut_loses_nothing_and_stores_nothing_
     );
     assert_eq!(distinct.len(), TASKS * PER_TASK, "every message stored");
     assert_eq!(stored.len(), TASKS * PER_TASK, "no message stored twice");
-    if natty.supports_fast_ingest() {
+    if natty.server_info().supports_fast_ingest() {
         assert_eq!(inversions, 0, "order kept per task and subject");
     } else {
         // One publish per message: a retry is written after later messages (documented).

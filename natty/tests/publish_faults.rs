@@ -46,7 +46,9 @@ async fn crash_during_publish_loses_and_duplicates_nothing() {
     let (reports, mut failures) = reports(TOTAL as usize);
     let natty = connect_urls(vec![server.url()], patient().failures(reports.clone())).await;
     natty
-        .create_stream_with(stream_config("BULK", &["bulk"], 1))
+        .stream("BULK")
+        .unwrap()
+        .create_with_config(stream_config("BULK", &["bulk"], 1))
         .await
         .unwrap();
 
@@ -64,7 +66,7 @@ async fn crash_during_publish_loses_and_duplicates_nothing() {
     })
     .await;
     server.kill();
-    let at_crash = natty.queued();
+    let at_crash = natty.publisher().queued();
     server.restart().unwrap();
     assert!(at_crash > 0, "the crash came while messages were in flight");
 
@@ -120,7 +122,9 @@ async fn publishes_outlasting_their_retries_in_a_crash_are_reported_and_resend_e
     .await
     .unwrap();
     natty
-        .create_stream_with(stream_config("BULK", &["bulk"], 1))
+        .stream("BULK")
+        .unwrap()
+        .create_with_config(stream_config("BULK", &["bulk"], 1))
         .await
         .unwrap();
 

@@ -1,5 +1,6 @@
 //! The publish `Service` against a real server, read back through a plain async-nats client.
 
+use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -75,7 +76,7 @@ async fn the_publisher_service_under_concurrency_limit_and_timeout_stores_every_
         assert_eq!(headers.get("order").unwrap().as_str(), n.to_string());
         assert!(headers.get("Nats-Msg-Id").is_some(), "natty stamped an id");
     }
-    assert_eq!(natty.queued(), 0, "every call settled");
+    assert_eq!(natty.publisher().queued(), 0, "every call settled");
 }
 
 #[tokio::test]
@@ -248,6 +249,7 @@ async fn an_idempotency_key_in_any_case_is_sent_as_the_servers_nats_msg_id() {
         let mut headers = natty::HeaderMap::new();
         headers.insert(spelling, "order-17");
         natty
+            .publisher()
             .publish_with_headers("cased.orders", headers, "order 17")
             .await
             .unwrap();

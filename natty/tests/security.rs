@@ -1,6 +1,7 @@
 //! Reliability scenario 9: TLS, mutual TLS, every credential type, and secrets kept out of
 //! `Debug` output and logs.
 
+use natty::compat::GoNatty as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,5 +1,6 @@
 //! Stream and consumer management against a real server.
 
+use natty::compat::GoNatty as _;
 use std::time::{Duration, SystemTime};
 
 use natty::error::StreamErrorKind;
@@ -40,7 +41,9 @@ async fn full_config_variant_and_delete() {
     let server = Server::start().unwrap();
     let natty = connect(&server).await;
     natty
-        .create_stream_with(async_nats::jetstream::stream::Config {
+        .stream("S2")
+        .unwrap()
+        .create_with_config(async_nats::jetstream::stream::Config {
             name: "S2".into(),
             subjects: vec!["s2".into()],
             storage: async_nats::jetstream::stream::StorageType::Memory,
@@ -60,8 +63,9 @@ async fn consumers_are_durable_explicit_ack_with_options() {
     let natty = connect(&server).await;
     natty.create_stream("S3", ["s3.>"]).await.unwrap();
     natty
-        .create_consumer_with(
-            "S3",
+        .stream("S3")
+        .unwrap()
+        .create_consumer(
             "billing",
             ["s3.a", "s3.b"],
             ConsumerOptions::default()
@@ -101,7 +105,7 @@ async fn a_new_consumer_starts_where_its_deliver_policy_says() {
     let natty = connect(&server).await;
     natty.create_stream("S5", ["s5.>"]).await.unwrap();
     for subject in ["s5.a", "s5.b", "s5.a"] {
-        natty.publish_acked(subject, "x").await.unwrap();
+        natty.publisher().publish_acked(subject, "x").await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
     let after_them = SystemTime::now();
@@ -131,7 +135,9 @@ async fn a_new_consumer_starts_where_its_deliver_policy_says() {
     for (durable, policy, pending) in cases {
         let options = ConsumerOptions::default().deliver_policy(policy);
         natty
-            .create_consumer_with("S5", durable, ["s5.>"], options)
+            .stream("S5")
+            .unwrap()
+            .create_consumer(durable, ["s5.>"], options)
             .await
             .unwrap();
         let info = consumer_info(&natty, "S5", durable).await;

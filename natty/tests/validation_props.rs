@@ -2,6 +2,7 @@
 //! server. Whatever natty accepts, the server accepts; whatever natty refuses breaks a rule of
 //! NATS (stated here independently of natty's code).
 
+use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -135,7 +136,9 @@ fn publish_subjects_accepted_by_natty_are_stored_by_the_server() {
     runner(96)
         .run(&text(SUBJECT_CHARS, 12), |tail| {
             let subject = format!("p.{tail}");
-            let result = f.runtime.block_on(f.natty.publish_acked(&subject, "x"));
+            let result = f
+                .runtime
+                .block_on(f.natty.publisher().publish_acked(&subject, "x"));
             f.tally(result.is_ok());
             match result {
                 Ok(ack) => {

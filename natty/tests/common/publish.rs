@@ -109,7 +109,7 @@ pub(crate) fn drain(failures: &mut mpsc::Receiver<PublishFailure>) -> Vec<Publis
 /// `Nats-Msg-Id`, as a caller should.
 pub(crate) async fn resend(natty: &Natty, failed: Vec<PublishFailure>) {
     for failure in failed {
-        natty.republish(failure).await.expect("resend");
+        natty.publisher().republish(failure).await.expect("resend");
     }
     timeout(DEADLINE, natty.flush())
         .await

@@ -29,9 +29,9 @@ use tower::Service;
 pub use config::{MemberConfig, MemberSummary, Partition, Timers};
 
 use super::error::GroupError;
+use crate::connection::Connection;
 use crate::error::BoxError;
 use crate::message::Message;
-use crate::connection::Connection;
 use config::Kind;
 
 impl Connection {

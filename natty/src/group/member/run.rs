@@ -21,6 +21,7 @@ use super::spec::{Follow, Spec};
 use super::stall::{AbortOnDrop, StallWatch};
 use super::takeover::{check_gate, seen_pin, Deliveries, Gate, GateCheck, PinSeen};
 use crate::backoff::Backoff;
+use crate::connection::Connection;
 use crate::consume::engine::{Engine, Event, Steady};
 use crate::consume::sleep_until_opt;
 use crate::consume::ConsumerSettings;
@@ -28,7 +29,6 @@ use crate::error::{BoxError, Error};
 use crate::group::config::{config_key, PRIORITY_GROUP};
 use crate::group::error::{not_member, refused, GroupError, GroupErrorKind};
 use crate::message::{DeliveringConsumer, Message};
-use crate::connection::Connection;
 
 /// The header a pinned client's messages carry its pin in.
 const PIN_ID: &str = "Nats-Pin-Id";

@@ -1,10 +1,10 @@
 //! The group's configuration as a member sees it, and what a change of it means for the member.
 
 use super::config::Kind;
+use crate::connection::Connection;
 use crate::group::config::StaticGroupConfig;
 use crate::group::elastic::ElasticGroupConfig;
 use crate::group::error::GroupError;
-use crate::connection::Connection;
 
 /// A group's configuration, of either kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
