@@ -12,6 +12,7 @@ use crate::error::{Error, PublishErrorKind};
 use crate::header::HeaderMap;
 use crate::publish::{Enqueue, Pipeline, PublishError, PublishFailure, PublishPath};
 use crate::publisher::{PublishAck, Publisher};
+use crate::server::ServerInfo;
 
 /// A connected natty client: publish, consume, streams, consumers, key/value and leader
 /// election. Cheap to clone; every clone shares one connection and one publisher.
@@ -109,6 +110,11 @@ impl Natty {
         self.inner.client.server_info().version
     }
 
+    /// The connected server's version and limits, and the features natty uses on it.
+    pub fn server_info(&self) -> ServerInfo {
+        ServerInfo::from_client(&self.inner.client)
+    }
+
     /// The largest payload the connected server accepts, in bytes (0 before the first
     /// connection).
     pub fn max_payload(&self) -> usize {
@@ -117,12 +123,12 @@ impl Natty {
 
     /// Whether the server supports per-message TTLs (2.11 and later).
     pub fn supports_message_ttl(&self) -> bool {
-        version_at_least(&self.server_version(), 2, 11)
+        self.server_info().supports_message_ttl()
     }
 
     /// Whether the server has fast-ingest batched publishing (2.14+).
     pub fn supports_fast_ingest(&self) -> bool {
-        version_at_least(&self.server_version(), 2, 14)
+        self.server_info().supports_fast_ingest()
     }
 
     /// Queue `payload` for `subject` on the subject's batching worker and return once it is
@@ -273,25 +279,5 @@ impl Natty {
     pub async fn shutdown(&self) {
         self.inner.publisher.shutdown().await;
         let _ = self.inner.client.flush().await;
-    }
-}
-
-pub(crate) fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(['.', '-'])
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    found >= (major, minor)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn version_comparison() {
-        assert!(super::version_at_least("2.15.1", 2, 11));
-        assert!(super::version_at_least("v2.11.0-beta", 2, 11));
-        assert!(!super::version_at_least("2.10.26", 2, 11));
-        assert!(!super::version_at_least("", 2, 11));
     }
 }

@@ -68,6 +68,7 @@ pub mod otel;
 pub mod publish;
 pub mod publisher;
 pub mod report;
+mod server;
 pub mod stream;
 pub mod validate;
 
@@ -85,6 +86,7 @@ pub use message::Message;
 pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
 pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
 pub use report::ReportSender;
+pub use server::ServerInfo;
 pub use stream::{ConsumerOptions, DeliverPolicy, StreamError};
 
 /// The async-nats release natty is built on: the escape hatch for what natty does not wrap

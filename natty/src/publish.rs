@@ -100,11 +100,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::backoff::Backoff;
-use crate::client::version_at_least;
 use crate::error::{Error, PublishErrorKind};
 use crate::fast_ingest::{Batch, BatchMessage, OpenError, Progress};
 use crate::header::HeaderMap;
 use crate::report::ReportSender;
+use crate::server::ServerInfo;
 use crate::validate;
 
 /// The error of a publish.
@@ -568,7 +568,7 @@ impl Pipeline {
         let mut resend: VecDeque<Outgoing> = VecDeque::new();
         let mut batch: Option<Batch<Outgoing>> = None;
         let mut fast =
-            self.config.fast_ingest && version_at_least(&self.client.server_info().version, 2, 14);
+            self.config.fast_ingest && ServerInfo::from_client(&self.client).supports_fast_ingest();
         // Set when a batch could not be opened, or ended without confirming anything (an
         // outage): single publishes, with their window and retries, until one is confirmed.
         let mut troubled = false;

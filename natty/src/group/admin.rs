@@ -155,7 +155,7 @@ impl Partitioning {
 
 impl Natty {
     pub(crate) fn require_groups(&self) -> Result<(), GroupError> {
-        if crate::client::version_at_least(&self.server_version(), 2, 11) {
+        if crate::server::version_at_least(&self.server_version(), 2, 11) {
             Ok(())
         } else {
             Err(Error::new(GroupErrorKind::Unsupported))
