@@ -8,10 +8,8 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::connect::{self, ConnectError, ConnectionState};
-use crate::error::{Error, PublishErrorKind};
 use crate::header::HeaderMap;
-use crate::publish::{Enqueue, Pipeline, PublishError, PublishFailure, PublishPath};
-use crate::publisher::{PublishAck, Publisher};
+use crate::publish::{PublishAck, PublishError, PublishFailure, PublishPath, Publisher};
 use crate::server::ServerInfo;
 
 /// A connected natty client: publish, consume, streams, consumers, key/value and leader
@@ -36,7 +34,7 @@ pub struct Natty {
 pub(crate) struct Inner {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
-    pub(crate) publisher: Arc<Pipeline>,
+    pub(crate) publisher: Publisher,
     pub(crate) buckets: Mutex<HashMap<String, Arc<jetstream::kv::Store>>>,
 }
 
@@ -73,11 +71,7 @@ impl Natty {
             .timeout(config.request_timeout)
             .ack_timeout(config.request_timeout)
             .build(client.clone());
-        let publisher = Arc::new(Pipeline::new(
-            jetstream.clone(),
-            client.clone(),
-            config.publish.clone(),
-        ));
+        let publisher = Publisher::new(jetstream.clone(), client.clone(), config.publish.clone());
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -143,10 +137,7 @@ impl Natty {
         subject: &str,
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
-        self.inner
-            .publisher
-            .publish(subject, None, payload.into(), true)
-            .await
+        self.inner.publisher.publish(subject, payload).await
     }
 
     /// Like [`Natty::publish`], with headers. A `Nats-Msg-Id` header you set is kept (use it
@@ -162,7 +153,7 @@ impl Natty {
     ) -> Result<(), PublishError> {
         self.inner
             .publisher
-            .publish(subject, Some(headers), payload.into(), true)
+            .publish_with_headers(subject, headers, payload)
             .await
     }
 
@@ -176,20 +167,14 @@ impl Natty {
         subject: &str,
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
-        let pipeline = &self.inner.publisher;
-        let message = pipeline.prepare(subject, None, payload.into(), None)?;
-        match pipeline.try_enqueue(subject, message) {
-            Ok(()) => Ok(()),
-            Err(Enqueue::Full(..)) => Err(Error::new(PublishErrorKind::Full)),
-            Err(Enqueue::Failed(error)) => Err(error),
-        }
+        self.inner.publisher.try_publish(subject, payload)
     }
 
     /// Publishing as a tower `Service`, on the same batched pipeline as [`Natty::publish`]:
     /// `poll_ready` waits for queue room, the response is the stream's ack. Cheap to clone.
     /// See [`publisher`](crate::publisher).
     pub fn publisher(&self) -> Publisher {
-        Publisher::new(Arc::clone(&self.inner.publisher))
+        self.inner.publisher.clone()
     }
 
     /// Publish one message and wait for the stream to confirm it, retrying under the same
@@ -203,10 +188,7 @@ impl Natty {
         subject: &str,
         payload: impl Into<Bytes>,
     ) -> Result<PublishAck, PublishError> {
-        self.inner
-            .publisher
-            .publish_acked(subject, None, payload.into())
-            .await
+        self.inner.publisher.publish_acked(subject, payload).await
     }
 
     /// Like [`Natty::publish_acked`], with headers.
@@ -221,7 +203,7 @@ impl Natty {
     ) -> Result<PublishAck, PublishError> {
         self.inner
             .publisher
-            .publish_acked(subject, Some(headers), payload.into())
+            .publish_acked_with_headers(subject, headers, payload)
             .await
     }
 
@@ -232,15 +214,7 @@ impl Natty {
     /// # Errors
     /// See [`Natty::publish`].
     pub async fn republish(&self, failure: PublishFailure) -> Result<(), PublishError> {
-        self.inner
-            .publisher
-            .publish(
-                &failure.subject,
-                Some(failure.headers),
-                failure.payload,
-                true,
-            )
-            .await
+        self.inner.publisher.republish(failure).await
     }
 
     /// Messages accepted but not yet acked or reported failed.
@@ -257,7 +231,7 @@ impl Natty {
 
     /// How many subjects have a publish worker running.
     pub fn active_publishers(&self) -> usize {
-        self.inner.publisher.workers()
+        self.inner.publisher.active_subjects()
     }
 
     /// Wait until every message accepted so far is acked or reported failed. A report waits
@@ -270,7 +244,7 @@ impl Natty {
     /// Stop the worker of `subject` once it has published what it holds. Returns whether
     /// there was one.
     pub async fn delete_publisher(&self, subject: &str) -> bool {
-        self.inner.publisher.delete_publisher(subject).await
+        self.inner.publisher.close_subject(subject).await
     }
 
     /// Refuse new publishes and wait until every accepted message is acked or reported

@@ -58,7 +58,6 @@ pub mod consumer;
 mod consumer_handle;
 pub mod election;
 pub mod error;
-mod fast_ingest;
 pub mod group;
 pub mod header;
 pub mod kv;
@@ -66,7 +65,6 @@ pub mod message;
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
 pub mod publish;
-pub mod publisher;
 pub mod report;
 mod server;
 pub mod stream;
@@ -83,8 +81,10 @@ pub use error::{BoxError, Error};
 pub use header::HeaderMap;
 pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
 pub use message::Message;
-pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
-pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
+pub use publish::{
+    OutgoingMessage, PublishAck, PublishConfig, PublishError, PublishFailure, PublishPath,
+    Publisher, StoredMessage,
+};
 pub use report::ReportSender;
 pub use server::ServerInfo;
 pub use stream::{ConsumerOptions, DeliverPolicy, StreamError};
@@ -96,3 +96,18 @@ pub use stream::{ConsumerOptions, DeliverPolicy, StreamError};
 /// re-export may have to change with async-nats releases.
 pub use async_nats;
 pub use tokio_util::sync::CancellationToken;
+
+/// The former path of [`Publisher`] and its message types, which live in [`publish`] now.
+///
+/// # Example
+/// ```
+/// use natty::publisher::OutgoingMessage;
+///
+/// let message = OutgoingMessage::new("orders.created", "order 1");
+/// assert_eq!(message.subject(), "orders.created");
+/// ```
+pub mod publisher {
+    pub use crate::publish::{
+        OutgoingMessage, PublishAck, Publisher, ResponseFuture, StoredMessage,
+    };
+}
