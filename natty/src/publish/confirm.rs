@@ -5,17 +5,15 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::task::{ready, Poll};
 
-use async_nats::jetstream::context::{
-    PublishAckFuture, PublishError as NatsPublishError, PublishErrorKind as NatsPublishErrorKind,
-};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError as NatsPublishError};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::Subject;
 
 use super::config::PublishConfig;
+use super::decide::another_attempt;
 use super::message::PublishError;
 use super::queued::Outgoing;
 use crate::backoff::Backoff;
-use crate::error::{Error, PublishErrorKind};
 
 /// A message's outcome, with the message (to answer its caller or report it).
 pub(super) type Outcome = (Result<PublishAck, PublishError>, Outgoing);
@@ -106,31 +104,6 @@ impl Future for Confirm<'_> {
     }
 }
 
-/// `Ok(err)` when the attempt that failed with `err` (number `attempt`) is worth another;
-/// otherwise the publish's error.
-pub(super) fn another_attempt(
-    config: &PublishConfig,
-    err: NatsPublishError,
-    attempt: u32,
-) -> Result<NatsPublishError, PublishError> {
-    let kind = match err.kind() {
-        NatsPublishErrorKind::TimedOut => PublishErrorKind::TimedOut,
-        NatsPublishErrorKind::StreamNotFound => PublishErrorKind::NoStream,
-        NatsPublishErrorKind::MaxPayloadExceeded => PublishErrorKind::PayloadTooLarge,
-        _ => PublishErrorKind::Rejected,
-    };
-    let retryable = !matches!(
-        err.kind(),
-        NatsPublishErrorKind::MaxPayloadExceeded
-            | NatsPublishErrorKind::WrongLastMessageId
-            | NatsPublishErrorKind::WrongLastSequence
-    );
-    if !retryable || attempt >= config.max_attempts {
-        return Err(Error::with_source(kind, err));
-    }
-    Ok(err)
-}
-
 /// The attempts after the first failed one (`err`), each after its backoff.
 async fn retry(
     jetstream: &async_nats::jetstream::Context,
@@ -160,56 +133,5 @@ async fn retry(
                 Err(failed) => return (Err(failed), message),
             },
         };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn failed(kind: NatsPublishErrorKind) -> NatsPublishError {
-        NatsPublishError::new(kind)
-    }
-
-    #[test]
-    fn a_timed_out_attempt_is_retried_until_the_last_one() {
-        let config = PublishConfig::default().retries(3, Duration::ZERO, Duration::ZERO);
-        for attempt in 1..3 {
-            assert!(
-                another_attempt(&config, failed(NatsPublishErrorKind::TimedOut), attempt).is_ok()
-            );
-        }
-        let last = another_attempt(&config, failed(NatsPublishErrorKind::TimedOut), 3).unwrap_err();
-        assert_eq!(last.kind(), PublishErrorKind::TimedOut);
-    }
-
-    #[test]
-    fn a_refusal_no_retry_can_change_fails_at_once() {
-        let config = PublishConfig::default();
-        for (refusal, kind) in [
-            (
-                NatsPublishErrorKind::MaxPayloadExceeded,
-                PublishErrorKind::PayloadTooLarge,
-            ),
-            (
-                NatsPublishErrorKind::WrongLastMessageId,
-                PublishErrorKind::Rejected,
-            ),
-            (
-                NatsPublishErrorKind::WrongLastSequence,
-                PublishErrorKind::Rejected,
-            ),
-        ] {
-            let err = another_attempt(&config, failed(refusal), 1).unwrap_err();
-            assert_eq!(err.kind(), kind);
-        }
-        let no_stream = another_attempt(&config, failed(NatsPublishErrorKind::StreamNotFound), 1);
-        assert!(no_stream.is_ok(), "a stream may be created meanwhile");
-        let config = PublishConfig::default().retries(1, Duration::ZERO, Duration::ZERO);
-        let err =
-            another_attempt(&config, failed(NatsPublishErrorKind::StreamNotFound), 1).unwrap_err();
-        assert_eq!(err.kind(), PublishErrorKind::NoStream);
     }
 }

@@ -115,6 +115,7 @@
 
 mod config;
 mod confirm;
+mod decide;
 mod fast_ingest;
 mod future;
 mod message;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::config::PublishConfig;
 use super::confirm::{Confirm, Outcome};
+use super::decide::answer;
 use super::message::{PublishAck, PublishError, PublishFailure};
 use super::queued::{Outgoing, Reply};
 use super::worker::{self, Host};
@@ -266,8 +267,9 @@ impl Pipeline {
         }
     }
 
-    /// Report a failed message, then count it settled: `flush` returns only once every
-    /// report was handed over.
+    /// Answer the caller of a settled message, or report its failure when nobody took it
+    /// (see [`answer`]), then count it settled: `flush` returns only once every report was
+    /// handed over.
     async fn finish(&self, subject: &Subject, outcome: Outcome) {
         let (
             result,
@@ -277,22 +279,9 @@ impl Pipeline {
                 reply,
             },
         ) = outcome;
-        let result = match reply {
-            // A caller that stopped waiting (a timeout) leaves its failure to be reported.
-            Some(reply) => match result {
-                Ok(ack) => {
-                    let _ = reply
-                        .sender
-                        .send(Ok(PublishAck::new_stored(ack, &self.jetstream)));
-                    Ok(())
-                }
-                Err(error) => match reply.sender.send(Err(error)) {
-                    Ok(()) => Ok(()),
-                    Err(unheard) => unheard.map(drop),
-                },
-            },
-            None => result.map(drop),
-        };
+        let result = answer(result, reply, |ack| {
+            PublishAck::new_stored(ack, &self.jetstream)
+        });
         if let Err(error) = result {
             self.report(PublishFailure {
                 subject: subject.to_string(),

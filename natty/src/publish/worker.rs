@@ -17,6 +17,9 @@ use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::config::PublishConfig;
 use super::confirm::{Confirm, Outcome};
+use super::decide::{
+    ready_for_batch, resend_first, run_goes_on, BatchView, Pass, Plan, Resend, Route, View,
+};
 use super::fast_ingest::{Batch, OpenError, Progress};
 use super::queued::Outgoing;
 use crate::server::ServerInfo;
@@ -39,7 +42,8 @@ pub(super) trait Host: Send + Sync + 'static {
 }
 
 /// Publish what `queue` brings for `subject` until the queue closes (or the worker exits idle
-/// and closes it) and everything taken from it is settled.
+/// and closes it) and everything taken from it is settled. What to do next is the [`Plan`]'s
+/// to say; this loop only waits for what the pass asks and hands it to the [`Worker`].
 pub(super) async fn run<H: Host>(
     host: Arc<H>,
     subject: Subject,
@@ -47,205 +51,37 @@ pub(super) async fn run<H: Host>(
     mut queue: mpsc::Receiver<Outgoing>,
     path: Arc<AtomicBool>,
 ) {
-    let config = host.config();
-    let window = config.window;
-    let ack_timeout = host.jetstream().timeout();
-    // Single publishes whose acks are outstanding.
-    let mut in_flight = FuturesUnordered::new();
-    // Messages to send before anything newer: what a batch did not confirm.
-    let mut resend: VecDeque<Outgoing> = VecDeque::new();
-    let mut batch: Option<Batch<Outgoing>> = None;
-    let mut fast =
-        config.fast_ingest && ServerInfo::from_client(host.client()).supports_fast_ingest();
-    // Set when a batch could not be opened, or ended without confirming anything (an
-    // outage): single publishes, with their window and retries, until one is confirmed.
-    let mut troubled = false;
-    // Since when the queue has been empty while a batch holds unconfirmed messages.
-    let mut quiet_since: Option<Instant> = None;
+    let mut worker = Worker::new(&*host, &subject, &path);
     // When to ask a silent batch for news, to commit a lingering batch, to exit idle.
     let mut check_timer = Timer::new();
     let mut linger_timer = Timer::new();
     let mut idle_timer = Timer::new();
-    let mut open = true;
     // Messages [`next_message`] takes from the queue at once (kept for its capacity).
     let mut taken = Vec::new();
-    path.store(fast, Ordering::Release);
     loop {
-        let room = if let Some(batch) = &batch {
-            // What a batch left over goes into the next batch, in order, like new messages.
-            batch.has_room()
-        } else if fast && !troubled {
-            match resend.front() {
-                // A new batch starts only once every single publish before it is settled,
-                // so the subject's order holds across the two paths.
-                Some(next) if !next.is_call() => in_flight.is_empty(),
-                // `Publisher` calls go alone, in a window, like the per-message path.
-                _ => in_flight.len() < window,
-            }
-        } else {
-            in_flight.len() < window
-        };
-        let lingering = batch
-            .as_ref()
-            .is_some_and(|b| b.has_unconfirmed() && !b.is_committed())
-            && queue.is_empty();
-        if !lingering {
-            quiet_since = None;
-        } else if quiet_since.is_none() {
-            quiet_since = Some(Instant::now());
-        }
-        linger_timer.aim(quiet_since.map(|since| since + BATCH_LINGER));
-        check_timer.aim(batch.as_ref().map(|b| b.next_check(ack_timeout)));
-        if !(open && in_flight.is_empty() && batch.is_none() && resend.is_empty()) {
-            idle_timer.aim(None);
-        } else if !idle_timer.is_armed() {
-            idle_timer.aim(Some(Instant::now() + config.idle_timeout));
-        }
-        // An open batch takes a run of queued messages that it has room for; anything
-        // else, one at a time.
-        let take = batch.as_ref().map_or(1, |b| b.room().clamp(1, SEND_RUN));
-        let (checking, committing, idling) = (
-            check_timer.is_armed(),
-            linger_timer.is_armed(),
-            idle_timer.is_armed(),
-        );
+        let pass = worker.pass(&queue);
+        check_timer.aim(pass.check_at);
+        linger_timer.aim(pass.commit_at);
+        idle_timer.aim(pass.idle_at);
+        let take = pass.take.unwrap_or(1);
         tokio::select! {
-            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                let outcome: Outcome = outcome;
-                troubled &= outcome.0.is_err();
-                host.settle(&subject, outcome).await;
+            Some(outcome) = worker.in_flight.next(), if !worker.in_flight.is_empty() => {
+                worker.settle(outcome).await;
             }
-            progress = batch_progress(&mut batch), if batch.is_some() => {
-                let Some(current) = batch.as_mut() else { continue };
-                match progress {
-                    Progress::Stored(count) => {
-                        host.confirmed(current.take_stored(count).count());
-                    }
-                    Progress::Ended(count) => {
-                        host.confirmed(current.take_stored(count).count());
-                        if let Some(ended) = batch.take() {
-                            // A batch that ended before confirming everything it was sent
-                            // met a gap or a restart: the rest goes into the next batch,
-                            // or alone if this one confirmed nothing at all.
-                            let made_progress = ended.confirmed_any();
-                            let unconfirmed = ended.into_unconfirmed();
-                            troubled |= !unconfirmed.is_empty() && !made_progress;
-                            resend_first(&mut resend, unconfirmed);
-                        }
-                    }
-                    Progress::Nothing => {}
+            progress = batch_progress(&mut worker.batch), if worker.batch.is_some() => {
+                worker.progressed(progress);
+            }
+            () = check_timer.fire(), if pass.check_at.is_some() => worker.check_batch().await,
+            () = linger_timer.fire(), if pass.commit_at.is_some() => worker.commit_lingering().await,
+            next = next_message(&mut worker.resend, &mut queue, &mut taken, take), if pass.take.is_some() => {
+                match next {
+                    Some(message) => worker.send(message).await,
+                    None => worker.queue_closed().await,
                 }
             }
-            () = check_timer.fire(), if checking => {
-                let alive = match batch.as_mut() {
-                    Some(current) => current.keep_alive(ack_timeout).await,
-                    None => true,
-                };
-                if !alive {
-                    tracing::debug!(target: "natty", %subject, "fast-ingest batch went silent; resending what it did not confirm");
-                    if let Some(lost) = batch.take() {
-                        troubled |= !lost.confirmed_any();
-                        resend_first(&mut resend, lost.into_unconfirmed());
-                    }
-                }
-            }
-            () = linger_timer.fire(), if committing => {
-                // Nothing more to send for a moment: end the batch, so the server confirms
-                // its tail (flow acks only cover whole flows).
-                if let Some(current) = batch.as_mut() {
-                    current.commit().await;
-                }
-                quiet_since = None;
-            }
-            next = next_message(&mut resend, &mut queue, &mut taken, take), if room && (open || !resend.is_empty()) => {
-                let Some(message) = next else {
-                    open = false;
-                    if let Some(current) = batch.as_mut() {
-                        current.commit().await;
-                    }
-                    continue;
-                };
-                // A `Publisher` call waits for its own ack (sequence, duplicate), which a
-                // flow ack does not give: it goes alone, after the open batch has ended,
-                // so the subject's order holds.
-                let alone = !fast || troubled || message.is_call();
-                if alone {
-                    if let Some(current) = batch.as_mut() {
-                        current.commit().await;
-                        resend.push_front(message);
-                        continue;
-                    }
-                }
-                if alone {
-                    // Written one at a time, in queue order, so the stream stores the
-                    // subject's messages in publish order; earlier acks are still
-                    // collected meanwhile, since the write may wait for async-nats' ack
-                    // permits.
-                    let send = host.jetstream().send_publish(subject.clone(), message.to_publish());
-                    tokio::pin!(send);
-                    let sent = loop {
-                        tokio::select! {
-                            sent = &mut send => break sent,
-                            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                                troubled &= outcome.0.is_err();
-                                host.settle(&subject, outcome).await;
-                            }
-                        }
-                    };
-                    in_flight.push(Confirm::new(host.jetstream(), config, &subject, message, sent));
-                    continue;
-                }
-                match batch.as_mut() {
-                    Some(current) => {
-                        // What is queued already follows in this pass while the batch has
-                        // room: one pass of the loop per run of messages, not per message,
-                        // in the same order and window as one pass each.
-                        let mut next = Some(message);
-                        let mut sent = 0;
-                        while let Some(message) = next.take() {
-                            if let Err(unsent) = current.send(message).await {
-                                let mut lost = batch
-                                    .take()
-                                    .map(Batch::into_unconfirmed)
-                                    .unwrap_or_default();
-                                lost.push_back(unsent);
-                                resend_first(&mut resend, lost);
-                                troubled = true;
-                                break;
-                            }
-                            sent += 1;
-                            if sent < SEND_RUN && current.has_room() {
-                                next = ready_for_batch(&mut resend);
-                            }
-                        }
-                    }
-                    None if !in_flight.is_empty() => {
-                        // Single publishes are still out: this one opens the next batch
-                        // once they are settled.
-                        resend.push_front(message);
-                    }
-                    None => {
-                        let flow = config.fast_ingest_flow;
-                        match Batch::open(host.client(), &subject, message, flow, ack_timeout).await {
-                            Ok(opened) => batch = Some(opened),
-                            Err(OpenError::Disabled(first)) => {
-                                // The stream does not allow batches: single publishes
-                                // for as long as this worker lives.
-                                fast = false;
-                                path.store(fast, Ordering::Release);
-                                tracing::debug!(target: "natty", %subject, "stream does not allow batched publishing; publishing message by message");
-                                resend.push_front(first);
-                            }
-                            Err(OpenError::Failed(first)) => {
-                                troubled = true;
-                                resend.push_front(first);
-                            }
-                        }
-                    }
-                }
-            }
-            () = idle_timer.fire(), if idling => {
+            () = idle_timer.fire(), if pass.idle_at.is_some() => {
                 // Refuse new sends, then drain what was queued before the refusal.
+                worker.plan.idle_passed();
                 queue.close();
                 host.retire(&subject, id);
             }
@@ -255,13 +91,205 @@ pub(super) async fn run<H: Host>(
     tracing::debug!(target: "natty", %subject, "publish worker exited");
 }
 
-/// How long a batch waits with an empty queue before it commits, so the server confirms its
-/// tail: long enough that a steady producer keeps one batch open, short next to an ack.
-const BATCH_LINGER: Duration = Duration::from_millis(1);
+/// A subject's worker between two passes: its [`Plan`], the single publishes it waits for,
+/// its open batch and what waits to be resent; its methods do what the plan decided.
+struct Worker<'a, H> {
+    host: &'a H,
+    config: &'a PublishConfig,
+    subject: &'a Subject,
+    /// Whether the worker publishes through fast-ingest batches right now, for
+    /// [`Publisher::path`](crate::Publisher::path).
+    path: &'a AtomicBool,
+    ack_timeout: Duration,
+    plan: Plan,
+    /// Single publishes whose acks are outstanding.
+    in_flight: FuturesUnordered<Confirm<'a>>,
+    /// Messages to send before anything newer: what a batch did not confirm.
+    resend: VecDeque<Outgoing>,
+    batch: Option<Batch<Outgoing>>,
+}
 
-/// Messages a worker sends into an open batch in one pass before it looks at the server's
-/// replies again.
-const SEND_RUN: usize = 64;
+impl<'a, H: Host> Worker<'a, H> {
+    fn new(host: &'a H, subject: &'a Subject, path: &'a AtomicBool) -> Self {
+        let config = host.config();
+        let fast =
+            config.fast_ingest && ServerInfo::from_client(host.client()).supports_fast_ingest();
+        let plan = Plan::new(fast, config.window, config.idle_timeout);
+        path.store(plan.fast(), Ordering::Release);
+        Self {
+            host,
+            config,
+            subject,
+            path,
+            ack_timeout: host.jetstream().timeout(),
+            plan,
+            in_flight: FuturesUnordered::new(),
+            resend: VecDeque::new(),
+            batch: None,
+        }
+    }
+
+    /// What to wait for on this pass, as the plan sees the worker now.
+    fn pass(&mut self, queue: &mpsc::Receiver<Outgoing>) -> Pass {
+        let view = View {
+            in_flight: self.in_flight.len(),
+            batch: self.batch.as_ref().map(|batch| BatchView {
+                room: batch.room(),
+                unconfirmed: batch.has_unconfirmed(),
+                committed: batch.is_committed(),
+                next_check: batch.next_check(self.ack_timeout),
+            }),
+            resend: Resend::first(&self.resend),
+        };
+        self.plan.pass(&view, || queue.is_empty(), Instant::now)
+    }
+
+    /// A single publish settled.
+    async fn settle(&mut self, outcome: Outcome) {
+        self.plan.single_settled(outcome.0.is_ok());
+        self.host.settle(self.subject, outcome).await;
+    }
+
+    /// The server said something about the open batch.
+    fn progressed(&mut self, progress: Progress) {
+        let Some(current) = self.batch.as_mut() else {
+            return;
+        };
+        match progress {
+            Progress::Stored(count) => self.host.confirmed(current.take_stored(count).count()),
+            Progress::Ended(count) => {
+                self.host.confirmed(current.take_stored(count).count());
+                if let Some(ended) = self.batch.take() {
+                    let confirmed_any = ended.confirmed_any();
+                    let unconfirmed = ended.into_unconfirmed();
+                    self.plan
+                        .batch_ended(confirmed_any, !unconfirmed.is_empty());
+                    resend_first(&mut self.resend, unconfirmed);
+                }
+            }
+            Progress::Nothing => {}
+        }
+    }
+
+    /// The batch's check is due: ask it for news, or give it up when it stayed silent.
+    async fn check_batch(&mut self) {
+        let alive = match self.batch.as_mut() {
+            Some(current) => current.keep_alive(self.ack_timeout).await,
+            None => true,
+        };
+        if !alive {
+            tracing::debug!(target: "natty", subject = %self.subject, "fast-ingest batch went silent; resending what it did not confirm");
+            if let Some(lost) = self.batch.take() {
+                self.plan.batch_went_silent(lost.confirmed_any());
+                resend_first(&mut self.resend, lost.into_unconfirmed());
+            }
+        }
+    }
+
+    /// The queue stayed empty: end the batch, so the server confirms its tail (flow acks
+    /// only cover whole flows).
+    async fn commit_lingering(&mut self) {
+        self.commit().await;
+        self.plan.lingered();
+    }
+
+    /// The queue is closed and drained: end the batch, so it confirms everything.
+    async fn queue_closed(&mut self) {
+        self.plan.queue_closed();
+        self.commit().await;
+    }
+
+    async fn commit(&mut self) {
+        if let Some(current) = self.batch.as_mut() {
+            current.commit().await;
+        }
+    }
+
+    /// Send `message` the way the plan routes it.
+    async fn send(&mut self, message: Outgoing) {
+        let route = self.plan.route(
+            message.is_call(),
+            self.batch.is_some(),
+            self.in_flight.len(),
+        );
+        match route {
+            Route::EndBatch => {
+                self.commit().await;
+                self.resend.push_front(message);
+            }
+            Route::AfterSingles => self.resend.push_front(message),
+            Route::Alone => self.send_alone(message).await,
+            Route::IntoBatch => self.send_run(message).await,
+            Route::OpenBatch => self.open_batch(message).await,
+        }
+    }
+
+    /// Write `message` alone, and wait for its ack among the others in flight. Written one at
+    /// a time, in queue order, so the stream stores the subject's messages in publish order;
+    /// earlier acks are still collected meanwhile, since the write may wait for async-nats'
+    /// ack permits.
+    async fn send_alone(&mut self, message: Outgoing) {
+        let jetstream = self.host.jetstream();
+        let send = jetstream.send_publish(self.subject.clone(), message.to_publish());
+        tokio::pin!(send);
+        let sent = loop {
+            tokio::select! {
+                sent = &mut send => break sent,
+                Some(outcome) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.settle(outcome).await;
+                }
+            }
+        };
+        let confirm = Confirm::new(jetstream, self.config, self.subject, message, sent);
+        self.in_flight.push(confirm);
+    }
+
+    /// Write `message` into the open batch, and what is queued already after it while the
+    /// batch has room: one pass of the loop per run of messages, not per message, in the same
+    /// order and window as one pass each.
+    async fn send_run(&mut self, message: Outgoing) {
+        let Some(current) = self.batch.as_mut() else {
+            return;
+        };
+        let mut next = Some(message);
+        let mut sent = 0;
+        while let Some(message) = next.take() {
+            if let Err(unsent) = current.send(message).await {
+                let mut lost = self
+                    .batch
+                    .take()
+                    .map(Batch::into_unconfirmed)
+                    .unwrap_or_default();
+                lost.push_back(unsent);
+                resend_first(&mut self.resend, lost);
+                self.plan.batch_failed();
+                return;
+            }
+            sent += 1;
+            if run_goes_on(sent, current.has_room()) {
+                next = ready_for_batch(&mut self.resend);
+            }
+        }
+    }
+
+    /// Open a batch with `first`; when none opens, `first` waits to go another way.
+    async fn open_batch(&mut self, first: Outgoing) {
+        let (client, flow) = (self.host.client(), self.config.fast_ingest_flow);
+        match Batch::open(client, self.subject, first, flow, self.ack_timeout).await {
+            Ok(opened) => self.batch = Some(opened),
+            Err(OpenError::Disabled(first)) => {
+                self.plan.batching_disabled();
+                self.path.store(self.plan.fast(), Ordering::Release);
+                tracing::debug!(target: "natty", subject = %self.subject, "stream does not allow batched publishing; publishing message by message");
+                self.resend.push_front(first);
+            }
+            Err(OpenError::Failed(first)) => {
+                self.plan.batch_failed();
+                self.resend.push_front(first);
+            }
+        }
+    }
+}
 
 /// A worker's timer, kept across the passes of its loop and reset only when its deadline
 /// moves: a fresh `Sleep` on every pass would enter the timer wheel, and leave it, once per
@@ -287,10 +315,6 @@ impl Timer {
             }
             self.deadline = deadline;
         }
-    }
-
-    fn is_armed(&self) -> bool {
-        self.deadline.is_some()
     }
 
     /// Wait for the deadline; once it fired the timer is disarmed, so the next `aim` sets it
@@ -323,75 +347,10 @@ async fn next_message(
     first
 }
 
-/// Put what a batch did not confirm before the rest of `resend`: a batch sends from the front
-/// of `resend`, so whatever is still there is newer than everything the batch was sent.
-fn resend_first(resend: &mut VecDeque<Outgoing>, mut unconfirmed: VecDeque<Outgoing>) {
-    unconfirmed.append(resend);
-    *resend = unconfirmed;
-}
-
-/// The next message of `resend` if it may go into the open batch (a
-/// [`Publisher`](crate::Publisher) call goes alone, so it stays first for the next pass).
-fn ready_for_batch(resend: &mut VecDeque<Outgoing>) -> Option<Outgoing> {
-    if resend.front()?.is_call() {
-        return None;
-    }
-    resend.pop_front()
-}
-
 /// The open batch's next progress; pending forever without one.
 async fn batch_progress(batch: &mut Option<Batch<Outgoing>>) -> Progress {
     match batch {
         Some(batch) => batch.progress().await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-    use tokio::sync::{oneshot, Semaphore};
-
-    use super::*;
-    use crate::publish::queued::{MessageHeaders, Reply};
-
-    fn queued(payload: &'static str, call: bool) -> Outgoing {
-        let reply = call.then(|| {
-            let (sender, _answer) = oneshot::channel();
-            let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-            Reply {
-                sender,
-                _slot: slot,
-            }
-        });
-        Outgoing {
-            headers: MessageHeaders::Id(nuid::next()),
-            payload: Bytes::from_static(payload.as_bytes()),
-            reply,
-        }
-    }
-
-    fn payloads(resend: &VecDeque<Outgoing>) -> Vec<&[u8]> {
-        resend.iter().map(|m| m.payload.as_ref()).collect()
-    }
-
-    #[test]
-    fn what_a_batch_did_not_confirm_goes_before_what_it_was_not_sent() {
-        let mut resend: VecDeque<_> = [queued("3", false), queued("4", false)].into();
-        resend_first(&mut resend, [queued("1", false), queued("2", false)].into());
-        assert_eq!(payloads(&resend), [b"1", b"2", b"3", b"4"]);
-    }
-
-    #[test]
-    fn a_run_into_a_batch_stops_before_a_publisher_call() {
-        let mut resend: VecDeque<_> = [queued("1", false), queued("2", true)].into();
-        let first = ready_for_batch(&mut resend).expect("a plain message goes into the batch");
-        assert_eq!(first.payload.as_ref(), b"1");
-        assert!(ready_for_batch(&mut resend).is_none());
-        assert_eq!(
-            payloads(&resend),
-            [b"2"],
-            "the call stays first, for its own pass"
-        );
     }
 }
