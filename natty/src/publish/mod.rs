@@ -113,6 +113,10 @@
 //! # }
 //! ```
 
+// Imports go one way, top to bottom: the handle (`publisher`, its `future`) sits on the
+// `pipeline` (queues, admission, flush, shutdown), which starts each subject's `worker`; the
+// worker does one subject's I/O and asks `decide` what to do next; `confirm` waits for single
+// acks, `fast_ingest` runs batches; `queued`, `config` and `message` are below them all.
 mod config;
 mod confirm;
 mod decide;
