@@ -7,7 +7,7 @@
 //!
 //! | Go natty | natty |
 //! |---|---|
-//! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`], [`Natty::publisher`] (a tower `Service`) |
+//! | `Publish` | [`Natty::publisher`], a [`Publisher`] handle: [`Publisher::publish`] (batched, bounded), [`Publisher::publish_acked`], and a tower `Service`; [`Natty::publish`] and the like are shims over it |
 //! | `PublishErrorCh`, `ErrorCh` | [`PublishConfig::failures`], [`ConsumeConfig::errors`] (a [`ReportSender`]) |
 //! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
 //! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
