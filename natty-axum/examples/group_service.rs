@@ -52,7 +52,7 @@ async fn create_order(
     );
     state
         .publisher()
-        .publish(&subject, body)
+        .publish_acked(&subject, body)
         .await
         .map_err(bad)?;
     Ok(StatusCode::ACCEPTED)
@@ -63,10 +63,8 @@ async fn partitions(
     State(state): State<NattyState>,
     Path((group, member)): Path<(String, String)>,
 ) -> Result<Json<Vec<u32>>, (StatusCode, String)> {
-    let partitions = state
-        .natty()
-        .static_member_partitions("ORDERS", &group, &member)
-        .await;
+    let group = state.natty().static_group("ORDERS", &group).map_err(bad)?;
+    let partitions = group.member_partitions(&member).await;
     partitions
         .map(Json)
         .map_err(|err| (StatusCode::NOT_FOUND, err.to_string()))
@@ -79,7 +77,9 @@ async fn list_groups(
 ) -> Result<Json<Vec<String>>, (StatusCode, String)> {
     state
         .natty()
-        .list_static_groups("ORDERS")
+        .stream("ORDERS")
+        .map_err(bad)?
+        .static_groups()
         .await
         .map(Json)
         .map_err(bad)
@@ -92,10 +92,8 @@ async fn step_down(
     State(state): State<NattyState>,
     Path((group, member)): Path<(String, String)>,
 ) -> Result<StatusCode, (StatusCode, String)> {
-    let stepped = state
-        .natty()
-        .static_member_step_down("ORDERS", &group, &member)
-        .await;
+    let group = state.natty().static_group("ORDERS", &group).map_err(bad)?;
+    let stepped = group.step_down(&member).await;
     stepped.map(|()| StatusCode::NO_CONTENT).map_err(bad)
 }
 
@@ -138,11 +136,13 @@ async fn main() -> Result<(), BoxError> {
     };
     let natty = Natty::connect(config).await?;
     natty
-        .create_partitioned_stream("ORDERS", &Partitioning::new("orders.*", 4))
+        .stream("ORDERS")?
+        .create_partitioned(&Partitioning::new("orders.*", 4))
         .await?;
     let group = StaticGroupConfig::with_members(4, ["m1", "m2"]);
     natty
-        .create_static_group("ORDERS", "billing", &group)
+        .static_group("ORDERS", "billing")?
+        .create(&group)
         .await?;
     let leadership = natty
         .elect(ElectionConfig::new("group_service", "leader", "node-1"))
@@ -165,12 +165,9 @@ async fn main() -> Result<(), BoxError> {
                     Ok::<_, std::convert::Infallible>(())
                 }
             });
-            natty
-                .serve_static_member(
-                    MemberConfig::new("ORDERS", "billing", "m1"),
-                    shutdown,
-                    handler,
-                )
+            let billing = natty.static_group("ORDERS", "billing")?;
+            billing
+                .serve(MemberConfig::new("m1"), shutdown, handler)
                 .await
         })
     };

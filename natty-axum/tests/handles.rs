@@ -22,7 +22,7 @@ use natty_testkit::Server;
 use serde_json::json;
 use tower::ServiceBuilder;
 
-async fn publish_acked(
+async fn publish(
     publisher: AckedPublisher,
     key: Option<IdempotencyKey>,
     Path(subject): Path<String>,

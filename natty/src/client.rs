@@ -16,8 +16,7 @@ use crate::election::{ElectionConfig, ElectionError, Leadership};
 use crate::error::{BoxError, StreamError};
 use crate::group::{ElasticGroup, GroupError, StaticGroup};
 use crate::kv::{Bucket, KvError};
-use crate::publish::{Pipeline, PublishError};
-use crate::publisher::Publisher;
+use crate::publish::{PublishError, Publisher};
 use crate::server::ServerInfo;
 use crate::stream::Stream;
 
@@ -45,7 +44,7 @@ pub struct Natty {
 
 struct Inner {
     connection: Arc<Connection>,
-    publisher: Arc<Pipeline>,
+    publisher: Publisher,
 }
 
 impl std::fmt::Debug for Natty {
@@ -81,11 +80,7 @@ impl Natty {
             .timeout(config.request_timeout)
             .ack_timeout(config.request_timeout)
             .build(client.clone());
-        let publisher = Arc::new(Pipeline::new(
-            jetstream.clone(),
-            client.clone(),
-            config.publish.clone(),
-        ));
+        let publisher = Publisher::new(jetstream.clone(), client.clone(), config.publish.clone());
         Self {
             inner: Arc::new(Inner {
                 connection: Arc::new(Connection::new(client, jetstream)),
@@ -131,17 +126,14 @@ impl Natty {
         subject: &str,
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
-        self.inner
-            .publisher
-            .publish(subject, None, payload.into(), true)
-            .await
+        self.inner.publisher.publish(subject, payload).await
     }
 
     /// The publishing handle, on the same batched pipeline as [`Natty::publish`]: publish
     /// with headers, wait for the stream's ack, republish a reported failure, and publish as
     /// a tower `Service`. Cheap to clone. See [`publish`](crate::publish).
     pub fn publisher(&self) -> Publisher {
-        Publisher::new(Arc::clone(&self.inner.publisher))
+        self.inner.publisher.clone()
     }
 
     /// Wait until every message accepted so far is acked or reported failed. A report waits
@@ -267,5 +259,3 @@ impl Natty {
         ElasticGroup::open(&self.inner.connection, stream, group)
     }
 }
-
-pub(crate) use crate::server::version_at_least;

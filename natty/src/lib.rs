@@ -64,14 +64,12 @@ mod connection;
 pub mod consume;
 pub mod election;
 pub mod error;
-mod fast_ingest;
 pub mod group;
 pub mod header;
 pub mod kv;
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
 pub mod publish;
-pub mod publisher;
 pub mod report;
 mod server;
 pub mod stream;
@@ -90,8 +88,10 @@ pub use error::{BoxError, Error};
 pub use group::{ElasticGroup, StaticGroup};
 pub use header::HeaderMap;
 pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
-pub use publish::{PublishConfig, PublishError, PublishFailure, PublishPath};
-pub use publisher::{OutgoingMessage, PublishAck, Publisher, StoredMessage};
+pub use publish::{
+    OutgoingMessage, PublishAck, PublishConfig, PublishError, PublishFailure, PublishPath,
+    Publisher, StoredMessage,
+};
 pub use report::ReportSender;
 pub use server::ServerInfo;
 pub use stream::{Stream, StreamError};

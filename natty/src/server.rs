@@ -1,9 +1,26 @@
-//! [`ServerInfo`]: what the connected server told about itself.
+//! What the connected server is and can do: [`ServerInfo`].
+//!
+//! Features natty uses only on newer servers (per-message TTLs, fast-ingest batches) are told
+//! from the version the server reports when the client connects.
 
 /// What the server natty is connected to told about itself (it changes when natty
 /// reconnects to another server), from [`Natty::server_info`](crate::Natty::server_info).
 /// Borrows the client, so reading it costs nothing up front; each method reads the current
 /// answer.
+///
+/// # Example
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let natty = natty::Natty::connect(natty::Config::from_env()).await?;
+/// let server = natty.server_info();
+/// println!("nats-server {} takes payloads up to {} bytes", server.version(), server.max_payload());
+/// if !server.supports_fast_ingest() {
+///     println!("publishing goes message by message");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy)]
 pub struct ServerInfo<'a> {
     client: &'a async_nats::Client,

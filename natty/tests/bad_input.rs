@@ -186,18 +186,15 @@ async fn bad_headers_fail_every_publish_path_and_nothing_reaches_the_stream() {
         ("ok", "a\nb"),
         ("ok", "a\rb"),
     ];
+    let publisher = natty.publisher();
     for (name, value) in bad {
         let case = format!("{name:?}: {value:?}");
         let mut headers = HeaderMap::new();
         headers.insert("tenant", "acme");
         headers.insert(name, value);
-        let with_headers = natty
-            .publisher()
-            .publish_with_headers("hdr.x", headers.clone(), "x");
+        let with_headers = publisher.publish_with_headers("hdr.x", headers.clone(), "x");
         is_invalid_header(&case, bounded(&case, with_headers).await.unwrap_err());
-        let acked = natty
-            .publisher()
-            .publish_acked_with_headers("hdr.x", headers.clone(), "x");
+        let acked = publisher.publish_acked_with_headers("hdr.x", headers.clone(), "x");
         is_invalid_header(&case, bounded(&case, acked).await.unwrap_err());
         let message = OutgoingMessage::new("hdr.x", "x").with_headers(headers);
         let call = natty.publisher().oneshot(message);

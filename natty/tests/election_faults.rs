@@ -61,11 +61,9 @@ async fn losing_the_clients_cluster_node_loses_nothing_and_keeps_one_leader() {
     let cluster = Cluster::start(3).unwrap();
     let (reports, mut failures) = reports(TOTAL as usize);
     let natty = connect_urls(cluster.urls(), patient().failures(reports)).await;
+    let orders = natty.stream("ORDERS").unwrap();
     placed("R3 stream", || {
-        natty
-            .stream("ORDERS")
-            .unwrap()
-            .create_with_config(stream_config("ORDERS", &["orders.>"], 3))
+        orders.create_with_config(stream_config("ORDERS", &["orders.>"], 3))
     })
     .await;
     placed("R3 bucket", || {

@@ -5,6 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
+
 use futures_util::StreamExt;
 use natty::consume::PanicMessage;
 use natty::error::ConsumeErrorKind;
@@ -241,18 +243,24 @@ async fn three_members_two_instances_keep_per_key_order() {
     let admin = connect(&server).await;
     if !groups_supported(&admin) {
         let err = admin
-            .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 6))
+            .stream("ORD")
+            .unwrap()
+            .create_partitioned(&Partitioning::new("ord.*", 6))
             .await;
         assert!(err.is_ok(), "stream transforms exist on 2.10");
         return assert_unsupported(&admin).await;
     }
     admin
-        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 6))
+        .stream("ORD")
+        .unwrap()
+        .create_partitioned(&Partitioning::new("ord.*", 6))
         .await
         .unwrap();
     let config = StaticGroupConfig::with_members(6, ["m1", "m2", "m3"]);
     admin
-        .create_static_group("ORD", "g", &config)
+        .static_group("ORD", "g")
+        .unwrap()
+        .create(&config)
         .await
         .unwrap();
 
@@ -571,11 +579,13 @@ async fn serving_an_unknown_group_or_as_a_stranger_is_refused() {
         .await
         .unwrap();
     let serve = |group: &'static str, member: &'static str| {
-        natty.static_group("ORD", group).unwrap().serve(
-            MemberConfig::new(member),
-            CancellationToken::new(),
-            tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) }),
-        )
+        let handle = natty.static_group("ORD", group).unwrap();
+        async move {
+            let service = tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) });
+            handle
+                .serve(MemberConfig::new(member), CancellationToken::new(), service)
+                .await
+        }
     };
     assert_eq!(
         serve("g", "a").await.unwrap_err().kind(),
@@ -605,13 +615,17 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
         .members(["a"]);
     if !groups_supported(&admin) {
         let err = admin
-            .create_elastic_group("ES", "eg", &config)
+            .elastic_group("ES", "eg")
+            .unwrap()
+            .create(&config)
             .await
             .unwrap_err();
         return assert_eq!(err.kind(), GroupErrorKind::Unsupported);
     }
     admin
-        .create_elastic_group("ES", "eg", &config)
+        .elastic_group("ES", "eg")
+        .unwrap()
+        .create(&config)
         .await
         .unwrap();
 
@@ -667,7 +681,12 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
         let round = (0..keys).map(|k| {
             let subject = format!("es.{}", key(k));
             let admin = &admin;
-            async move { admin.publish_acked(&subject, n.to_string()).await }
+            async move {
+                admin
+                    .publisher()
+                    .publish_acked(&subject, n.to_string())
+                    .await
+            }
         });
         futures_util::future::try_join_all(round)
             .await
@@ -675,7 +694,9 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
         match n {
             10 => assert_eq!(
                 admin
-                    .add_elastic_members("ES", "eg", ["b"])
+                    .elastic_group("ES", "eg")
+                    .unwrap()
+                    .add_members(["b"])
                     .await
                     .unwrap()
                     .len(),
@@ -683,14 +704,21 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
             ),
             25 => assert_eq!(
                 admin
-                    .add_elastic_members("ES", "eg", ["c"])
+                    .elastic_group("ES", "eg")
+                    .unwrap()
+                    .add_members(["c"])
                     .await
                     .unwrap()
                     .len(),
                 3
             ),
             40 => assert_eq!(
-                admin.drop_elastic_members("ES", "eg", ["a"]).await.unwrap(),
+                admin
+                    .elastic_group("ES", "eg")
+                    .unwrap()
+                    .drop_members(["a"])
+                    .await
+                    .unwrap(),
                 ["b", "c"]
             ),
             _ => {}
@@ -699,14 +727,18 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
     }
     assert_eq!(
         admin
-            .elastic_member_partitions("ES", "eg", "b")
+            .elastic_group("ES", "eg")
+            .unwrap()
+            .member_partitions("b")
             .await
             .unwrap(),
         vec![0, 1]
     );
     assert_eq!(
         admin
-            .elastic_member_partitions("ES", "eg", "a")
+            .elastic_group("ES", "eg")
+            .unwrap()
+            .member_partitions("a")
             .await
             .unwrap_err()
             .kind(),
@@ -723,8 +755,16 @@ async fn elastic_members_added_and_dropped_under_load_keep_order_and_lose_nothin
     // Every message acked: the work queue is empty.
     let info = buffer.info().await.unwrap();
     assert_eq!(info.state.messages, 0);
-    assert_eq!(admin.list_elastic_groups("ES").await.unwrap(), vec!["eg"]);
-    admin.delete_elastic_group("ES", "eg").await.unwrap();
+    assert_eq!(
+        admin.stream("ES").unwrap().elastic_groups().await.unwrap(),
+        vec!["eg"]
+    );
+    admin
+        .elastic_group("ES", "eg")
+        .unwrap()
+        .delete()
+        .await
+        .unwrap();
     assert!(js.get_stream("ES-eg").await.is_err());
 }
 
@@ -748,7 +788,12 @@ async fn group_on_r3_streams_keeps_going_when_a_server_dies() {
     // Right after start a cluster may not know enough peers to place an R3 stream yet.
     let partitioning = Partitioning::new("ord.*", 4).replicas(3);
     let placed = tokio::time::Instant::now() + Duration::from_secs(20);
-    while let Err(err) = admin.create_partitioned_stream("ORD", &partitioning).await {
+    while let Err(err) = admin
+        .stream("ORD")
+        .unwrap()
+        .create_partitioned(&partitioning)
+        .await
+    {
         assert!(
             tokio::time::Instant::now() < placed,
             "stream not placed: {err:?}"
@@ -757,7 +802,9 @@ async fn group_on_r3_streams_keeps_going_when_a_server_dies() {
     }
     let config = StaticGroupConfig::with_members(4, ["m1", "m2"]);
     admin
-        .create_static_group("ORD", "g", &config)
+        .static_group("ORD", "g")
+        .unwrap()
+        .create(&config)
         .await
         .unwrap();
     let js = admin.jetstream();
@@ -791,7 +838,11 @@ async fn group_on_r3_streams_keeps_going_when_a_server_dies() {
             // still before the key's next number.
             let subject = format!("ord.{}", key(k));
             let retry_until = tokio::time::Instant::now() + Duration::from_secs(30);
-            while let Err(err) = admin.publish_acked(&subject, n.to_string()).await {
+            while let Err(err) = admin
+                .publisher()
+                .publish_acked(&subject, n.to_string())
+                .await
+            {
                 assert!(
                     tokio::time::Instant::now() < retry_until,
                     "publish: {err:?}"
@@ -901,11 +952,18 @@ async fn a_delivery_that_never_arrives_is_not_overtaken_by_later_messages_of_its
         return assert_unsupported(&admin).await;
     }
     admin
-        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 1))
+        .stream("ORD")
+        .unwrap()
+        .create_partitioned(&Partitioning::new("ord.*", 1))
         .await
         .unwrap();
     let group = StaticGroupConfig::with_members(1, ["m1"]);
-    admin.create_static_group("ORD", "g", &group).await.unwrap();
+    admin
+        .static_group("ORD", "g")
+        .unwrap()
+        .create(&group)
+        .await
+        .unwrap();
 
     // A handler that never fails, and remembers the pin the server put on its messages.
     let checker = Arc::new(Checker::default());
@@ -939,7 +997,11 @@ async fn a_delivery_that_never_arrives_is_not_overtaken_by_later_messages_of_its
             .await
     });
 
-    admin.publish_acked("ord.k0", "0").await.unwrap();
+    admin
+        .publisher()
+        .publish_acked("ord.k0", "0")
+        .await
+        .unwrap();
     checker.wait_complete(1, 1).await;
     let pin = pin
         .lock()
@@ -966,7 +1028,11 @@ async fn a_delivery_that_never_arrives_is_not_overtaken_by_later_messages_of_its
 
     let per_key = 12;
     for n in 1..per_key {
-        admin.publish_acked("ord.k0", n.to_string()).await.unwrap();
+        admin
+            .publisher()
+            .publish_acked("ord.k0", n.to_string())
+            .await
+            .unwrap();
     }
     let taken = tokio::time::timeout(DEADLINE, stolen.next())
         .await
@@ -1033,11 +1099,18 @@ const PER_KEY: u64 = 8;
 /// stopped.
 async fn serve_failing_once(server: &Server, admin: &Natty, first_try: FirstTry) -> FailedOnce {
     admin
-        .create_partitioned_stream("ORD", &Partitioning::new("ord.*", 2))
+        .stream("ORD")
+        .unwrap()
+        .create_partitioned(&Partitioning::new("ord.*", 2))
         .await
         .unwrap();
     let group = StaticGroupConfig::with_members(2, ["m1"]);
-    admin.create_static_group("ORD", "g", &group).await.unwrap();
+    admin
+        .static_group("ORD", "g")
+        .unwrap()
+        .create(&group)
+        .await
+        .unwrap();
 
     let checker = Arc::new(Checker::default());
     let target: Arc<Mutex<Vec<(Delivery, tokio::time::Instant)>>> = Arc::default();

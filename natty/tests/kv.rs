@@ -193,7 +193,9 @@ async fn per_key_ttl_expires_on_new_servers_and_is_unsupported_on_old_ones() {
     let natty = connect(&server).await;
     if !natty.server_info().supports_message_ttl() {
         let err = natty
-            .create_with_ttl("kv6", "k", "v".into(), Duration::from_secs(1))
+            .bucket("kv6")
+            .unwrap()
+            .create_with_ttl("k", "v", Duration::from_secs(1))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), KvErrorKind::Unsupported);
@@ -206,7 +208,9 @@ async fn per_key_ttl_expires_on_new_servers_and_is_unsupported_on_old_ones() {
         .unwrap();
     let mut watch = natty.watch_key("kv6", "k").await.unwrap();
     natty
-        .create_with_ttl("kv6", "k", "v".into(), Duration::from_secs(1))
+        .bucket("kv6")
+        .unwrap()
+        .create_with_ttl("k", "v", Duration::from_secs(1))
         .await
         .unwrap();
     natty.put("kv6", "stays", "v".into()).await.unwrap();
