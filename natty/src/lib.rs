@@ -49,7 +49,7 @@
 //! # }
 //! ```
 
-mod backoff;
+pub mod backoff;
 mod client;
 pub mod config;
 mod connect;

@@ -26,7 +26,8 @@ use crate::message::{DeliveringConsumer, Message};
 use crate::Natty;
 
 /// The pauses before the consumer is recreated after trouble.
-const PAUSES: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+const PAUSES: Backoff =
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).with_jitter(true);
 
 /// A recreation of the consumer under way (boxed: it happens after trouble, not per message).
 type Recovery<'a> = Pin<Box<dyn Future<Output = Result<PullConsumer, ConsumeError>> + Send + 'a>>;

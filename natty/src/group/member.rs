@@ -409,7 +409,8 @@ impl Natty {
         let (stall_watch, ticker) = StallWatch::start(timers.stall);
         let _ticker = AbortOnDrop(ticker);
         let stale_wait = timers.ack_wait + timers.pull_expiry;
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut backoff =
+            Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).with_jitter(true);
 
         // One round per membership: join with this member's filters, serve, leave.
         loop {
