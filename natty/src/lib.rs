@@ -8,7 +8,7 @@
 //! | Go natty | natty |
 //! |---|---|
 //! | `Publish` | [`Natty::publish`] (batched, bounded), [`Natty::publish_acked`], [`Natty::publisher`] (a tower `Service`) |
-//! | `PublishErrorCh`, `ErrorCh` | [`PublishConfig::failures`], [`ConsumeConfig::errors`] (a [`ReportSender`]) |
+//! | `PublishErrorCh`, `ErrorCh` | [`PublishConfig::failures`], [`ConsumeConfig::failures`] (a [`ReportSender`]) |
 //! | `Consume` | [`Natty::consume`], [`Natty::serve`] (any tower `Service`) |
 //! | `CreateStream`, `CreateConsumer`, ... | [`Natty::create_stream`], [`Natty::create_consumer`], ... |
 //! | `Get`, `Create`, `Put`, `Delete`, `Keys`, `Refresh`, ... | [`Natty::get`], [`Natty::create`], [`Natty::put`], ...: shims over [`Natty::bucket`], a [`Bucket`] handle |

@@ -57,7 +57,7 @@ impl Natty {
         let mut pull = Pull::open(&client, consumer, budget, config.fetch_timeout)
             .await
             .map_err(|err| Error::with_source(ConsumeErrorKind::Fetch, err))?;
-        let mut engine: Engine<S, ()> = Engine::new(service, config.errors.clone());
+        let mut engine: Engine<S, ()> = Engine::new(service, config.failures.clone());
         let mut waiting: VecDeque<Message> = VecDeque::new();
         let mut returned = 0u64;
         let mut pause = PAUSES;

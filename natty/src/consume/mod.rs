@@ -141,7 +141,7 @@ pub struct ConsumeConfig {
     pub(crate) fetch_timeout: Duration,
     pub(crate) concurrency: usize,
     pub(crate) shutdown_grace: Duration,
-    pub(crate) errors: Option<ReportSender<HandlerFailure>>,
+    pub(crate) failures: Option<ReportSender<HandlerFailure>>,
 }
 
 impl ConsumeConfig {
@@ -156,7 +156,7 @@ impl ConsumeConfig {
             fetch_timeout: Duration::from_secs(1),
             concurrency: 1,
             shutdown_grace: Duration::from_secs(10),
-            errors: None,
+            failures: None,
         }
     }
 
@@ -208,8 +208,8 @@ impl ConsumeConfig {
     /// delivers every report, and the consume loop waits (pulls and starts nothing) while the channel
     /// is full; a [`ReportSender::lossy`] never waits and counts what it dropped, also in
     /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged at `WARN` either way.
-    pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
-        self.errors = Some(errors.into());
+    pub fn failures(mut self, failures: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.failures = Some(failures.into());
         self
     }
 }
@@ -247,7 +247,7 @@ impl ConsumeSummary {
 impl Natty {
     /// Consume with an async closure until `shutdown` is cancelled (Go natty's `Consume`).
     /// The handler should settle the message; one it leaves unsettled is acked after `Ok` and
-    /// nak'd after `Err`. Handler errors go to `tracing` and to [`ConsumeConfig::errors`].
+    /// nak'd after `Err`. Handler errors go to `tracing` and to [`ConsumeConfig::failures`].
     ///
     /// # Errors
     /// Only for problems that retrying cannot fix: invalid names, a missing stream.

@@ -50,7 +50,7 @@ pub struct MemberConfig {
     backoff: Vec<Duration>,
     batch: usize,
     shutdown_grace: Duration,
-    errors: Option<ReportSender<HandlerFailure>>,
+    failures: Option<ReportSender<HandlerFailure>>,
 }
 
 impl MemberConfig {
@@ -70,16 +70,16 @@ impl MemberConfig {
             backoff: Vec::new(),
             batch: 100,
             shutdown_grace: Duration::from_secs(10),
-            errors: None,
+            failures: None,
         }
     }
 
-    /// Also send each handler error here, as [`ConsumeConfig::errors`](crate::ConsumeConfig::errors)
+    /// Also send each handler error here, as [`ConsumeConfig::failures`](crate::ConsumeConfig::failures)
     /// does for `serve`: a tokio `mpsc::Sender` delivers every report (the member starts no
     /// call while the channel is full); a [`ReportSender::lossy`] never waits and counts what
     /// it dropped, also in [`MemberSummary::dropped_reports`].
-    pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
-        self.errors = Some(errors.into());
+    pub fn failures(mut self, failures: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.failures = Some(failures.into());
         self
     }
 
@@ -210,7 +210,7 @@ pub struct MemberSummary {
     pub returned: u64,
     /// Times this instance was newly pinned (its first pin included).
     pub pins: u64,
-    /// Handler error reports not delivered (see [`MemberConfig::errors`]).
+    /// Handler error reports not delivered (see [`MemberConfig::failures`]).
     pub dropped_reports: u64,
 }
 
@@ -395,7 +395,7 @@ impl Natty {
             .map_err(super::admin::js)?;
 
         let mut summary = MemberSummary::default();
-        let mut engine: Engine<S, Slot> = Engine::new(service, config.errors.clone());
+        let mut engine: Engine<S, Slot> = Engine::new(service, config.failures.clone());
         let client = Arc::new(self.client().clone());
         let stream_subjects = js_stream.cached_info().config.subjects.clone();
         let delivering_for = |consumer: &Option<PullConsumer>| {
