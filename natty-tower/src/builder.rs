@@ -48,7 +48,7 @@ use crate::ack::AckLayer;
 use crate::catch_panic::CatchPanicLayer;
 use crate::dead_letter::DeadLetterLayer;
 use crate::in_progress::InProgressLayer;
-use crate::json::JsonLayer;
+use crate::json::DecodeJsonLayer;
 use crate::leader::{LeaderLayer, LeaderMode};
 use crate::report::{ErrorReport, ReportErrorsLayer};
 use crate::retry::{RetryMessagesLayer, RetryPolicy};
@@ -111,7 +111,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn require_leader<G>(self, gate: G) -> ServiceBuilder<Stack<LeaderLayer<G>, L>>;
 
     /// Decode payloads as JSON `T`; see [`json`](crate::json).
-    fn decode_json<T>(self) -> ServiceBuilder<Stack<JsonLayer<T>, L>>;
+    fn decode_json<T>(self) -> ServiceBuilder<Stack<DecodeJsonLayer<T>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -167,7 +167,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(LeaderLayer::new(gate, LeaderMode::Reject))
     }
 
-    fn decode_json<T>(self) -> ServiceBuilder<Stack<JsonLayer<T>, L>> {
-        self.layer(JsonLayer::new())
+    fn decode_json<T>(self) -> ServiceBuilder<Stack<DecodeJsonLayer<T>, L>> {
+        self.layer(DecodeJsonLayer::new())
     }
 }
