@@ -54,10 +54,13 @@
 
 mod driver;
 pub(crate) mod engine;
+mod failure;
 mod panic;
 mod pull;
 
 pub(crate) use driver::sleep_until_opt;
+pub(crate) use failure::Origin;
+pub use failure::{log_failure, report_failure, HandlerFailure};
 pub use panic::{CatchUnwind, PanicMessage};
 
 use std::fmt;
@@ -70,8 +73,6 @@ use tower::Service;
 #[cfg(doc)]
 use crate::consumer::ConsumerSettings;
 use crate::error::{BoxError, ConsumeErrorKind, Error};
-#[cfg(doc)]
-use crate::message::Acker;
 use crate::message::Message;
 use crate::report::ReportSender;
 use crate::stream::ConsumerOptions;
@@ -112,23 +113,6 @@ impl std::error::Error for NotReadyError {
 
 /// The error of [`Natty::consume`] and [`Natty::serve`].
 pub type ConsumeError = Error<ConsumeErrorKind>;
-
-/// A handler error with the message it happened on (Go natty's `ErrorCh` reports).
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct HandlerFailure {
-    /// The message's subject.
-    pub subject: String,
-    /// The message's stream sequence.
-    pub stream_sequence: u64,
-    /// How often it has been delivered.
-    pub delivered: u64,
-    /// What went wrong (`ConsumeErrorKind::Handler` with the handler's error as source, or
-    /// `Panicked` with the panic's text).
-    pub error: ConsumeError,
-    /// Whether a layer already logged it (see [`Acker::claim_failure_log`]).
-    pub(crate) logged: bool,
-}
 
 /// What to consume and how.
 #[derive(Clone, Debug)]
@@ -207,7 +191,8 @@ impl ConsumeConfig {
     /// Also send each handler error here (Go natty's `ErrorCh`): a tokio `mpsc::Sender`
     /// delivers every report, and the consume loop waits (pulls and starts nothing) while the channel
     /// is full; a [`ReportSender::lossy`] never waits and counts what it dropped, also in
-    /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged at `WARN` either way.
+    /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged once at `WARN` either
+    /// way ([`log_failure`]).
     pub fn failures(mut self, failures: impl Into<ReportSender<HandlerFailure>>) -> Self {
         self.failures = Some(failures.into());
         self
