@@ -7,6 +7,7 @@ use futures_util::poll;
 use natty::consume::{log_failure, HandlerFailure};
 use natty::message::DeliveryInfo;
 use natty::{Message, ReportSender};
+use natty_testkit::Logs;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -46,42 +47,6 @@ fn handler_error(failure: &HandlerFailure) -> String {
         .source()
         .map(ToString::to_string)
         .unwrap_or_default()
-}
-
-/// The lines logged on this thread while it is installed, `DEBUG` and up.
-#[derive(Clone, Default)]
-struct Logged(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logged {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logged {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .without_time()
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    /// How many lines at `level` contain `text`.
-    fn count(&self, level: &str, text: &str) -> usize {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|line| line.trim_start().starts_with(level) && line.contains(text))
-            .count()
-    }
 }
 
 #[tokio::test]
@@ -185,8 +150,7 @@ async fn a_callback_gets_each_error_and_successes_are_not_reported() {
 /// `DEBUG`; every sink still gets the report.
 #[tokio::test]
 async fn a_failure_is_logged_once_however_many_report_it() {
-    let logged = Logged::default();
-    let _capture = logged.install();
+    let (logged, _capture) = Logs::capture();
     let seen = Arc::new(Mutex::new(0));
     let counter = seen.clone();
     let layer = ReportErrorsLayer::new().callback(move |_| *counter.lock().unwrap() += 1);
@@ -201,12 +165,12 @@ async fn a_failure_is_logged_once_however_many_report_it() {
     log_failure(&acker, &HandlerFailure::new(&msg, "failed below"));
 
     assert_eq!(*seen.lock().unwrap(), 1, "the sink got the report");
-    assert_eq!(logged.count("WARN", "message handler failed"), 1);
-    assert_eq!(logged.count("DEBUG", "reported again"), 2);
+    assert_eq!(logged.lines("WARN", "message handler failed").len(), 1);
+    assert_eq!(logged.lines("DEBUG", "reported again").len(), 2);
 
     // Another delivery's failure is logged again.
     let _ = failing(&layer)
         .oneshot(message("orders.created", "x"))
         .await;
-    assert_eq!(logged.count("WARN", "message handler failed"), 2);
+    assert_eq!(logged.lines("WARN", "message handler failed").len(), 2);
 }

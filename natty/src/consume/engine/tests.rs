@@ -4,10 +4,11 @@ use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use natty_testkit::Logs;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 use tower::{service_fn, Service};
@@ -30,44 +31,6 @@ fn message(subject: &str, stream_sequence: u64, delivered: u64) -> (Message, Rec
     info.stream_sequence = stream_sequence;
     info.delivered = delivered;
     Message::builder(subject, "{}").info(info).build()
-}
-
-/// The lines logged on this thread while it is installed, `DEBUG` and up.
-#[derive(Clone, Default)]
-struct Logged(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logged {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logged {
-    /// Capture what this thread logs until the guard is dropped.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .without_time()
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    /// The lines at `level` that contain `text`.
-    fn lines(&self, level: &str, text: &str) -> Vec<String> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|line| line.trim_start().starts_with(level) && line.contains(text))
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 /// Start `message` on an engine whose service is ready now.
@@ -327,8 +290,7 @@ where
 
 #[tokio::test]
 async fn a_message_a_layer_settled_is_not_settled_again_and_its_failure_is_logged_once() {
-    let logged = Logged::default();
-    let _capture = logged.install();
+    let (logged, _capture) = Logs::capture();
     let (tx, mut errors) = mpsc::channel(8);
     let inner = service_fn(|_: Message| async { Err::<(), BoxError>("no such order".into()) });
     let mut engine = Engine::new(TermsFailures(inner), Some(ReportSender::new(tx)));
@@ -352,8 +314,7 @@ async fn a_message_a_layer_settled_is_not_settled_again_and_its_failure_is_logge
 
 #[tokio::test]
 async fn failing_and_panicking_calls_each_report_once_with_their_message() {
-    let logged = Logged::default();
-    let _capture = logged.install();
+    let (logged, _capture) = Logs::capture();
     let (tx, mut errors) = mpsc::channel(8);
     let service = service_fn(|msg: Message| async move {
         match msg.subject() {
