@@ -1,26 +1,26 @@
-//! What a test logs through `tracing`, captured so it can assert on the lines (that a failure is
-//! logged once, at the right level).
-//!
-//! The capture is the thread's default subscriber while its guard lives: a current-thread tokio
-//! test (`#[tokio::test]`'s default) logs everything on its thread, and tests running alongside
-//! on other threads stay out of it.
-//!
-//! # Example
-//! ```
-//! use natty_testkit::Logs;
-//!
-//! let (logs, _guard) = Logs::capture();
-//! tracing::warn!(subject = "orders.created", "message handler failed");
-//! tracing::debug!("message handler failure reported again");
-//! assert_eq!(logs.lines("WARN", "handler failed").len(), 1);
-//! assert_eq!(logs.lines("DEBUG", "reported again").len(), 1);
-//! ```
+//! What a test logs through `tracing`, captured: [`Logs`].
 
 use std::sync::{Arc, Mutex};
 
 use tracing::subscriber::DefaultGuard;
 
-/// The lines logged on one thread, `DEBUG` and up; see the [module docs](self).
+/// The lines logged on one thread, `DEBUG` and up, so a test can assert on them (that a
+/// failure is logged once, at the right level).
+///
+/// The capture is the thread's default subscriber while its guard lives: a current-thread
+/// tokio test (`#[tokio::test]`'s default) logs everything on its thread, and tests running
+/// alongside on other threads stay out of it.
+///
+/// # Example
+/// ```
+/// use natty_testkit::Logs;
+///
+/// let (logs, _guard) = Logs::capture();
+/// tracing::warn!(subject = "orders.created", "message handler failed");
+/// tracing::debug!("message handler failure reported again");
+/// assert_eq!(logs.lines("WARN", "handler failed").len(), 1);
+/// assert_eq!(logs.lines("DEBUG", "reported again").len(), 1);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 

@@ -74,10 +74,11 @@ impl MemberConfig {
         }
     }
 
-    /// Also send each handler error here, as [`ConsumeConfig::failures`](crate::ConsumeConfig::failures)
-    /// does for `serve`: a tokio `mpsc::Sender` delivers every report (the member starts no
-    /// call while the channel is full); a [`ReportSender::lossy`] never waits and counts what
-    /// it dropped, also in [`MemberSummary::dropped_reports`].
+    /// Also send each handler error here, as
+    /// [`ConsumeConfig::failures`](crate::ConsumeConfig::failures) does for `serve`: a tokio
+    /// `mpsc::Sender` delivers every report (the member starts no call while the channel is
+    /// full); a [`ReportSender::lossy`] never waits and counts what it dropped, also in
+    /// [`MemberSummary::dropped_reports`].
     pub fn failures(mut self, failures: impl Into<ReportSender<HandlerFailure>>) -> Self {
         self.failures = Some(failures.into());
         self

@@ -7,10 +7,10 @@
 //! catches a panic wherever it is thrown (in `call` itself or in the returned future), settles
 //! every message exactly once (left unsettled: `Ok` acks, `Err` or a panic naks), reports each
 //! failure (logged once per delivery by [`log_failure`]'s rule, and sent to the report channel),
-//! and counts what happened. A call dropped before it ended (shutdown past its grace, or the whole run's future
-//! dropped) naks its message, unless it was given an [`Expiry`] and ran out of time: then its
-//! message is left to the server's ack wait, because the server may have handed it to another
-//! instance already.
+//! and counts what happened. A call dropped before it ended (shutdown past its grace, or the
+//! whole run's future dropped) naks its message, unless it was given an [`Expiry`] and ran out
+//! of time: then its message is left to the server's ack wait, because the server may have
+//! handed it to another instance already.
 //!
 //! Calls are polled inside the driver's task (a `FuturesUnordered`), not spawned: a message
 //! costs one queue node, and nothing of it is copied but a few reference counts for its report
