@@ -1,5 +1,5 @@
 //! Real `nats-server` processes for tests: single servers (plain, TLS, with auth), clusters, and
-//! a TCP proxy that cuts connections.
+//! a TCP proxy that cuts connections; and [`Logs`], what a test logs, to assert on.
 //!
 //! Every server runs on loopback ports of its own with a temporary JetStream store; readiness is
 //! awaited by polling the monitoring `/healthz` endpoint, never by sleeping. Dropping a
@@ -26,6 +26,7 @@
 mod binary;
 mod cluster;
 mod error;
+mod logs;
 mod process;
 mod proxy;
 mod server;
@@ -33,6 +34,7 @@ mod server;
 pub use binary::{find_binary, server_version, PINNED_VERSION};
 pub use cluster::Cluster;
 pub use error::Error;
+pub use logs::Logs;
 pub use process::Process;
 pub use proxy::Proxy;
 pub use server::{Auth, Server, ServerBuilder, Tls};

@@ -40,7 +40,8 @@
 //! # }
 //! ```
 
-use tokio::sync::mpsc;
+use natty::consume::HandlerFailure;
+use natty::ReportSender;
 use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
@@ -48,9 +49,9 @@ use crate::ack::AckLayer;
 use crate::catch_panic::CatchPanicLayer;
 use crate::dead_letter::DeadLetterLayer;
 use crate::in_progress::InProgressLayer;
-use crate::json::JsonLayer;
+use crate::json::DecodeJsonLayer;
 use crate::leader::{LeaderLayer, LeaderMode};
-use crate::report::{ErrorReport, ReportErrorsLayer};
+use crate::report::ReportErrorsLayer;
 use crate::retry::{RetryMessagesLayer, RetryPolicy};
 use crate::trace::TraceLayer;
 
@@ -75,11 +76,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Log every handler error; see [`report`](crate::report).
     fn report_errors(self) -> ServiceBuilder<Stack<ReportErrorsLayer, L>>;
 
-    /// Log every handler error and send it to `sender` without ever waiting; see
-    /// [`report`](crate::report).
+    /// Log every handler error and send it to `reports` (an `mpsc::Sender` waits for room, a
+    /// [`ReportSender::lossy`] drops and counts); see [`report`](crate::report).
     fn report_errors_to(
         self,
-        sender: mpsc::Sender<ErrorReport>,
+        reports: impl Into<ReportSender<HandlerFailure>>,
     ) -> ServiceBuilder<Stack<ReportErrorsLayer, L>>;
 
     /// Settle each message from its handler's result; see [`ack`](crate::ack).
@@ -111,7 +112,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn require_leader<G>(self, gate: G) -> ServiceBuilder<Stack<LeaderLayer<G>, L>>;
 
     /// Decode payloads as JSON `T`; see [`json`](crate::json).
-    fn decode_json<T>(self) -> ServiceBuilder<Stack<JsonLayer<T>, L>>;
+    fn decode_json<T>(self) -> ServiceBuilder<Stack<DecodeJsonLayer<T>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -130,9 +131,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn report_errors_to(
         self,
-        sender: mpsc::Sender<ErrorReport>,
+        reports: impl Into<ReportSender<HandlerFailure>>,
     ) -> ServiceBuilder<Stack<ReportErrorsLayer, L>> {
-        self.layer(ReportErrorsLayer::new().channel(sender))
+        self.layer(ReportErrorsLayer::new().channel(reports))
     }
 
     fn ack_messages(self) -> ServiceBuilder<Stack<AckLayer, L>> {
@@ -167,7 +168,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(LeaderLayer::new(gate, LeaderMode::Reject))
     }
 
-    fn decode_json<T>(self) -> ServiceBuilder<Stack<JsonLayer<T>, L>> {
-        self.layer(JsonLayer::new())
+    fn decode_json<T>(self) -> ServiceBuilder<Stack<DecodeJsonLayer<T>, L>> {
+        self.layer(DecodeJsonLayer::new())
     }
 }

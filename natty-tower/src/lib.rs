@@ -17,7 +17,7 @@
 //! | [`retry`] | [`RetryMessagesLayer`](retry::RetryMessagesLayer) | in-process retries with backoff, on tower's `Retry` |
 //! | [`catch_panic`] | [`CatchPanicLayer`](catch_panic::CatchPanicLayer) | a panicking handler becomes an error |
 //! | [`leader`] | [`LeaderLayer`](leader::LeaderLayer) | run only while this node leads |
-//! | [`json`] | [`JsonLayer`](json::JsonLayer) | decode JSON payloads; bad input is given up |
+//! | [`json`] | [`DecodeJsonLayer`](json::DecodeJsonLayer) | decode JSON payloads; bad input is given up |
 //!
 //! # Layer order
 //! Layers listed first go outside. The order of natty's layers does not decide whether they

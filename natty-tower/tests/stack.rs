@@ -62,7 +62,7 @@ async fn the_whole_stack_settles_each_message_once() {
 
     let mut reported = Vec::new();
     while let Ok(report) = errors.try_recv() {
-        reported.push(report.error);
+        reported.push(format!("{:#}", report.error));
     }
     assert_eq!(reported.len(), 3, "{reported:?}");
     assert!(reported[2].contains("unlucky order"), "{reported:?}");

@@ -55,7 +55,7 @@
 //! # }
 //! ```
 
-mod backoff;
+pub mod backoff;
 mod client;
 pub mod compat;
 pub mod config;

@@ -87,7 +87,7 @@ async fn handler_errors_are_reported_and_the_message_redelivered() {
     let handler_calls = Arc::clone(&calls);
     let handler_shutdown = shutdown.clone();
     let consuming = natty.consume(
-        ConsumeConfig::new("C2", "worker").errors(errors_tx),
+        ConsumeConfig::new("C2", "worker").failures(errors_tx),
         shutdown.clone(),
         move |msg: Message| {
             let calls = Arc::clone(&handler_calls);
@@ -451,7 +451,7 @@ async fn a_panic_before_the_handlers_future_is_caught_reported_and_the_message_r
         async move {
             natty
                 .consume(
-                    ConsumeConfig::new("C7", "worker").errors(errors_tx),
+                    ConsumeConfig::new("C7", "worker").failures(errors_tx),
                     shutdown,
                     move |msg: Message| {
                         // The synchronous part: a parse that panics on the first delivery.
@@ -501,7 +501,7 @@ async fn a_panic_in_the_handlers_future_is_reported_with_its_message() {
     let summary = timeout(
         DEADLINE,
         natty.consume(
-            ConsumeConfig::new("C8", "worker").errors(errors_tx),
+            ConsumeConfig::new("C8", "worker").failures(errors_tx),
             shutdown.clone(),
             move |msg: Message| {
                 let shutdown = s.clone();

@@ -1154,7 +1154,7 @@ async fn serve_failing_once(server: &Server, admin: &Natty, first_try: FirstTry)
         })
     };
     let (errors, mut reports) = mpsc::channel(8);
-    let config = MemberConfig::new("m1").errors(errors);
+    let config = MemberConfig::new("m1").failures(errors);
     let member = connect(server).await;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

@@ -273,18 +273,14 @@ async fn dead_letter<K: DeadLetterPublisher, C>(
     .await;
     let settlement = match published {
         Ok(()) => {
-            // The failure itself is logged once: here, unless a layer below logged it.
-            let error = original
-                .acker()
-                .claim_failure_log()
-                .then_some(error.as_str());
+            // The failure itself is logged by whoever reports it (natty::consume::log_failure),
+            // so its error is not repeated here.
             tracing::warn!(
                 subject = %original.message.subject(),
                 stream = %info.stream,
                 stream_sequence = info.stream_sequence,
                 delivered = info.delivered,
                 dead_letter_subject = %subject,
-                error,
                 "message dead-lettered"
             );
             Settlement::Term

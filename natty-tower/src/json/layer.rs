@@ -6,11 +6,11 @@ use tower::Layer;
 use super::DecodeJson;
 
 /// Applies [`DecodeJson`] to a service, decoding payloads as `T`.
-pub struct JsonLayer<T> {
+pub struct DecodeJsonLayer<T> {
     _payload: PhantomData<fn() -> T>,
 }
 
-impl<T> JsonLayer<T> {
+impl<T> DecodeJsonLayer<T> {
     /// Decode payloads as `T`.
     pub fn new() -> Self {
         Self {
@@ -19,27 +19,27 @@ impl<T> JsonLayer<T> {
     }
 }
 
-impl<T> Default for JsonLayer<T> {
+impl<T> Default for DecodeJsonLayer<T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T> Clone for JsonLayer<T> {
+impl<T> Clone for DecodeJsonLayer<T> {
     fn clone(&self) -> Self {
         Self::new()
     }
 }
 
-impl<T> fmt::Debug for JsonLayer<T> {
+impl<T> fmt::Debug for DecodeJsonLayer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonLayer")
+        f.debug_struct("DecodeJsonLayer")
             .field("payload", &std::any::type_name::<T>())
             .finish()
     }
 }
 
-impl<S, T> Layer<S> for JsonLayer<T> {
+impl<S, T> Layer<S> for DecodeJsonLayer<T> {
     type Service = DecodeJson<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -11,7 +11,7 @@
 //! use natty::message::{Message, Settlement};
 //! use natty_tower::ack::AckLayer;
 //! use natty_tower::error::BoxError;
-//! use natty_tower::json::{JsonMessage, JsonLayer};
+//! use natty_tower::json::{DecodeJsonLayer, JsonMessage};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! #[derive(serde::Deserialize)]
@@ -23,7 +23,7 @@
 //! # async fn main() {
 //! let service = ServiceBuilder::new()
 //!     .layer(AckLayer::new())
-//!     .layer(JsonLayer::<OrderCreated>::new())
+//!     .layer(DecodeJsonLayer::<OrderCreated>::new())
 //!     .service(service_fn(|order: JsonMessage<OrderCreated>| async move {
 //!         assert_eq!(order.payload.id, 42);
 //!         Ok::<_, BoxError>(())
@@ -53,7 +53,7 @@ use tower::Service;
 
 pub use self::error::{DecodeError, DecodeErrorKind};
 pub use self::future::ResponseFuture;
-pub use self::layer::JsonLayer;
+pub use self::layer::DecodeJsonLayer;
 use crate::error::BoxError;
 
 /// A message with its payload decoded as `T`.
@@ -163,11 +163,12 @@ mod tests {
 
     #[tokio::test]
     async fn bad_json_is_classified_give_up_and_skips_the_handler() {
-        let service = JsonLayer::<Order>::new().layer(service_fn(|_: JsonMessage<Order>| async {
-            panic!("the handler must not see undecodable input");
-            #[allow(unreachable_code)]
-            Ok::<_, BoxError>(())
-        }));
+        let service =
+            DecodeJsonLayer::<Order>::new().layer(service_fn(|_: JsonMessage<Order>| async {
+                panic!("the handler must not see undecodable input");
+                #[allow(unreachable_code)]
+                Ok::<_, BoxError>(())
+            }));
         let (msg, recorder) = Message::builder("orders", r#"{"id":"seven"}"#).build();
         let err = service.oneshot(msg).await.unwrap_err();
         assert_eq!(DefaultClassifier.classify(&err), Decision::GiveUp);
@@ -178,10 +179,11 @@ mod tests {
 
     #[tokio::test]
     async fn good_json_reaches_the_handler_with_its_message() {
-        let service =
-            JsonLayer::<Order>::new().layer(service_fn(|order: JsonMessage<Order>| async move {
+        let service = DecodeJsonLayer::<Order>::new().layer(service_fn(
+            |order: JsonMessage<Order>| async move {
                 Ok::<_, BoxError>((order.payload.id, order.message.subject().to_string()))
-            }));
+            },
+        ));
         let (msg, _) = Message::builder("orders", r#"{"id":7}"#).build();
         let (id, subject) = service.oneshot(msg).await.unwrap();
         assert_eq!((id, subject.as_str()), (7, "orders"));

@@ -1,9 +1,10 @@
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use natty::consume::HandlerFailure;
+use natty::ReportSender;
 use tower::Layer;
 
-use super::{DroppedReports, ErrorReport, ReportErrors, Shared, Sink};
+use super::{ReportErrors, Shared, Sink};
 
 /// Applies [`ReportErrors`] to a service: where reports go.
 #[derive(Clone, Debug, Default)]
@@ -17,30 +18,25 @@ impl ReportErrorsLayer {
         Self::default()
     }
 
-    /// Also send each report to `sender`, dropping (and counting) those that do not fit.
-    pub fn channel(self, sender: mpsc::Sender<ErrorReport>) -> Self {
-        self.with_sink(Sink::Channel(sender))
+    /// Also send each report to `reports`: a tokio `mpsc::Sender` delivers every report (the
+    /// failed call ends once its report is in the channel; other calls go on), a
+    /// [`ReportSender::lossy`] never waits and counts what it dropped
+    /// ([`ReportSender::dropped`], read on a clone you keep).
+    pub fn channel(self, reports: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.with_sink(Sink::Channel(reports.into()))
     }
 
     /// Also call `callback` with each report, inline.
     pub fn callback<F>(self, callback: F) -> Self
     where
-        F: Fn(ErrorReport) + Send + Sync + 'static,
+        F: Fn(HandlerFailure) + Send + Sync + 'static,
     {
         self.with_sink(Sink::Callback(Arc::new(callback)))
     }
 
-    /// A handle on the count of dropped reports, shared by every service this layer makes.
-    pub fn dropped(&self) -> DroppedReports {
-        self.shared.dropped.clone()
-    }
-
     fn with_sink(self, sink: Sink) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                sink,
-                dropped: self.shared.dropped.clone(),
-            }),
+            shared: Arc::new(Shared { sink }),
         }
     }
 }

@@ -1,14 +1,22 @@
 //! Report every handler error, with the metadata of its message, to `tracing` and optionally to
 //! a channel or a callback (what Go natty calls its `ErrorCh`).
 //!
-//! Each failed call is logged at `WARN` and turned into an [`ErrorReport`]. Reports go to a
-//! bounded `tokio::sync::mpsc` channel with `try_send`, so a slow or full receiver never holds
-//! up message handling: a report that does not fit (or finds the receiver gone) is dropped and
-//! counted in [`DroppedReports`]. A callback is called inline and should be quick.
+//! Each failed call becomes a [`HandlerFailure`], the report natty's engine sends to
+//! [`ConsumeConfig::failures`](natty::ConsumeConfig::failures), and goes the engine's way:
+//!
+//! - it is logged at `WARN` once per delivery, by [`natty::consume::log_failure`]'s rule: by the
+//!   first reporter to see it (this layer, another one below it, or natty's engine, which then
+//!   logs it at `DEBUG` only);
+//! - a channel is a [`ReportSender`], with the same never-drop default: the failed call's
+//!   response future waits for room before it ends (other messages' calls go on; with a
+//!   concurrency limit, a reader that stays behind eventually holds the stack up), and
+//!   [`ReportSender::lossy`] is the opt-in to drop, log at `ERROR` and count instead
+//!   ([`ReportSender::dropped`], read on a clone you keep);
+//! - a callback is called inline and should be quick.
 //!
 //! # Example
 //! ```
-//! use natty::Message;
+//! use natty::{Message, ReportSender};
 //! use natty_tower::error::BoxError;
 //! use natty_tower::report::ReportErrorsLayer;
 //! use tokio::sync::mpsc;
@@ -16,20 +24,21 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let (reports, mut errors) = mpsc::channel(64);
-//! let layer = ReportErrorsLayer::new().channel(reports);
-//! let dropped = layer.dropped();
+//! let (sender, mut failures) = mpsc::channel(64);
+//! let reports = ReportSender::lossy(sender); // or the sender itself, to never drop one
+//! let layer = ReportErrorsLayer::new().channel(reports.clone());
 //! let service = layer.layer(service_fn(|_: Message| async {
 //!     Err::<(), BoxError>("inventory service unavailable".into())
 //! }));
 //!
 //! let (msg, _) = Message::builder("orders.created", "{}").delivered(2).build();
 //! let _ = service.oneshot(msg).await;
-//! let report = errors.recv().await.unwrap();
-//! assert_eq!(report.subject, "orders.created");
-//! assert_eq!(report.info.delivered, 2);
-//! assert_eq!(report.error, "inventory service unavailable");
-//! assert_eq!(dropped.count(), 0);
+//! let failure = failures.recv().await.unwrap();
+//! assert_eq!(failure.subject, "orders.created");
+//! assert_eq!(failure.delivered, 2);
+//! let handler_error = std::error::Error::source(&failure.error).unwrap();
+//! assert_eq!(handler_error.to_string(), "inventory service unavailable");
+//! assert_eq!(reports.dropped(), 0);
 //! # }
 //! ```
 
@@ -37,74 +46,34 @@ mod future;
 mod layer;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use natty::message::DeliveryInfo;
-use natty::Message;
-use tokio::sync::mpsc;
+use natty::consume::{log_failure, report_failure, HandlerFailure};
+use natty::message::Acker;
+use natty::{Message, ReportSender};
 use tower::Service;
 
 pub use self::future::ResponseFuture;
+use self::future::Sending;
 pub use self::layer::ReportErrorsLayer;
-/// One handler error and the message it happened on.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ErrorReport {
-    /// The message's subject.
-    pub subject: String,
-    /// Stream, consumer, sequences and delivery count.
-    pub info: DeliveryInfo,
-    /// The `Nats-Msg-Id` header, if the message had one.
-    pub message_id: Option<String>,
-    /// The error, as displayed.
-    pub error: String,
-}
-
-impl ErrorReport {
-    /// The report of `error` on `msg`.
-    fn new(msg: &Message, error: String) -> Self {
-        Self {
-            subject: msg.subject().to_owned(),
-            info: msg.info().clone(),
-            message_id: msg.message_id().map(str::to_owned),
-            error,
-        }
-    }
-}
-
-/// How many reports were dropped because their channel was full or closed; a cheap handle.
-#[derive(Clone, Debug, Default)]
-pub struct DroppedReports(Arc<AtomicU64>);
-
-impl DroppedReports {
-    /// Reports dropped so far.
-    pub fn count(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn add_one(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// Where reports go besides `tracing`.
 #[derive(Clone, Default)]
 pub(crate) enum Sink {
     #[default]
     Log,
-    Channel(mpsc::Sender<ErrorReport>),
-    Callback(Arc<dyn Fn(ErrorReport) + Send + Sync>),
+    Channel(ReportSender<HandlerFailure>),
+    Callback(Arc<dyn Fn(HandlerFailure) + Send + Sync>),
 }
 
 impl fmt::Debug for Sink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Sink::Log => "Log",
-            Sink::Channel(_) => "Channel",
-            Sink::Callback(_) => "Callback",
-        })
+        match self {
+            Sink::Log => f.write_str("Log"),
+            Sink::Channel(reports) => f.debug_tuple("Channel").field(reports).finish(),
+            Sink::Callback(_) => f.write_str("Callback"),
+        }
     }
 }
 
@@ -112,33 +81,26 @@ impl fmt::Debug for Sink {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) sink: Sink,
-    pub(crate) dropped: DroppedReports,
 }
 
 impl Shared {
-    /// Log the failure (unless a layer below did) and hand the report to the sink.
-    fn report(&self, report: ErrorReport, acker: &natty::message::Acker) {
-        if acker.claim_failure_log() {
-            tracing::warn!(
-            subject = %report.subject,
-            stream = %report.info.stream,
-            consumer = %report.info.consumer,
-            stream_sequence = report.info.stream_sequence,
-            delivered = report.info.delivered,
-            message_id = report.message_id.as_deref(),
-            error = %report.error,
-            "message handler failed"
-            );
-        }
+    /// Log `failure` (once per delivery) and hand it to the sink; a channel's send is returned
+    /// for the response future to wait on.
+    fn report(&self, acker: &Acker, failure: HandlerFailure) -> Option<Sending> {
         match &self.sink {
-            Sink::Log => {}
-            Sink::Channel(sender) => {
-                if sender.try_send(report).is_err() {
-                    self.dropped.add_one();
-                }
+            Sink::Log => log_failure(acker, &failure),
+            Sink::Callback(callback) => {
+                log_failure(acker, &failure);
+                callback(failure);
             }
-            Sink::Callback(callback) => callback(report),
+            Sink::Channel(reports) => {
+                let (acker, reports) = (acker.clone(), reports.clone());
+                return Some(Box::pin(async move {
+                    report_failure(&acker, failure, &reports).await;
+                }));
+            }
         }
+        None
     }
 }
 

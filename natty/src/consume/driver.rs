@@ -27,7 +27,8 @@ use crate::error::{BoxError, ConsumeErrorKind, Error, StreamErrorKind};
 use crate::message::{DeliveringConsumer, Message};
 
 /// The pauses before the consumer is recreated after trouble.
-const PAUSES: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+const PAUSES: Backoff =
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).with_jitter(true);
 
 /// A recreation of the consumer under way (boxed: it happens after trouble, not per message).
 type Recovery<'a> = Pin<Box<dyn Future<Output = Result<PullConsumer, ConsumeError>> + Send + 'a>>;
@@ -57,7 +58,7 @@ impl Connection {
         let mut pull = Pull::open(&client, consumer, budget, config.fetch_timeout)
             .await
             .map_err(|err| Error::with_source(ConsumeErrorKind::Fetch, err))?;
-        let mut engine: Engine<S, ()> = Engine::new(service, config.errors.clone());
+        let mut engine: Engine<S, ()> = Engine::new(service, config.failures.clone());
         let mut waiting: VecDeque<Message> = VecDeque::new();
         let mut returned = 0u64;
         let mut pause = PAUSES;

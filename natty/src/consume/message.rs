@@ -237,10 +237,9 @@ impl Acker {
         *self.inner.outcome.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claim the log line of this delivery's handler failure: `true` for the first caller
-    /// only. natty-tower's report and dead-letter layers and natty's driver each ask before
-    /// they log a failure, so it is logged once however many of them see it.
-    pub fn claim_failure_log(&self) -> bool {
+    /// Whether this is the first log of this delivery's handler failure (asking marks it
+    /// logged): only [`log_failure`](crate::consume::log_failure), the one rule, asks.
+    pub(crate) fn first_failure_log(&self) -> bool {
         !self.inner.failure_logged.swap(true, Ordering::AcqRel)
     }
 
@@ -518,6 +517,12 @@ impl Message {
         &self.subject
     }
 
+    /// The headers as a cheap handle (a reference count; nothing when it has none), for the
+    /// driver's failure reports.
+    pub(crate) fn headers_handle(&self) -> Option<Arc<HeaderMap>> {
+        self.headers.0.clone()
+    }
+
     /// The payload.
     pub fn payload(&self) -> &Bytes {
         &self.payload
@@ -546,10 +551,7 @@ impl Message {
     /// The `Nats-Msg-Id` header, if it was published with one (spelled exactly so, as the
     /// server reads it).
     pub fn message_id(&self) -> Option<&str> {
-        self.headers()
-            .as_async_nats()
-            .get(async_nats::header::NATS_MESSAGE_ID)
-            .map(|value| value.as_str())
+        message_id_in(self.headers())
     }
 
     /// The settings of the consumer that delivered it (ack wait, max deliveries, ...), which
@@ -619,6 +621,14 @@ impl Message {
     pub async fn in_progress(&self) -> Result<(), SettleError> {
         self.acker.in_progress().await
     }
+}
+
+/// The `Nats-Msg-Id` header of `headers`, spelled exactly so (as the server reads it).
+pub(crate) fn message_id_in(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .as_async_nats()
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map(|value| value.as_str())
 }
 
 /// Builds a [`Message`] by hand; see [`Message::builder`].

@@ -55,6 +55,7 @@
 mod consumer;
 mod driver;
 pub(crate) mod engine;
+mod failure;
 pub mod message;
 pub(crate) mod options;
 mod panic;
@@ -63,6 +64,8 @@ mod settings;
 
 pub use consumer::Consumer;
 pub(crate) use driver::sleep_until_opt;
+pub(crate) use failure::Origin;
+pub use failure::{log_failure, report_failure, HandlerFailure};
 pub use message::Message;
 pub use options::{ConsumerOptions, DeliverPolicy};
 pub use panic::{CatchUnwind, PanicMessage};
@@ -72,8 +75,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{BoxError, ConsumeErrorKind, Error};
-#[cfg(doc)]
-use crate::message::Acker;
 use crate::report::ReportSender;
 
 /// The source of a [`ConsumeErrorKind::NotReady`] error: what the run did before it stopped,
@@ -112,23 +113,6 @@ impl std::error::Error for NotReadyError {
 /// The error of [`Natty::consume`](crate::Natty::consume) and [`Natty::serve`](crate::Natty::serve).
 pub type ConsumeError = Error<ConsumeErrorKind>;
 
-/// A handler error with the message it happened on (Go natty's `ErrorCh` reports).
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct HandlerFailure {
-    /// The message's subject.
-    pub subject: String,
-    /// The message's stream sequence.
-    pub stream_sequence: u64,
-    /// How often it has been delivered.
-    pub delivered: u64,
-    /// What went wrong (`ConsumeErrorKind::Handler` with the handler's error as source, or
-    /// `Panicked` with the panic's text).
-    pub error: ConsumeError,
-    /// Whether a layer already logged it (see [`Acker::claim_failure_log`]).
-    pub(crate) logged: bool,
-}
-
 /// What to consume and how.
 #[derive(Clone, Debug)]
 pub struct ConsumeConfig {
@@ -140,7 +124,7 @@ pub struct ConsumeConfig {
     pub(crate) fetch_timeout: Duration,
     pub(crate) concurrency: usize,
     pub(crate) shutdown_grace: Duration,
-    pub(crate) errors: Option<ReportSender<HandlerFailure>>,
+    pub(crate) failures: Option<ReportSender<HandlerFailure>>,
 }
 
 impl ConsumeConfig {
@@ -155,7 +139,7 @@ impl ConsumeConfig {
             fetch_timeout: Duration::from_secs(1),
             concurrency: 1,
             shutdown_grace: Duration::from_secs(10),
-            errors: None,
+            failures: None,
         }
     }
 
@@ -206,9 +190,10 @@ impl ConsumeConfig {
     /// Also send each handler error here (Go natty's `ErrorCh`): a tokio `mpsc::Sender`
     /// delivers every report, and the consume loop waits (pulls and starts nothing) while the channel
     /// is full; a [`ReportSender::lossy`] never waits and counts what it dropped, also in
-    /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged at `WARN` either way.
-    pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
-        self.errors = Some(errors.into());
+    /// [`ConsumeSummary::dropped_reports`]. Every handler error is logged once at `WARN` either
+    /// way ([`log_failure`]).
+    pub fn failures(mut self, failures: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.failures = Some(failures.into());
         self
     }
 }

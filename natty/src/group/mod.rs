@@ -31,7 +31,7 @@
 //! from the subject (it is in the [`Partition`] extension). The per-message rules are those of
 //! [`Natty::serve`](crate::Natty::serve), from the same engine: readiness, a panic caught in `call` or in its future,
 //! a message the service leaves unsettled acked after `Ok` and nak'd after `Err` or a panic,
-//! each failure logged and sent to [`MemberConfig::errors`] if set. A partition's next call
+//! each failure logged and sent to [`MemberConfig::failures`] if set. A partition's next call
 //! starts as soon as the previous one has ended and its settlement has been *sent*, not
 //! confirmed by the server: an ack lost with a dying connection makes the server redeliver
 //! that message after its ack wait, by which time later messages of its key may have been

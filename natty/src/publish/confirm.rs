@@ -113,7 +113,7 @@ async fn retry(
     err: NatsPublishError,
 ) -> Outcome {
     let mut err = err;
-    let mut backoff = Backoff::new(config.backoff, config.max_backoff);
+    let mut backoff = Backoff::new(config.backoff, config.max_backoff).with_jitter(true);
     let mut attempt = 1;
     loop {
         tracing::debug!(target: "natty", %subject, attempt, error = %err, "publish failed; retrying");

@@ -6,14 +6,15 @@
 //! polling the calls (a concurrency limit inside the stack frees up only when they finish),
 //! catches a panic wherever it is thrown (in `call` itself or in the returned future), settles
 //! every message exactly once (left unsettled: `Ok` acks, `Err` or a panic naks), reports each
-//! failure (a `WARN` line, unless a layer logged it, and the report channel), and counts what
-//! happened. A call dropped before it ended (shutdown past its grace, or the whole run's future
-//! dropped) naks its message, unless it was given an [`Expiry`] and ran out of time: then its
-//! message is left to the server's ack wait, because the server may have handed it to another
-//! instance already.
+//! failure (logged once per delivery by [`log_failure`]'s rule, and sent to the report channel),
+//! and counts what happened. A call dropped before it ended (shutdown past its grace, or the
+//! whole run's future dropped) naks its message, unless it was given an [`Expiry`] and ran out
+//! of time: then its message is left to the server's ack wait, because the server may have
+//! handed it to another instance already.
 //!
 //! Calls are polled inside the driver's task (a `FuturesUnordered`), not spawned: a message
-//! costs one queue node, and nothing of it is copied but two reference counts for its report.
+//! costs one queue node, and nothing of it is copied but a few reference counts for its report
+//! ([`Origin`]).
 //! tower's `Buffer` and `futures`' `buffer_unordered` work the same way.
 
 use std::future::Future;
@@ -22,12 +23,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_nats::Subject;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tower::Service;
 
-use super::{CatchUnwind, ConsumeError, HandlerFailure, PanicMessage};
+use super::{
+    log_failure, report_failure, CatchUnwind, ConsumeError, HandlerFailure, Origin, PanicMessage,
+};
 use crate::error::{BoxError, ConsumeErrorKind, Error};
 use crate::message::{Acker, Message, Settlement};
 use crate::report::ReportSender;
@@ -88,13 +90,6 @@ impl Expiry {
     fn is_over(&mut self, cx: &mut Context<'_>) -> bool {
         !self.steady.steady_since(self.epoch) || self.timer.as_mut().poll(cx).is_ready()
     }
-}
-
-/// What one call needs for its settlement and report once it ends: reference counts, no copies.
-struct Origin {
-    subject: Subject,
-    stream_sequence: u64,
-    delivered: u64,
 }
 
 /// Naks its message when dropped still holding it: a call cancelled at the end of the grace,
@@ -211,7 +206,7 @@ where
     calls: FuturesUnordered<Call<S::Future, T>>,
     /// `poll_ready` said yes and no call has used it yet.
     ready: bool,
-    errors: Option<ReportSender<HandlerFailure>>,
+    failures: Option<ReportSender<HandlerFailure>>,
     tally: Tally,
 }
 
@@ -220,12 +215,12 @@ where
     S: Service<Message>,
     S::Error: Into<BoxError>,
 {
-    pub(crate) fn new(service: S, errors: Option<ReportSender<HandlerFailure>>) -> Self {
+    pub(crate) fn new(service: S, failures: Option<ReportSender<HandlerFailure>>) -> Self {
         Self {
             service,
             calls: FuturesUnordered::new(),
             ready: false,
-            errors,
+            failures,
             tally: Tally::default(),
         }
     }
@@ -282,11 +277,7 @@ where
         debug_assert!(self.ready, "a call starts only after poll_ready said yes");
         self.ready = false;
         let guard = NakOnDrop(Some(message.acker().clone()));
-        let origin = Origin {
-            subject: message.subject_handle().clone(),
-            stream_sequence: message.info().stream_sequence,
-            delivered: message.info().delivered,
-        };
+        let origin = Origin::of(&message);
         let call = CatchUnwind::call(|| self.service.call(message));
         self.calls.push(Call {
             call,
@@ -332,37 +323,20 @@ where
             Outcome::Expired => self.tally.cancelled += 1,
         }
         if let Some(error) = error {
-            // A layer that logged the failure already claimed its log line.
-            let logged = !acker.claim_failure_log();
-            self.report(HandlerFailure {
-                subject: origin.subject.to_string(),
-                stream_sequence: origin.stream_sequence,
-                delivered: origin.delivered,
-                error,
-                logged,
-            })
-            .await;
+            let failure = origin.failed(error);
+            match &self.failures {
+                Some(reports) => {
+                    if !report_failure(&acker, failure, reports).await {
+                        self.tally.dropped_reports += 1;
+                    }
+                }
+                None => log_failure(&acker, &failure),
+            }
         }
         Finished {
             tag,
             outcome,
             acker,
-        }
-    }
-
-    async fn report(&mut self, failure: HandlerFailure) {
-        if failure.logged {
-            tracing::debug!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, "handler failed (logged by a layer)");
-        } else {
-            let error = format!("{:#}", failure.error);
-            tracing::warn!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, delivered = failure.delivered, error, "handler failed");
-        }
-        let Some(errors) = &self.errors else { return };
-        if let Err(undelivered) = errors.send(failure).await {
-            self.tally.dropped_reports += 1;
-            let reason = undelivered.reason();
-            let failure = undelivered.into_inner();
-            tracing::error!(target: "natty", subject = %failure.subject, seq = failure.stream_sequence, error = %format_args!("{:#}", failure.error), reason, "handler error report not delivered");
         }
     }
 

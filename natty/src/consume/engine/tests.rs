@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use natty_testkit::Logs;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 use tower::{service_fn, Service};
 
 use super::{Engine, Event, Expiry, Finished, Outcome, Steady};
-use crate::consume::{HandlerFailure, PanicMessage};
+use crate::consume::{log_failure, HandlerFailure, PanicMessage};
 use crate::error::{BoxError, ConsumeErrorKind};
 use crate::message::{DeliveryInfo, Message, Recorder, Settlement};
 use crate::report::ReportSender;
@@ -252,8 +253,8 @@ async fn a_message_the_handler_settled_is_not_settled_again() {
     }
 }
 
-/// What a dead-letter layer does: terms a message its inner service failed on, and claims the
-/// failure's log line.
+/// What a dead-letter layer under a report layer does: terms a message its inner service failed
+/// on, and reports the failure (logging it) before the engine sees it.
 #[derive(Clone)]
 struct TermsFailures<S>(S);
 
@@ -271,13 +272,16 @@ where
     }
 
     fn call(&mut self, msg: Message) -> Self::Future {
-        let acker = msg.acker().clone();
+        let original = msg.clone();
         let inner = self.0.call(msg);
         Box::pin(async move {
             let result = inner.await;
-            if result.is_err() {
-                acker.claim_failure_log();
-                acker.term().await?;
+            if let Err(err) = &result {
+                log_failure(
+                    original.acker(),
+                    &HandlerFailure::new(&original, err.to_string()),
+                );
+                original.term().await?;
             }
             result
         })
@@ -285,7 +289,8 @@ where
 }
 
 #[tokio::test]
-async fn a_message_a_layer_settled_is_not_settled_again_and_its_report_says_logged() {
+async fn a_message_a_layer_settled_is_not_settled_again_and_its_failure_is_logged_once() {
+    let (logged, _capture) = Logs::capture();
     let (tx, mut errors) = mpsc::channel(8);
     let inner = service_fn(|_: Message| async { Err::<(), BoxError>("no such order".into()) });
     let mut engine = Engine::new(TermsFailures(inner), Some(ReportSender::new(tx)));
@@ -297,11 +302,19 @@ async fn a_message_a_layer_settled_is_not_settled_again_and_its_report_says_logg
     assert_eq!(finished.settlement(), Some(Settlement::Term));
     let failure = only_report(&mut errors);
     assert_eq!(failure.error.kind(), ConsumeErrorKind::Handler);
-    assert!(failure.logged, "the layer claimed the log line");
+    let warnings = logged.lines("WARN", "message handler failed");
+    assert_eq!(warnings.len(), 1, "logged once, by the layer: {warnings:?}");
+    assert!(warnings[0].contains("no such order"), "{}", warnings[0]);
+    assert_eq!(
+        logged.lines("DEBUG", "reported again").len(),
+        1,
+        "the engine saw it too, and stayed at DEBUG"
+    );
 }
 
 #[tokio::test]
 async fn failing_and_panicking_calls_each_report_once_with_their_message() {
+    let (logged, _capture) = Logs::capture();
     let (tx, mut errors) = mpsc::channel(8);
     let service = service_fn(|msg: Message| async move {
         match msg.subject() {
@@ -349,7 +362,17 @@ async fn failing_and_panicking_calls_each_report_once_with_their_message() {
     let handler_error = reports[0].error.source().map(ToString::to_string);
     assert_eq!(handler_error.as_deref(), Some("no stock"));
     assert_eq!(panic_text(&reports[1]), "poison");
-    assert!(reports.iter().all(|f| !f.logged), "no layer logged them");
+    assert!(
+        reports
+            .iter()
+            .all(|f| f.stream == "ORDERS" && f.consumer == "billing"),
+        "the report names the stream and consumer"
+    );
+    let warnings = logged.lines("WARN", "message handler failed");
+    assert_eq!(warnings.len(), 2, "no layer logged them: {warnings:?}");
+    for text in ["no stock", "poison"] {
+        assert!(warnings.iter().any(|line| line.contains(text)), "{text}");
+    }
     let tally = engine.tally();
     assert_eq!(
         (
@@ -359,6 +382,22 @@ async fn failing_and_panicking_calls_each_report_once_with_their_message() {
             tally.dropped_reports
         ),
         (1, 1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_report_carries_the_message_id_delivered() {
+    let (tx, mut errors) = mpsc::channel(8);
+    let service = service_fn(|_: Message| async { Err::<(), BoxError>("boom".into()) });
+    let mut engine = Engine::new(service, Some(ReportSender::new(tx)));
+    let (msg, _recorder) = Message::builder("orders.created", "{}")
+        .header("Nats-Msg-Id", "order-17")
+        .build();
+    start_now(&mut engine, msg, (), None);
+    next_finished(&mut engine).await;
+    assert_eq!(
+        only_report(&mut errors).message_id.as_deref(),
+        Some("order-17")
     );
 }
 

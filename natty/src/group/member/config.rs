@@ -26,7 +26,7 @@ pub struct MemberConfig {
     backoff: Vec<Duration>,
     pub(super) batch: usize,
     pub(super) shutdown_grace: Duration,
-    pub(super) errors: Option<ReportSender<HandlerFailure>>,
+    pub(super) failures: Option<ReportSender<HandlerFailure>>,
 }
 
 impl MemberConfig {
@@ -51,16 +51,17 @@ impl MemberConfig {
             backoff: Vec::new(),
             batch: 100,
             shutdown_grace: Duration::from_secs(10),
-            errors: None,
+            failures: None,
         }
     }
 
-    /// Also send each handler error here, as [`ConsumeConfig::errors`](crate::ConsumeConfig::errors)
-    /// does for `serve`: a tokio `mpsc::Sender` delivers every report (the member starts no
-    /// call while the channel is full); a [`ReportSender::lossy`] never waits and counts what
-    /// it dropped, also in [`MemberSummary::dropped_reports`].
-    pub fn errors(mut self, errors: impl Into<ReportSender<HandlerFailure>>) -> Self {
-        self.errors = Some(errors.into());
+    /// Also send each handler error here, as
+    /// [`ConsumeConfig::failures`](crate::ConsumeConfig::failures) does for `serve`: a tokio
+    /// `mpsc::Sender` delivers every report (the member starts no call while the channel is
+    /// full); a [`ReportSender::lossy`] never waits and counts what it dropped, also in
+    /// [`MemberSummary::dropped_reports`].
+    pub fn failures(mut self, failures: impl Into<ReportSender<HandlerFailure>>) -> Self {
+        self.failures = Some(failures.into());
         self
     }
 
@@ -192,7 +193,7 @@ pub struct MemberSummary {
     pub returned: u64,
     /// Times this instance was newly pinned (its first pin included).
     pub pins: u64,
-    /// Handler error reports not delivered (see [`MemberConfig::errors`]).
+    /// Handler error reports not delivered (see [`MemberConfig::failures`]).
     pub dropped_reports: u64,
 }
 

@@ -69,7 +69,7 @@ impl Connection {
             .map_err(crate::group::admin::js)?;
 
         let mut summary = MemberSummary::default();
-        let mut engine: Engine<S, Slot> = Engine::new(service, config.errors.clone());
+        let mut engine: Engine<S, Slot> = Engine::new(service, config.failures.clone());
         let client = Arc::new(self.client().clone());
         let stream_subjects = js_stream.cached_info().config.subjects.clone();
         let delivering_for = |consumer: &Option<PullConsumer>| {
@@ -83,7 +83,8 @@ impl Connection {
         let (stall_watch, ticker) = StallWatch::start(timers.stall);
         let _ticker = AbortOnDrop(ticker);
         let stale_wait = timers.ack_wait + timers.pull_expiry;
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut backoff =
+            Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).with_jitter(true);
 
         // One round per membership: join with this member's filters, serve, leave.
         loop {
