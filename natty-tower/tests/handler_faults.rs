@@ -1,4 +1,4 @@
-//! Reliability under faulty handlers (issue 8, scenarios 5 and 6): slow and hung handlers
+//! Reliability under faulty handlers: slow and hung handlers
 //! under natty-tower's `in_progress` and tower's `timeout`, and a storm of poison messages
 //! through the dead-letter and catch-panic layers. Every test runs against real `nats-server`
 //! processes from the test kit and waits on events with deadlines. Scenarios 1 to 4 exercise

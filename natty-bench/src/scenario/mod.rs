@@ -83,7 +83,7 @@ impl Bench {
     }
 
     /// Create the stream `name` on `subjects` with natty's stream settings
-    /// ([`Natty::create_stream`]), kept on `storage`.
+    /// ([`natty::Stream::create`]), kept on `storage`.
     pub(crate) async fn create_stream(
         &self,
         name: &str,

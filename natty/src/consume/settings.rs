@@ -1,33 +1,4 @@
-//! What the server knows about a durable consumer, carried by every message it delivers.
-//!
-//! A setting is said once: the consumer's ack wait, max deliveries and redelivery backoff
-//! live on the server, and middleware that needs them (an in-progress heartbeat, a
-//! dead-letter layer that must act on the last delivery) should not ask the user to repeat
-//! them. natty's consumer driver reads them from the consumer's info when it starts (and again
-//! whenever it recreates the consumer) and puts a [`ConsumerSettings`] into each
-//! [`Message`](crate::Message)'s extensions, as axum puts `MatchedPath` into a request's.
-//! Cloning it is cheap: every message of a run shares one allocation.
-//!
-//! # Example
-//! ```
-//! use std::time::Duration;
-//! use natty::consume::ConsumerSettings;
-//! use natty::Message;
-//!
-//! // What the driver attaches; built by hand here, as in a layer's unit test.
-//! let settings = ConsumerSettings::new("ORDERS", "billing")
-//!     .with_stream_subjects(["orders.>"])
-//!     .with_ack_wait(Duration::from_secs(10))
-//!     .with_max_deliver(Some(3));
-//! let (msg, _) = Message::builder("orders.paid", "{}")
-//!     .delivered(3)
-//!     .consumer_settings(settings)
-//!     .build();
-//! let settings = msg.consumer_settings().unwrap();
-//! assert!(settings.is_last_delivery(msg.info().delivered));
-//! assert!(settings.would_deliver("orders.dead"), "a dead letter here would come back");
-//! assert!(!settings.would_deliver("dead.orders"));
-//! ```
+//! [`ConsumerSettings`]: what the server knows about a durable consumer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +6,36 @@ use std::time::Duration;
 /// JetStream's ack wait when a consumer does not set one.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// A durable consumer's settings, as the server reported them; see the [module docs](self).
+/// What the server knows about a durable consumer, carried by every message it delivers.
+///
+/// A setting is said once: the consumer's ack wait, max deliveries and redelivery backoff
+/// live on the server, and middleware that needs them (an in-progress heartbeat, a
+/// dead-letter layer that must act on the last delivery) should not ask the user to repeat
+/// them. natty's consumer driver reads them from the consumer's info when it starts (and again
+/// whenever it recreates the consumer) and puts a [`ConsumerSettings`] into each
+/// [`Message`](crate::Message)'s extensions, as axum puts `MatchedPath` into a request's.
+/// Cloning it is cheap: every message of a run shares one allocation.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use natty::consume::ConsumerSettings;
+/// use natty::Message;
+///
+/// // What the driver attaches; built by hand here, as in a layer's unit test.
+/// let settings = ConsumerSettings::new("ORDERS", "billing")
+///     .with_stream_subjects(["orders.>"])
+///     .with_ack_wait(Duration::from_secs(10))
+///     .with_max_deliver(Some(3));
+/// let (msg, _) = Message::builder("orders.paid", "{}")
+///     .delivered(3)
+///     .consumer_settings(settings)
+///     .build();
+/// let settings = msg.consumer_settings().unwrap();
+/// assert!(settings.is_last_delivery(msg.info().delivered));
+/// assert!(settings.would_deliver("orders.dead"), "a dead letter here would come back");
+/// assert!(!settings.would_deliver("dead.orders"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerSettings {
     inner: Arc<Settings>,

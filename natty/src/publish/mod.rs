@@ -14,8 +14,8 @@
 //! which a subject uses right now:
 //!
 //! - **Fast ingest** ([`PublishPath::FastIngest`]), on servers 2.14+ when the subject's stream
-//!   allows batched publishing (`allow_batched`, which [`Natty::create_stream`](crate::Natty::create_stream) sets on those
-//!   servers): messages go out as one fast-ingest batch (ADR-50), and one flow ack from the
+//!   allows batched publishing (`allow_batched`, which [`Stream::create`](crate::Stream::create)
+//!   sets on those servers): messages go out as one fast-ingest batch (ADR-50), and one flow ack from the
 //!   server confirms hundreds of them (default 500, [`PublishConfig::fast_ingest_flow`]). When
 //!   the queue stays empty for a moment the batch is committed, so its tail is confirmed too.
 //!   A batch that ends early (a gap, a server restart, silence past the request timeout)
