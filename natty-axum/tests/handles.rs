@@ -3,7 +3,6 @@
 
 mod common;
 
-use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -13,6 +12,7 @@ use axum::Router;
 use bytes::Bytes;
 use common::{eventually, listener, serve, Http, Served};
 use http::{Method, StatusCode};
+use natty::compat::GoNatty as _;
 use natty::{Config, ConnectionState, ElectionConfig, Natty};
 use natty_axum::rejection::{KvRejection, PublishRejection};
 use natty_axum::{

@@ -4,7 +4,6 @@
 
 mod common;
 
-use natty::compat::GoNatty as _;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::Request;
@@ -12,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::routing::post;
 use axum::Router;
 use common::{listener, serve, Http};
+use natty::compat::GoNatty as _;
 use natty::{Config, Natty};
 use natty_axum::{extract, AckedPublisher, NattyState};
 use natty_testkit::Server;

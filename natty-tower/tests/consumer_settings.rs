@@ -3,12 +3,12 @@
 //! Served by natty's driver against a real server; read back through a plain async-nats
 //! client.
 
-use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use natty::compat::GoNatty as _;
 use natty::{CancellationToken, Config, ConsumeConfig, ConsumerOptions, Message, Natty};
 use natty_testkit::Server;
 use natty_tower::ack::AckLayer;

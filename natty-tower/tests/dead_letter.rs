@@ -1,6 +1,5 @@
 //! The dead-letter layer against a real nats-server, through async-nats' JetStream context.
 
-use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use async_nats::jetstream::consumer::{pull, PullConsumer};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
+use natty::compat::GoNatty as _;
 use natty::error::ConsumeErrorKind;
 use natty::Message;
 use natty::{CancellationToken, Config, ConsumeConfig, Natty};

@@ -5,13 +5,13 @@
 //! natty alone and live with it: `natty/tests/publish_faults.rs`, `consume_faults.rs` and
 //! `election_faults.rs`.
 
-use natty::compat::GoNatty as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, pull};
 use futures_util::StreamExt;
+use natty::compat::GoNatty as _;
 use natty::{CancellationToken, Config, ConsumeConfig, ConsumerOptions, Natty, PublishConfig};
 use natty_testkit::Server;
 use natty_tower::ack::AckLayer;

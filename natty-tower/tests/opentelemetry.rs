@@ -2,10 +2,10 @@
 //! server, exported through the OpenTelemetry SDK's in-memory exporter: a message published
 //! inside a span is handled in a `process` span of the same trace, parented on that span.
 
-use natty::compat::GoNatty as _;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
 use natty::header::{HeaderMap, TRACEPARENT};
 use natty::{CancellationToken, Config, ConsumeConfig, Natty, OutgoingMessage};
 use natty_testkit::Server;

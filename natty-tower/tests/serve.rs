@@ -1,10 +1,10 @@
 //! natty-tower stacks driven by natty's consumer driver (`Natty::serve`) against a real server.
 
-use natty::compat::GoNatty as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use natty::compat::GoNatty as _;
 use natty::election::ElectionConfig;
 use natty::{CancellationToken, Config, ConsumeConfig, ConsumerOptions, Natty};
 use natty_testkit::Server;

@@ -1,11 +1,11 @@
 //! Reliability scenario 7: a table of bad input. Every case returns its typed error within a
 //! bound, never panics or hangs, and a `>` subscriber on the server sees nothing sent.
 
-use natty::compat::GoNatty as _;
 use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use natty::compat::GoNatty as _;
 use natty::error::{ConnectErrorKind, KvErrorKind, PublishErrorKind, StreamErrorKind};
 use natty::{Config, Credentials, HeaderMap, Natty, OutgoingMessage, PublishConfig, PublishError};
 use natty_testkit::{Auth, Server, Tls};

@@ -1,8 +1,8 @@
 //! Connecting: several URLs, TLS, credentials, and clear errors for bad input.
 
-use natty::compat::GoNatty as _;
 use std::time::{Duration, Instant};
 
+use natty::compat::GoNatty as _;
 use natty::error::ConnectErrorKind;
 use natty::{Config, ConnectionState, Credentials, Natty};
 use natty_testkit::{Auth, Server, Tls};

@@ -1,11 +1,11 @@
 //! Durable consuming against a real server.
 
-use natty::compat::GoNatty as _;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
 use natty::error::ConsumeErrorKind;
 use natty::{
     CancellationToken, Config, ConsumeConfig, ConsumeSummary, ConsumerOptions, Message, Natty,

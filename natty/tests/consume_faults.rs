@@ -4,9 +4,9 @@
 //!
 //! `NATTY_SOAK_SECS` (default 0) keeps the test crashing the server for that long.
 
-use natty::compat::GoNatty as _;
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
 use natty::{BoxError, CancellationToken, ConsumeConfig, ConsumerOptions, Message};
 use natty_testkit::Server;
 use tokio::time::{timeout, Instant};

@@ -2,11 +2,11 @@
 //! step-down on crashes, partitions, pauses and restarts, increasing fencing tokens, and Go
 //! natty's `AsLeader` scenarios.
 
-use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
 use natty::election::{self, ElectionErrorKind};
 use natty::{
     CancellationToken, ElectionConfig, LeaderState, Leadership, Natty, PublishConfig, Term,

@@ -4,10 +4,10 @@
 //! `nats-server` processes from the test kit; `election.rs` checks leadership alone through
 //! the same faults.
 
-use natty::compat::GoNatty as _;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
 use natty::{
     BoxError, CancellationToken, Config, ConsumeConfig, ConsumerOptions, ElectionConfig,
     Leadership, Message, Natty, PublishConfig,

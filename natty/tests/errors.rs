@@ -1,8 +1,8 @@
 //! natty's own error type: kinds to match on, causes kept, each printed once.
 
-use natty::compat::GoNatty as _;
 use std::error::Error as _;
 
+use natty::compat::GoNatty as _;
 use natty::error::{KvErrorKind, StreamErrorKind};
 use natty_testkit::Server;
 

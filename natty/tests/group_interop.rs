@@ -6,13 +6,13 @@
 //! The Python comes from `scripts/pcgroups-venv` (Python 3.13+, `natsio-pcgroups` installed
 //! into `.natty/`); without one the test says loudly that it did not run.
 
-use natty::compat::GoNatty as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use natty::compat::GoNatty as _;
 use natty::group::{
     ElasticGroupConfig, MemberConfig, Partition, Partitioning, PartitioningFilter,
     StaticGroupConfig,

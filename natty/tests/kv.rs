@@ -1,9 +1,9 @@
 //! Key/value helpers against a real server.
 
-use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use natty::compat::GoNatty as _;
 use natty::error::KvErrorKind;
 use natty::KvOperation;
 use natty_testkit::Server;
@@ -342,4 +342,45 @@ async fn a_bucket_handle_checks_its_name_once_and_a_plain_client_reads_what_it_w
         natty.get("orders", "o-1").await.unwrap().as_deref(),
         Some(&b"paid"[..])
     );
+}
+
+#[tokio::test]
+async fn a_bucket_handle_creates_and_deletes_its_bucket_as_a_plain_client_sees_it() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let plain = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+
+    let settings = natty.bucket("settings").unwrap();
+    settings
+        .create_bucket(Duration::from_secs(60), 1, "app settings")
+        .await
+        .unwrap();
+    let store = plain.get_key_value("settings").await.unwrap();
+    let status = store.status().await.unwrap();
+    assert_eq!(status.info.config.max_age, Duration::from_secs(60));
+    assert_eq!(
+        status.info.config.description.as_deref(),
+        Some("app settings")
+    );
+    let err = settings
+        .create_bucket(Duration::ZERO, 1, "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), KvErrorKind::AlreadyExists, "{err}");
+
+    settings.put("mode", "blue").await.unwrap();
+    assert_eq!(
+        store.get("mode").await.unwrap().as_deref(),
+        Some(&b"blue"[..])
+    );
+
+    settings.delete_bucket().await.unwrap();
+    assert!(
+        plain.get_key_value("settings").await.is_err(),
+        "bucket deleted"
+    );
+    settings
+        .delete_bucket()
+        .await
+        .expect("a missing bucket is not an error");
 }

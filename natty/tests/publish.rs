@@ -1,8 +1,8 @@
 //! Batched publishing against a real server.
 
-use natty::compat::GoNatty as _;
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
 use natty::error::PublishErrorKind;
 use natty::{Config, Natty, PublishConfig};
 use natty_testkit::Server;

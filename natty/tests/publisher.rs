@@ -1,10 +1,10 @@
 //! The publish `Service` against a real server, read back through a plain async-nats client.
 
-use natty::compat::GoNatty as _;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use futures_util::StreamExt;
+use natty::compat::GoNatty as _;
 use natty::error::PublishErrorKind;
 use natty::{OutgoingMessage, PublishConfig};
 use natty_testkit::Server;

@@ -1,13 +1,13 @@
 //! Reliability scenario 9: TLS, mutual TLS, every credential type, and secrets kept out of
 //! `Debug` output and logs.
 
-use natty::compat::GoNatty as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use natty::compat::GoNatty as _;
 use natty::error::ConnectErrorKind;
 use natty::{Config, Credentials, Natty};
 use natty_testkit::{Auth, Server, Tls};

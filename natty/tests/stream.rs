@@ -1,8 +1,8 @@
 //! Stream and consumer management against a real server.
 
-use natty::compat::GoNatty as _;
 use std::time::{Duration, SystemTime};
 
+use natty::compat::GoNatty as _;
 use natty::error::StreamErrorKind;
 use natty::{ConsumerOptions, DeliverPolicy};
 use natty_testkit::Server;
@@ -168,4 +168,79 @@ async fn bad_names_and_subjects_are_refused_before_sending() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), StreamErrorKind::InvalidConfig);
+}
+
+#[tokio::test]
+async fn a_stream_handle_checks_its_name_once_and_a_plain_client_sees_what_it_did() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let plain = async_nats::connect(server.url()).await.unwrap();
+    let plain = async_nats::jetstream::new(plain);
+
+    // A bad name is refused by the factory, before any call can send anything.
+    let err = natty.stream("no spaces").unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::InvalidName, "{err}");
+
+    let orders = natty.stream("HANDLE").unwrap();
+    assert_eq!(orders.name(), "HANDLE");
+    orders.create(["handle.>"]).await.unwrap();
+    let info = plain
+        .get_stream("HANDLE")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.subjects, vec!["handle.>".to_owned()]);
+
+    // The configuration form takes the handle's name: an empty one is filled in, another
+    // one is refused before sending.
+    let other = async_nats::jetstream::stream::Config {
+        name: "ELSEWHERE".into(),
+        subjects: vec!["elsewhere".into()],
+        ..Default::default()
+    };
+    let err = orders.create_with_config(other).await.unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::InvalidConfig, "{err}");
+    assert!(
+        plain.get_stream("ELSEWHERE").await.is_err(),
+        "nothing was created"
+    );
+    let unnamed = natty.stream("UNNAMED").unwrap();
+    unnamed
+        .create_with_config(async_nats::jetstream::stream::Config {
+            subjects: vec!["unnamed".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    plain
+        .get_stream("UNNAMED")
+        .await
+        .expect("created under the handle's name");
+
+    orders
+        .create_consumer(
+            "reader",
+            ["handle.a"],
+            ConsumerOptions::default().max_deliver(2),
+        )
+        .await
+        .unwrap();
+    let config = consumer_info(&natty, "HANDLE", "reader").await.config;
+    assert_eq!(config.max_deliver, 2);
+    assert_eq!(config.filter_subject, "handle.a");
+    orders.delete_consumer("reader").await.unwrap();
+    let stream = plain.get_stream("HANDLE").await.unwrap();
+    assert!(
+        stream.consumer_info("reader").await.is_err(),
+        "consumer deleted"
+    );
+
+    // Clones act on the same stream; deleting it is seen by the plain client.
+    orders.clone().delete().await.unwrap();
+    assert!(plain.get_stream("HANDLE").await.is_err(), "stream deleted");
+    let err = orders.delete().await.unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::NotFound, "{err}");
 }

@@ -2,10 +2,10 @@
 //! server. Whatever natty accepts, the server accepts; whatever natty refuses breaks a rule of
 //! NATS (stated here independently of natty's code).
 
-use natty::compat::GoNatty as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use natty::compat::GoNatty as _;
 use natty::error::{KvErrorKind, PublishErrorKind, StreamErrorKind};
 use natty::{Config, Natty};
 use natty_testkit::Server;

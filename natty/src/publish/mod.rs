@@ -91,7 +91,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let natty = Natty::connect(natty::Config::from_env()).await?;
-//! natty.create_stream("ORDERS", ["orders.>"]).await?;
+//! natty.stream("ORDERS")?.create(["orders.>"]).await?;
 //! let publisher = natty.publisher();
 //! for n in 0..1000 {
 //!     publisher.publish("orders.created", format!("order {n}")).await?;
