@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::admin::check_names;
+use super::member::Kind;
 use super::{
     ElasticGroupConfig, GroupError, MemberConfig, MemberMapping, MemberSummary, StaticGroupConfig,
 };
@@ -177,7 +178,7 @@ impl StaticGroup {
         let config = config.in_group(&self.0.stream, &self.0.group);
         self.0
             .connection
-            .serve_static_member(config, shutdown, service)
+            .drive_member(Kind::Static, config, shutdown, service)
     }
 }
 
@@ -384,6 +385,6 @@ impl ElasticGroup {
         let config = config.in_group(&self.0.stream, &self.0.group);
         self.0
             .connection
-            .serve_elastic_member(config, shutdown, service)
+            .drive_member(Kind::Elastic, config, shutdown, service)
     }
 }

@@ -211,7 +211,7 @@ impl MemberSummary {
 
 /// Which kind of group a member serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Static,
     Elastic,
 }

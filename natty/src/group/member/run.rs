@@ -34,7 +34,9 @@ use crate::message::{DeliveringConsumer, Message};
 const PIN_ID: &str = "Nats-Pin-Id";
 
 impl Connection {
-    pub(super) async fn drive_member<S>(
+    /// Serve `config`'s member of a group of `kind` until `shutdown` is cancelled; see
+    /// [`StaticGroup::serve`](crate::group::StaticGroup::serve).
+    pub(crate) async fn drive_member<S>(
         &self,
         kind: Kind,
         config: MemberConfig,
