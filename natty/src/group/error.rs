@@ -79,3 +79,73 @@ pub(crate) fn refused(
         crate::error::ValidationError::new(what, value, reason),
     )
 }
+
+/// Whether `err` is the server not answering for now (a timeout, or "no responders" while a
+/// cluster moves a stream's leader), which waiting may cure, by async-nats' kinds.
+pub(crate) fn transient(err: &GroupError) -> bool {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    use async_nats::StatusCode;
+
+    if err.kind() == GroupErrorKind::TimedOut {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(request) = cause.downcast_ref::<async_nats::RequestError>() {
+            if matches!(
+                request.kind(),
+                async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::TimedOut
+            ) {
+                return true;
+            }
+        }
+        if let Some(get) = cause.downcast_ref::<async_nats::jetstream::stream::DirectGetError>() {
+            match get.kind() {
+                DirectGetErrorKind::TimedOut => return true,
+                DirectGetErrorKind::ErrorResponse(status, _)
+                    if status == StatusCode::NO_RESPONDERS =>
+                {
+                    return true
+                }
+                _ => {}
+            }
+        }
+        if crate::error::timed_out(cause) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn no_responders_and_timeouts_are_transient_refusals_are_not() {
+        let no_responders = DirectGetError::new(DirectGetErrorKind::ErrorResponse(
+            async_nats::StatusCode::NO_RESPONDERS,
+            "no responders".into(),
+        ));
+        // As a KV read wraps it: the group error's source's source.
+        let read = async_nats::jetstream::kv::EntryError::with_source(
+            async_nats::jetstream::kv::EntryErrorKind::Other,
+            no_responders,
+        );
+        assert!(transient(&Error::with_source(
+            GroupErrorKind::JetStream,
+            read
+        )));
+        assert!(transient(&Error::new(GroupErrorKind::TimedOut)));
+        let gone = DirectGetError::new(DirectGetErrorKind::NotFound);
+        assert!(!transient(&Error::with_source(
+            GroupErrorKind::JetStream,
+            gone
+        )));
+        assert!(!transient(&Error::new(GroupErrorKind::NotFound)));
+        assert!(!transient(&Error::new(GroupErrorKind::InvalidConfig)));
+    }
+}

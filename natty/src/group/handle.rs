@@ -163,7 +163,9 @@ impl StaticGroup {
     /// `Unsupported` before 2.11; `InvalidConfig`, `StreamNotFound`, `NotFound` (unknown
     /// group), `NotMember` at start; `ConfigDrift` when the member's consumer exists with
     /// other settings or the group's configuration changes while serving; `Deleted` when the
-    /// group is deleted; `Service` when the service's `poll_ready` fails.
+    /// group is deleted; `Service` when the service's `poll_ready` fails. A server that does
+    /// not answer for now (a timeout, "no responders" while a cluster moves a leader) is
+    /// waited out, at start as while serving, until `shutdown`.
     pub fn serve<S>(
         &self,
         config: MemberConfig,

@@ -27,7 +27,7 @@ use crate::consume::sleep_until_opt;
 use crate::consume::ConsumerSettings;
 use crate::error::{BoxError, Error};
 use crate::group::config::{config_key, PRIORITY_GROUP};
-use crate::group::error::{not_member, refused, GroupError, GroupErrorKind};
+use crate::group::error::{not_member, refused, transient, GroupError, GroupErrorKind};
 use crate::message::{DeliveringConsumer, Message};
 
 /// The header a pinned client's messages carry its pin in.
@@ -49,26 +49,28 @@ impl Connection {
         S::Error: Into<BoxError>,
     {
         let key = config_key(&config.stream, &config.group);
-        let mut spec = Spec::read(self, kind, &config.stream, &config.group).await?;
-        // An elastic member may start before it is added; a static one must be listed.
-        if kind == Kind::Static && !spec.is_member(&config.member) {
-            return Err(not_member(&config.member));
-        }
+        let mut backoff =
+            Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).with_jitter(true);
+        // Right after a server of a cluster died or started, the group's bucket or stream may
+        // not answer for a moment ("no responders", a timeout): wait that out, as the run
+        // does later, instead of failing the member.
+        let (mut spec, store, watch, js_stream) = loop {
+            match self.open_member(kind, &config, &key).await {
+                Ok(opened) => break opened,
+                Err(err) if transient(&err) => {
+                    tracing::debug!(target: "natty", member = %config.member, error = %err, "group not reachable yet");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(MemberSummary::default()),
+                        () = tokio::time::sleep(backoff.next_pause()) => {}
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        backoff.reset();
+        let mut watch = Some(watch);
         let consumer_name = kind.consumer_name(&config.group, &config.member);
-        crate::validate::name("consumer name", &consumer_name)
-            .map_err(|e| Error::with_source(GroupErrorKind::InvalidConfig, e))?;
         let timers = config.timers();
-        let store = match kind {
-            Kind::Static => self.static_bucket(None).await?,
-            Kind::Elastic => self.elastic_bucket(None).await?,
-        }
-        .ok_or_else(|| refused(GroupErrorKind::NotFound, "group", &key, "does not exist"))?;
-        let mut watch = Some(store.watch(&key).await.map_err(crate::group::admin::js)?);
-        let js_stream = self
-            .jetstream()
-            .get_stream(kind.stream_name(&config.stream, &config.group))
-            .await
-            .map_err(crate::group::admin::js)?;
 
         let mut summary = MemberSummary::default();
         let mut engine: Engine<S, Slot> = Engine::new(service, config.failures.clone());
@@ -85,8 +87,6 @@ impl Connection {
         let (stall_watch, ticker) = StallWatch::start(timers.stall);
         let _ticker = AbortOnDrop(ticker);
         let stale_wait = timers.ack_wait + timers.pull_expiry;
-        let mut backoff =
-            Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).with_jitter(true);
 
         // One round per membership: join with this member's filters, serve, leave.
         loop {
@@ -96,11 +96,27 @@ impl Connection {
             let (mut consumer, mut messages) = if filters.is_empty() {
                 (None, None)
             } else if kind == Kind::Static {
-                let consumer =
-                    create_member_consumer(&js_stream, config.consumer_config(kind, filters))
-                        .await?;
-                let messages = open_pull(&consumer, &config, &timers).await?;
-                (Some(consumer), Some(messages))
+                let joined = async {
+                    let consumer =
+                        create_member_consumer(&js_stream, config.consumer_config(kind, filters))
+                            .await?;
+                    let messages = open_pull(&consumer, &config, &timers).await?;
+                    Ok::<_, GroupError>((consumer, messages))
+                };
+                match joined.await {
+                    Ok((consumer, messages)) => {
+                        backoff.reset();
+                        (Some(consumer), Some(messages))
+                    }
+                    Err(err) if transient(&err) => {
+                        tracing::debug!(target: "natty", member = %config.member, error = %err, "member consumer not reachable yet");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(summary.with(engine.tally())),
+                            () = tokio::time::sleep(backoff.next_pause()) => continue,
+                        }
+                    }
+                    Err(err) => return Err(err),
+                }
             } else {
                 let joining = Joining {
                     stream: &js_stream,
@@ -330,6 +346,44 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Read the group, check the member against it, and open what serving needs: the
+    /// group's bucket and a watch of its key, and the stream the member's consumer reads.
+    async fn open_member(
+        &self,
+        kind: Kind,
+        config: &MemberConfig,
+        key: &str,
+    ) -> Result<
+        (
+            Spec,
+            async_nats::jetstream::kv::Store,
+            async_nats::jetstream::kv::Watch,
+            async_nats::jetstream::stream::Stream,
+        ),
+        GroupError,
+    > {
+        let spec = Spec::read(self, kind, &config.stream, &config.group).await?;
+        // An elastic member may start before it is added; a static one must be listed.
+        if kind == Kind::Static && !spec.is_member(&config.member) {
+            return Err(not_member(&config.member));
+        }
+        let consumer_name = kind.consumer_name(&config.group, &config.member);
+        crate::validate::name("consumer name", &consumer_name)
+            .map_err(|e| Error::with_source(GroupErrorKind::InvalidConfig, e))?;
+        let store = match kind {
+            Kind::Static => self.static_bucket(None).await?,
+            Kind::Elastic => self.elastic_bucket(None).await?,
+        }
+        .ok_or_else(|| refused(GroupErrorKind::NotFound, "group", key, "does not exist"))?;
+        let watch = store.watch(key).await.map_err(crate::group::admin::js)?;
+        let js_stream = self
+            .jetstream()
+            .get_stream(kind.stream_name(&config.stream, &config.group))
+            .await
+            .map_err(crate::group::admin::js)?;
+        Ok((spec, store, watch, js_stream))
     }
 
     /// Stop serving: let calls finish within the grace, then (if this instance still holds
