@@ -13,10 +13,10 @@
 //!
 //! - A message that already carries a valid `traceparent` (a header you set, or a message
 //!   forwarded with its headers) keeps it: natty injects nothing into it.
-//! - A `traceparent` that breaks the W3C rules ([`is_traceparent`](crate::header::is_traceparent):
-//!   short or upper-case ids, zero ids, version `ff`, extra fields on version `00`) is never a
-//!   parent: [`extract`] and [`set_parent`] read no context from it, so the consumer's span
-//!   starts a fresh trace, and a publish in a span replaces it.
+//! - A `traceparent` that breaks the W3C rules ([`is_traceparent`]: short or upper-case ids,
+//!   zero ids, version `ff`, extra fields on version `00`) is never a parent: [`extract`] and
+//!   [`set_parent`] read no context from it, so the consumer's span starts a fresh trace, and a
+//!   publish in a span replaces it.
 //! - Header names are read case-insensitively: Go services write `Traceparent`.
 //! - With no OpenTelemetry layer in the subscriber, or outside any span, nothing is written.
 //! - natty is built on `opentelemetry` 0.33 and `tracing-opentelemetry` 0.34 (re-exported
