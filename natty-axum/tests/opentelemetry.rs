@@ -54,15 +54,20 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     })
 }
 
-/// The exported span named `name` whose own id is `span_id`.
-fn exported(name: &str, span_id: SpanId) -> SpanData {
+/// Every span exported so far (a span is exported when it ends).
+fn finished_spans() -> Vec<SpanData> {
     let (exporter, provider) = exporter();
     provider
         .force_flush()
         .expect("the in-memory exporter flushes");
-    let mut spans: Vec<SpanData> = exporter
+    exporter
         .get_finished_spans()
         .expect("the in-memory exporter lists")
+}
+
+/// The exported span named `name` whose own id is `span_id`.
+fn exported(name: &str, span_id: SpanId) -> SpanData {
+    let mut spans: Vec<SpanData> = finished_spans()
         .into_iter()
         .filter(|span| span.name == name && span.span_context.span_id() == span_id)
         .collect();
@@ -72,13 +77,7 @@ fn exported(name: &str, span_id: SpanId) -> SpanData {
 
 /// The exported `process` spans of `trace_id`'s trace.
 fn process_spans(trace_id: TraceId) -> Vec<SpanData> {
-    let (exporter, provider) = exporter();
-    provider
-        .force_flush()
-        .expect("the in-memory exporter flushes");
-    exporter
-        .get_finished_spans()
-        .expect("the in-memory exporter lists")
+    finished_spans()
         .into_iter()
         .filter(|span| span.name == "process" && span.span_context.trace_id() == trace_id)
         .collect()
