@@ -11,6 +11,7 @@
 //! | [`health::router`] | liveness, readiness and leader as JSON ([`health`]) |
 //! | [`extract::Json`], [`extract::Path`], [`extract::Bytes`] | axum's extractors, refusing in natty-axum's JSON shape ([`extract`]) |
 //! | [`fallback`] | JSON answers for no route (404), a wrong method (405) and a timeout (408) |
+//! | `trace_context::TraceContextLayer` (`opentelemetry` feature) | the caller's W3C trace context as the request span's parent (`trace_context`) |
 //!
 //! Request input never widens what a handler reaches: subjects must match the filters the
 //! application allowed and can never be wildcards or reserved (`$JS`, `$KV`, `$SYS`,
@@ -29,7 +30,9 @@
 //! # Features
 //! - `opentelemetry` (off by default): turns on natty's feature of that name, so what a handler
 //!   publishes carries the trace context of the span it runs in (such as a request span
-//!   made by tower-http's `TraceLayer`), and a natty-tower consumer continues that trace.
+//!   made by tower-http's `TraceLayer`), and a natty-tower consumer continues that trace. Its
+//!   `trace_context` module's layer makes the request's `traceparent` that span's parent, so
+//!   one trace runs from the caller through the consumer.
 //!
 //! The extractors ask for `NattyState: FromRef<S>`, like axum's own library extractors, so
 //! [`NattyState`] can be the router state or a field of the application's state.
@@ -101,6 +104,9 @@ pub mod publish;
 pub mod rejection;
 pub mod state;
 pub mod subject;
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+pub mod trace_context;
 
 pub use idempotency::IdempotencyKey;
 pub use kv::Kv;

@@ -338,3 +338,70 @@ async fn a_dead_letter_carries_the_trace_context_of_the_span_that_gave_up() {
     );
     natty.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_traceparent_in_a_message_starts_a_fresh_trace_every_time() {
+    let (_server, natty, plain) = setup().await;
+
+    // Each breaks one W3C rule; the first five OpenTelemetry's propagator alone would take.
+    let ids = "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331";
+    let malformed = [
+        "00-abc-def-01".to_owned(),
+        format!("00-+{}-01", &ids[1..]),
+        format!("00-0{ids}-01"),
+        format!("00-{ids}-01-"),
+        format!("0-{ids}-01"),
+        format!("00-{}-01", ids.to_ascii_uppercase()),
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01".to_owned(),
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01".to_owned(),
+        format!("ff-{ids}-01"),
+        format!("00-{ids}-01-extra"),
+        format!("00_{}_01", ids.replace('-', "_")),
+    ];
+    for (i, traceparent) in malformed.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Traceparent", traceparent.as_str());
+        headers.insert("Tracestate", "vendor=malformed");
+        plain
+            .publish_with_headers(format!("orders.bad.{i}"), headers, "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    serve_until(&natty, DefaultMakeSpan::new(), malformed.len()).await;
+    // The trace ids the values name, as far as a lenient parser reads them.
+    let named: Vec<opentelemetry::trace::TraceId> = malformed
+        .iter()
+        .filter_map(|traceparent| traceparent.split('-').nth(1))
+        .filter_map(|trace_id| opentelemetry::trace::TraceId::from_hex(trace_id).ok())
+        .collect();
+    let mut fresh = std::collections::HashSet::new();
+    for (i, traceparent) in malformed.iter().enumerate() {
+        let subject = format!("orders.bad.{i}");
+        let spans = exported(|span| {
+            attribute(span, "messaging.destination.name").as_deref() == Some(&subject)
+        });
+        assert_eq!(spans.len(), 1, "{traceparent}: one process span");
+        let process = &spans[0];
+        assert_eq!(
+            process.parent_span_id,
+            SpanId::INVALID,
+            "{traceparent}: a root span"
+        );
+        let trace_id = process.span_context.trace_id();
+        assert!(
+            !named.contains(&trace_id),
+            "{traceparent}: not the trace it names"
+        );
+        assert!(fresh.insert(trace_id), "{traceparent}: a new trace");
+        assert_eq!(
+            process.span_context.trace_state().header(),
+            "",
+            "{traceparent}: its tracestate is ignored with it"
+        );
+        assert_eq!(attribute(process, "traceparent"), None, "{traceparent}");
+    }
+    natty.shutdown().await;
+}

@@ -77,8 +77,22 @@ const SERVER_HEADERS: [&str; 8] = [
     "Nats-TTL",
 ];
 
-/// Whether `value` is a W3C `traceparent`: `version-traceid-parentid-flags` in lowercase hex,
-/// with non-zero ids; versions after `00` may append fields.
+/// Whether `value` is a W3C `traceparent`: `version-traceid-parentid-flags` in lowercase hex
+/// (2, 32, 16 and 2 digits), with non-zero ids and a version other than `ff`. Version `00` is
+/// exactly those 55 characters; a later version may append fields after a `-`.
+///
+/// natty makes this one check wherever it reads a `traceparent`: a publish keeps a valid one,
+/// and `natty::otel`'s extraction (natty-tower's message spans, natty-axum's requests) hides
+/// any other from the propagator, so it starts a fresh trace instead of becoming a parent.
+///
+/// # Example
+/// ```
+/// use natty::header::is_traceparent;
+///
+/// assert!(is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+/// assert!(!is_traceparent("00-abc-def-01"), "short ids");
+/// assert!(!is_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"));
+/// ```
 pub fn is_traceparent(value: &str) -> bool {
     let hex = |part: &str, len: usize| {
         part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -469,6 +483,17 @@ mod tests {
         let upper = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
         let bad_version = "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let extra_on_v0 = format!("{parent}-extra");
+        let later = format!("01{}", &parent[2..]);
+        assert!(is_traceparent(&later), "a later version of the 00 layout");
+        assert!(is_traceparent(&format!("{later}-")));
+        let short_ids = "00-abc-def-01";
+        let signed = format!("00-+{}", &parent[4..]);
+        let one_digit_version = &parent[1..];
+        let trailing_dash = format!("{parent}-");
+        let long_trace_id = format!("00-0{}", &parent[3..]);
+        let underscores = parent.replace('-', "_");
+        let later_glued = format!("{later}x");
+        let spaced = format!(" {parent}");
         for bad in [
             zero_trace,
             zero_parent,
@@ -477,6 +502,14 @@ mod tests {
             &extra_on_v0,
             "",
             "00-1-2-3",
+            short_ids,
+            &signed,
+            one_digit_version,
+            &trailing_dash,
+            &long_trace_id,
+            &underscores,
+            &later_glued,
+            &spaced,
         ] {
             assert!(!is_traceparent(bad), "{bad}");
         }

@@ -13,6 +13,10 @@
 //!
 //! - A message that already carries a valid `traceparent` (a header you set, or a message
 //!   forwarded with its headers) keeps it: natty injects nothing into it.
+//! - A `traceparent` that breaks the W3C rules ([`is_traceparent`]: short or upper-case ids,
+//!   zero ids, version `ff`, extra fields on version `00`) is never a parent: [`extract`] and
+//!   [`set_parent`] read no context from it, so the consumer's span starts a fresh trace, and a
+//!   publish in a span replaces it.
 //! - Header names are read case-insensitively: Go services write `Traceparent`.
 //! - With no OpenTelemetry layer in the subscriber, or outside any span, nothing is written.
 //! - natty is built on `opentelemetry` 0.33 and `tracing-opentelemetry` 0.34 (re-exported
@@ -41,7 +45,7 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::header::{is_traceparent, HeaderMap, TRACEPARENT};
+use crate::header::{is_traceparent, HeaderMap, TRACEPARENT, TRACESTATE};
 
 /// The OpenTelemetry API natty is built on: your tracer provider and propagator must come
 /// from this version for natty to see your spans (a different version is another crate, and
@@ -69,11 +73,47 @@ pub fn inject_current(headers: &mut HeaderMap) {
 }
 
 /// The trace context `headers` carry (names matched case-insensitively), read by the global
-/// propagator into an empty context: it holds no span when the headers carry none (or none
-/// the propagator understands), whatever span is current.
+/// propagator into an empty context: it holds no span when the headers carry none, or none
+/// the propagator understands, or a `traceparent` that breaks the W3C rules (see
+/// [`extract_with_context`]), whatever span is current.
 pub fn extract(headers: &HeaderMap) -> Context {
+    extract_with_context(&Context::new(), &HeaderReader(headers))
+}
+
+/// The trace context `carrier` holds (any header map: an HTTP request's, say), read by the
+/// global propagator on top of `context`, as
+/// [`TextMapPropagator::extract_with_context`](opentelemetry::propagation::TextMapPropagator::extract_with_context)
+/// does.
+///
+/// A `traceparent` that breaks the W3C rules ([`is_traceparent`]) is hidden from the
+/// propagator, and its `tracestate` with it: OpenTelemetry's W3C propagator would take
+/// `00-abc-def-01` as trace `abc`. Such a carrier leaves `context`'s span in place, so a span
+/// made under an empty context starts a fresh trace. natty-axum reads HTTP requests with it.
+///
+/// # Example
+/// ```
+/// use std::collections::HashMap;
+///
+/// use natty::otel::opentelemetry::trace::TraceContextExt;
+/// use natty::otel::opentelemetry::{global, Context};
+/// use opentelemetry_sdk::propagation::TraceContextPropagator;
+///
+/// global::set_text_map_propagator(TraceContextPropagator::new());
+/// let read = |traceparent: &str| {
+///     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+///     let context = natty::otel::extract_with_context(&Context::new(), &carrier);
+///     let span = context.span();
+///     span.span_context().is_valid().then(|| span.span_context().trace_id().to_string())
+/// };
+/// assert_eq!(
+///     read("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+///     Some("4bf92f3577b34da6a3ce929d0e0e4736")
+/// );
+/// assert_eq!(read("00-abc-def-01"), None, "short ids start a fresh trace");
+/// ```
+pub fn extract_with_context(context: &Context, carrier: &dyn Extractor) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract_with_context(&Context::new(), &HeaderReader(headers))
+        propagator.extract_with_context(context, &W3cChecked::new(carrier))
     })
 }
 
@@ -111,6 +151,41 @@ impl Injector for HeaderWriter<'_> {
     }
 }
 
+/// A carrier whose `traceparent` (and `tracestate`) the propagator sees only if it keeps the
+/// W3C rules: the one place every extraction checks them.
+struct W3cChecked<'a> {
+    carrier: &'a dyn Extractor,
+    valid: bool,
+}
+
+impl<'a> W3cChecked<'a> {
+    fn new(carrier: &'a dyn Extractor) -> Self {
+        let valid = carrier.get(TRACEPARENT).is_some_and(is_traceparent);
+        Self { carrier, valid }
+    }
+
+    /// Whether `key` names a header hidden from the propagator.
+    fn hides(&self, key: &str) -> bool {
+        !self.valid
+            && (key.eq_ignore_ascii_case(TRACEPARENT) || key.eq_ignore_ascii_case(TRACESTATE))
+    }
+}
+
+impl Extractor for W3cChecked<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if self.hides(key) {
+            return None;
+        }
+        self.carrier.get(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        let mut keys = self.carrier.keys();
+        keys.retain(|key| !self.hides(key));
+        keys
+    }
+}
+
 struct HeaderReader<'a>(&'a HeaderMap);
 
 impl Extractor for HeaderReader<'_> {
@@ -120,5 +195,82 @@ impl Extractor for HeaderReader<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.iter().map(|(key, _)| key).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn headers(traceparent: &str) -> HeaderMap {
+        [("Traceparent", traceparent), ("tracestate", "vendor=1")]
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_extracted_with_its_tracestate() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let context = extract(&headers(PARENT));
+        let span = context.span();
+        let parent = span.span_context();
+        assert_eq!(
+            parent.trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert_eq!(
+            parent.span_id(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
+        assert!(parent.is_remote());
+        assert_eq!(parent.trace_state().header(), "vendor=1");
+    }
+
+    #[test]
+    fn a_traceparent_the_w3c_propagator_would_misread_is_hidden_from_it() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let trailing_dash = format!("{PARENT}-");
+        let long_trace_id = format!("00-0{}", &PARENT[3..]);
+        let signed = format!("00-+{}", &PARENT[4..]);
+        for bad in ["00-abc-def-01", &trailing_dash, &long_trace_id, &signed] {
+            let carrier = HashMap::from([(TRACEPARENT.to_owned(), bad.to_owned())]);
+            let raw = TraceContextPropagator::new().extract(&carrier);
+            assert!(
+                raw.span().span_context().is_valid(),
+                "{bad}: the propagator alone takes it"
+            );
+            assert!(
+                !extract(&headers(bad)).span().span_context().is_valid(),
+                "{bad}"
+            );
+            let checked = extract_with_context(&Context::new(), &carrier);
+            assert!(!checked.span().span_context().is_valid(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_traceparent_leaves_the_base_contexts_span_and_hides_its_tracestate() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let base = extract(&headers(PARENT));
+        let upper = PARENT.to_ascii_uppercase();
+        let malformed = headers(&upper);
+        let reader = HeaderReader(&malformed);
+        let checked = W3cChecked::new(&reader);
+        assert_eq!(checked.get("TraceState"), None);
+        assert_eq!(checked.keys(), Vec::<&str>::new());
+        let context = extract_with_context(&base, &reader);
+        assert_eq!(
+            context.span().span_context(),
+            base.span().span_context(),
+            "the base's span stays"
+        );
     }
 }

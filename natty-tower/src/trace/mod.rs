@@ -29,7 +29,9 @@
 //! `opentelemetry::global::set_text_map_propagator`, header names matched case-insensitively,
 //! so a Go service's `Traceparent` counts) is set as the parent of the span, whichever
 //! [`MakeSpan`] made it (unstarted). natty's publishes write that context with the same
-//! feature (see `natty::otel`). A message without trace context keeps the span's usual parent.
+//! feature (see `natty::otel`). A message without trace context keeps the span's usual parent,
+//! and so does one whose `traceparent` breaks the W3C rules (short or upper-case ids, zero ids,
+//! version `ff`: [`natty::header::is_traceparent`]): it starts no trace of its own.
 //! natty-tower's dead letters carry the context of the span that gave the message up.
 //!
 //! # Example
