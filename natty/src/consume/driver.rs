@@ -35,9 +35,10 @@ type Recovery<'a> = Pin<Box<dyn Future<Output = Result<PullConsumer, ConsumeErro
 
 impl Connection {
     /// Serve `config`'s durable consumer; `resolved` is the consumer when a
-    /// [`Consumer`](crate::Consumer) handle created it already.
+    /// [`Consumer`](crate::Consumer) handle created it already. The run owns its share of the
+    /// connection, so its future can be spawned.
     pub(crate) async fn drive<S>(
-        &self,
+        self: Arc<Self>,
         config: ConsumeConfig,
         resolved: Option<PullConsumer>,
         shutdown: CancellationToken,

@@ -35,9 +35,10 @@ const PIN_ID: &str = "Nats-Pin-Id";
 
 impl Connection {
     /// Serve `config`'s member of a group of `kind` until `shutdown` is cancelled; see
-    /// [`StaticGroup::serve`](crate::group::StaticGroup::serve).
+    /// [`StaticGroup::serve`](crate::group::StaticGroup::serve). The run owns its share of
+    /// the connection, so its future can be spawned.
     pub(crate) async fn drive_member<S>(
-        &self,
+        self: Arc<Self>,
         kind: Kind,
         config: MemberConfig,
         shutdown: CancellationToken,
@@ -49,7 +50,7 @@ impl Connection {
         S::Error: Into<BoxError>,
     {
         let key = config_key(&config.stream, &config.group);
-        let mut spec = Spec::read(self, kind, &config.stream, &config.group).await?;
+        let mut spec = Spec::read(&self, kind, &config.stream, &config.group).await?;
         // An elastic member may start before it is added; a static one must be listed.
         if kind == Kind::Static && !spec.is_member(&config.member) {
             return Err(not_member(&config.member));
