@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use natty::group::{GroupErrorKind, MemberConfig};
-use natty::{CancellationToken, ConsumeConfig, ConsumeSummary, Message};
+use natty::{CancellationToken, ConsumeConfig, ConsumeSummary, Message, Natty};
 use natty_testkit::Server;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -27,8 +27,8 @@ fn reporting(
     }
 }
 
-#[tokio::test]
-async fn consume_and_serve_futures_spawn_and_outlive_their_handles() {
+/// A server and a client, with the stream `SPAWN` on `spawn.>`.
+async fn start() -> (Server, Natty) {
     let server = Server::start().unwrap();
     let natty = connect(&server).await;
     natty
@@ -37,6 +37,12 @@ async fn consume_and_serve_futures_spawn_and_outlive_their_handles() {
         .create(["spawn.>"])
         .await
         .unwrap();
+    (server, natty)
+}
+
+#[tokio::test]
+async fn consume_and_serve_futures_spawn_and_outlive_their_handles() {
+    let (_server, natty) = start().await;
     let shutdown = CancellationToken::new();
     let (seen, mut seen_rx) = mpsc::unbounded_channel();
     let config = |durable: &str| ConsumeConfig::new("SPAWN", durable);
@@ -99,14 +105,7 @@ async fn consume_and_serve_futures_spawn_and_outlive_their_handles() {
 
 #[tokio::test]
 async fn group_serve_futures_spawn_and_outlive_their_handles() {
-    let server = Server::start().unwrap();
-    let natty = connect(&server).await;
-    natty
-        .stream("SPAWN")
-        .unwrap()
-        .create(["spawn.>"])
-        .await
-        .unwrap();
+    let (_server, natty) = start().await;
     let service = || tower::service_fn(|_: Message| async { Ok::<_, std::io::Error>(()) });
 
     let group = natty.static_group("SPAWN", "missing").unwrap();
