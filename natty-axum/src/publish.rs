@@ -88,15 +88,32 @@ impl AckedPublisher {
     /// Publish `value` as JSON to `subject` and wait for the stream to store it.
     ///
     /// # Errors
-    /// See [`AckedPublisher::publish_acked_with_headers`]; 500 [`ValueNotSerializable`] when `value` does
-    /// not serialize.
+    /// See [`AckedPublisher::publish_json_acked_with_headers`].
     pub async fn publish_json_acked<T: Serialize + ?Sized>(
         &self,
         subject: &str,
         value: &T,
     ) -> Result<PublishAck, PublishRejection> {
+        self.publish_json_acked_with_headers(subject, HeaderMap::new(), value)
+            .await
+    }
+
+    /// Publish `value` as JSON with headers (an [`IdempotencyKey`](crate::IdempotencyKey)'s,
+    /// say), as [`AckedPublisher::publish_acked_with_headers`] does. A value that does not
+    /// serialize is refused before anything is sent: no message goes out with an empty body.
+    ///
+    /// # Errors
+    /// See [`AckedPublisher::publish_acked_with_headers`]; 500 [`ValueNotSerializable`] when
+    /// `value` does not serialize.
+    pub async fn publish_json_acked_with_headers<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        value: &T,
+    ) -> Result<PublishAck, PublishRejection> {
         let payload = serde_json::to_vec(value).map_err(ValueNotSerializable::with_cause)?;
-        self.publish_acked(subject, payload).await
+        self.publish_acked_with_headers(subject, headers, payload)
+            .await
     }
 
     /// Publish with headers; a `Nats-Msg-Id` among them is kept (the stream drops a second

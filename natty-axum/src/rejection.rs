@@ -19,7 +19,7 @@
 //! | [`UnsupportedContentType`] | 415 Unsupported Media Type |
 //! | [`JsonShapeMismatch`], [`IdempotencyKeyReused`] | 422 Unprocessable Content |
 //! | [`NatsUnavailable`] | 503 Service Unavailable, with `Retry-After` |
-//! | [`NotLeader`] | 503 with `Retry-After` and [`LEADER_HEADER`], or 307 to the leader |
+//! | [`NotLeader`] | 503 with `Retry-After`, or 307 to the leader; [`LEADER_HEADER`] once the leader is known |
 //! | [`NoElection`], [`InvalidStoredValue`], [`ValueNotSerializable`], [`NatsFailure`], [`PathMismatch`] | 500 Internal Server Error |
 //!
 //! # Logging
@@ -50,8 +50,9 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-/// The response header naming the current leader on answers from a follower
-/// (`natty-leader: node-2`).
+/// The response header naming the current leader on a follower's refusals
+/// (`natty-leader: node-2`), present once the follower knows who leads; see
+/// [`NotLeader`].
 pub const LEADER_HEADER: HeaderName = HeaderName::from_static("natty-leader");
 
 /// The `tracing` target every rejection is logged under (as axum logs its own under
@@ -433,8 +434,11 @@ impl IntoResponse for NatsUnavailable {
     }
 }
 
-/// This node does not lead. Answers 503 with `Retry-After` and [`LEADER_HEADER`] naming the
-/// leader when one is known, or a 307 redirect to the leader when its base URL is registered.
+/// This node does not lead. Answers 503 with `Retry-After`, or a 307 redirect to the leader
+/// when its base URL is registered. Both name the leader in [`LEADER_HEADER`] and the body's
+/// `"leader"` once this node has seen who leads; before that (just after `elect`, right after
+/// its own term ended, while NATS cannot be reached) the header is absent and `"leader"` is
+/// `null`.
 #[derive(Debug)]
 pub struct NotLeader {
     leader: Option<String>,

@@ -52,6 +52,27 @@ async fn create_order(
         .to_string())
 }
 
+/// An item published as JSON with the request's `Idempotency-Key`; an item named
+/// "unserializable" publishes a value that does not serialize instead.
+async fn publish_item(
+    publisher: AckedPublisher,
+    key: Option<IdempotencyKey>,
+    extract::Json(item): extract::Json<Item>,
+) -> Result<String, PublishRejection> {
+    let headers = key.map(|key| key.to_headers()).unwrap_or_default();
+    let ack = if item.name == "unserializable" {
+        let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        publisher
+            .publish_json_acked_with_headers("orders.item", headers, &map)
+            .await?
+    } else {
+        publisher
+            .publish_json_acked_with_headers("orders.item", headers, &item)
+            .await?
+    };
+    Ok(ack.sequence.to_string())
+}
+
 async fn kv_get(kv: Kv, Path((bucket, key)): Path<(String, String)>) -> Result<Bytes, KvRejection> {
     kv.bucket(&bucket)?.get(&key).await
 }
@@ -138,6 +159,7 @@ fn app(state: NattyState) -> Router {
     Router::new()
         .route("/publish/{subject}", post(publish))
         .route("/orders/{id}", post(create_order))
+        .route("/items", post(publish_item))
         .route("/status/{id}", get(status_by_id))
         .route("/kv/{bucket}", get(kv_keys))
         .route("/kv/{bucket}/{key}", get(kv_get).put(kv_put))
@@ -231,6 +253,44 @@ async fn publish_through_the_handle_lands_in_the_stream_once_per_idempotency_key
     let sequence = answer.body.parse().unwrap();
     let stored = stream.get_raw_message(sequence).await.unwrap();
     assert_eq!(stored.subject.as_str(), "orders.o-7.created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_publishes_keep_their_headers_and_a_value_that_does_not_serialize_sends_nothing() {
+    let f = start().await;
+    let url = f.served.url("/items");
+    let headers = [
+        ("Idempotency-Key", "item-1"),
+        ("Content-Type", "application/json"),
+    ];
+    let body = r#"{"name":"bolt","quantity":3}"#;
+    let answer = f.http.send(Method::POST, &url, &headers, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let sequence = answer.body.parse().unwrap();
+    let mut stream = f.natty.jetstream().get_stream("ORDERS").await.unwrap();
+    let stored = stream.get_raw_message(sequence).await.unwrap();
+    assert_eq!(stored.subject.as_str(), "orders.item");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&stored.payload).unwrap(),
+        json!({"name": "bolt", "quantity": 3})
+    );
+    assert_eq!(
+        stored
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|id| id.as_str().to_owned()),
+        Some("item-1".to_owned())
+    );
+
+    // A value that fails to serialize is refused, and nothing (no empty body) is published.
+    let body = r#"{"name":"unserializable","quantity":1}"#;
+    let answer = f.http.send(Method::POST, &url, &headers, body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{answer:?}"
+    );
+    assert_eq!(stream.info().await.unwrap().state.last_sequence, sequence);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use http::StatusCode;
 use natty::{Config, ElectionConfig, LeaderState, Leadership, Natty};
 use natty_axum::leader::{LeaderOnlyLayer, LeaderStatus, RequireLeader};
 use natty_axum::{health, NattyState};
-use natty_testkit::Server;
+use natty_testkit::{Proxy, Server};
 use tokio::net::TcpListener;
 
 /// Behind the layer only: the gate, not this handler, keeps followers out.
@@ -233,5 +233,62 @@ async fn a_follower_redirects_to_the_leader_when_node_urls_are_registered() {
         Some(b.served.url("/api/admin/reindex").as_str())
     );
     a.leadership.stop().await;
+    b.leadership.stop().await;
+}
+
+/// `natty-leader` names the leader while this node knows who leads, and only then: a follower
+/// cut off from NATS no longer knows, and its 503 keeps `Retry-After` but drops the header
+/// (the body says `"leader": null`); reconnected, it names the leader again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_names_the_leader_only_while_it_knows_who_leads() {
+    let server = Server::start().unwrap();
+    let (_natty_a, leadership_a) = elect(&server, "node-a").await;
+    tokio::time::timeout(Duration::from_secs(10), leadership_a.wait_leader())
+        .await
+        .expect("node-a leads within 10 s")
+        .unwrap();
+    let proxy = Proxy::start(server.addr()).unwrap();
+    let natty_b =
+        Natty::connect(Config::new([proxy.url()]).request_timeout(Duration::from_secs(1)))
+            .await
+            .unwrap();
+    let config = ElectionConfig::new("web_leaders", "orders", "node-b").ttl(Duration::from_secs(3));
+    let leadership_b = natty_b.elect(config).await.unwrap();
+    let mut states = leadership_b.subscribe();
+    let knows_a = |s: &LeaderState| {
+        *s == LeaderState::Follower {
+            leader: Some("node-a".into()),
+        }
+    };
+    let wait = Duration::from_secs(30);
+    tokio::time::timeout(wait, states.wait_for(knows_a))
+        .await
+        .expect("node-b sees node-a lead in time")
+        .unwrap();
+    let b = start(natty_b, &leadership_b, listener().await, &[]).await;
+    let (http, url) = (Http::new(), b.served.url("/api/admin/reindex"));
+    let answer = http.post(&url, "").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer.header("natty-leader"), Some("node-a"));
+
+    proxy.cut();
+    tokio::time::timeout(wait, states.wait_for(|s| *s == LeaderState::Unknown))
+        .await
+        .expect("cut off, node-b no longer knows who leads")
+        .unwrap();
+    let answer = http.post(&url, "").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer.header("natty-leader"), None, "{answer:?}");
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert_eq!(answer.json()["leader"], serde_json::Value::Null);
+
+    proxy.restore();
+    tokio::time::timeout(wait, states.wait_for(knows_a))
+        .await
+        .expect("reconnected, node-b sees node-a lead again")
+        .unwrap();
+    let answer = http.post(&url, "").await;
+    assert_eq!(answer.header("natty-leader"), Some("node-a"), "{answer:?}");
+    leadership_a.stop().await;
     b.leadership.stop().await;
 }

@@ -9,6 +9,8 @@
 //! by `scripts/nats-server`, or `PATH` (see [`find_binary`]).
 //!
 //! # Example
+//! Any NATS client connects to [`Server::url`]; this one is async-nats, which a test using it
+//! needs as a dev-dependency of its own (`async-nats = "0.51"`, with `tokio`).
 //! ```no_run
 //! use natty_testkit::Server;
 //!

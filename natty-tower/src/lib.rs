@@ -20,14 +20,18 @@
 //! | [`json`] | [`DecodeJsonLayer`](json::DecodeJsonLayer) | decode JSON payloads; bad input is given up |
 //!
 //! # Layer order
-//! Layers listed first go outside. The order of natty's layers does not decide whether they
-//! work: each layer marks the messages it passes in their extensions, and the settling layers
-//! below it leave it what it takes.
+//! This is the one statement of it; the layers' own docs link here. Layers listed first go
+//! outside. The order of natty's layers does not decide whether they work: each layer marks
+//! the messages it passes in their extensions, and the settling layers below it leave it what
+//! it takes.
 //! - [`ack`] and [`dead_letter`], either way round: a failure the dead-letter layer takes
 //!   (given up, or retryable on the last delivery) is left unsettled by an ack layer below it.
-//! - [`retry`] (through [`retry_messages`](ServiceBuilderExt::retry_messages)) above or below
-//!   either: a failure it will try again is left unsettled by the layers below it, and only the
-//!   last attempt is settled or dead-lettered.
+//! - [`retry`] (through [`retry_messages`](ServiceBuilderExt::retry_messages), or
+//!   [`RetryMessagesLayer`](retry::RetryMessagesLayer)) above or below either: a failure it
+//!   will try again is left unsettled by the layers below it, and only the last attempt is
+//!   settled or dead-lettered. tower's own `RetryLayer` with a
+//!   [`RetryPolicy`](retry::RetryPolicy) marks nothing: put it below both, since an attempt
+//!   settled by a layer below it is not retried.
 //! - [`dead_letter`] and panics: a panic below the dead-letter layer (caught by
 //!   [`catch_panic`] above it, by natty's driver, or not at all) is dead-lettered on the last
 //!   delivery, then unwinds on.

@@ -179,12 +179,14 @@ impl Natty {
     /// Only for problems that retrying cannot fix: invalid names, a missing stream
     /// (returned at once); a service whose `poll_ready` fails (`NotReady`, returned after
     /// draining as on shutdown, with the [`ConsumeSummary`] in its source).
+    ///
+    /// The future borrows nothing from `self`: spawn it (`tokio::spawn(natty.serve(..))`).
     pub fn serve<S>(
         &self,
         config: ConsumeConfig,
         shutdown: CancellationToken,
         service: S,
-    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + '_
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + 'static
     where
         S: Service<Message> + Send + 'static,
         S::Future: Send + 'static,
@@ -192,7 +194,7 @@ impl Natty {
     {
         // Proving `Send` here, where `S` is still generic, sidesteps a compiler limitation
         // (higher-ranked `From` bounds on boxed errors) that callers spawning the future hit.
-        self.inner.connection.drive(config, None, shutdown, service)
+        Arc::clone(&self.inner.connection).drive(config, None, shutdown, service)
     }
 
     /// Consume with an async closure until `shutdown` is cancelled (Go natty's `Consume`).
@@ -200,21 +202,22 @@ impl Natty {
     /// nak'd after `Err`. Handler errors go to `tracing` and to
     /// [`ConsumeConfig::failures`].
     ///
+    /// Like [`Natty::serve`]'s, the future borrows nothing from `self`, so it can be spawned.
+    ///
     /// # Errors
     /// Only for problems that retrying cannot fix: invalid names, a missing stream.
-    pub async fn consume<F, Fut, E>(
+    pub fn consume<F, Fut, E>(
         &self,
         config: ConsumeConfig,
         shutdown: CancellationToken,
         handler: F,
-    ) -> Result<ConsumeSummary, ConsumeError>
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + 'static
     where
         F: FnMut(Message) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
         self.serve(config, shutdown, tower::service_fn(handler))
-            .await
     }
 
     /// The key/value bucket `name`, checked now (`[A-Za-z0-9_-]+`); nothing is sent until

@@ -243,6 +243,70 @@ async fn shutdown_finishes_in_flight_work_and_naks_what_was_not_started() {
     assert_eq!(settled, 20 - handled - returned, "{summary:?}");
 }
 
+/// A poison message mid-retry at shutdown: its failing call is counted in `failed`, and its
+/// redelivery into the still-open pull request goes back once (`returned` is 1), not bounced
+/// between that request and a nak until the request is filled, each bounce spending one of its
+/// deliveries. A plain client then gets it as its 4th delivery: two calls, one returned.
+#[tokio::test]
+async fn a_shutdown_mid_retry_returns_the_poison_message_once() {
+    let server = Server::start().unwrap();
+    let natty = setup(&server, "C9", 1).await;
+    let shutdown = CancellationToken::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (counted, stop) = (Arc::clone(&calls), shutdown.clone());
+    let summary = timeout(
+        DEADLINE,
+        natty.consume(
+            // Room for more than the one message, so a pull request is open at shutdown.
+            ConsumeConfig::new("C9", "worker")
+                .concurrency(4)
+                .fetch_timeout(Duration::from_secs(2)),
+            shutdown,
+            move |_: Message| {
+                let (calls, stop) = (Arc::clone(&counted), stop.clone());
+                async move {
+                    // The second call is the retry: shutdown comes while it runs.
+                    if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                        stop.cancel();
+                        tokio::task::yield_now().await;
+                    }
+                    Err(std::io::Error::other("poison"))
+                }
+            },
+        ),
+    )
+    .await
+    .expect("consume ends after shutdown")
+    .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        (
+            summary.handled,
+            summary.failed,
+            summary.cancelled,
+            summary.returned
+        ),
+        (0, 2, 0, 1),
+        "{summary:?}"
+    );
+
+    let plain = plain_consumer(&server, "C9", "worker").await;
+    let mut batch = plain
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let message = timeout(DEADLINE, futures_util::StreamExt::next(&mut batch))
+        .await
+        .unwrap()
+        .expect("the nak'd message is delivered again at once")
+        .unwrap();
+    assert_eq!(message.info().unwrap().delivered, 4);
+    message.double_ack().await.unwrap();
+}
+
 #[tokio::test]
 async fn consume_survives_a_server_restart_and_a_deleted_consumer() {
     let server = Server::start().unwrap();

@@ -75,9 +75,8 @@ async fn create_order(
 ) -> Result<Response, PublishRejection> {
     let subject = format!("orders.{}.created", subject::key_token(&order.id)?);
     let headers = key.map(|key| key.to_headers()).unwrap_or_default();
-    let payload = serde_json::to_vec(&order).expect("an Order of strings and numbers serializes");
     let ack = publisher
-        .publish_acked_with_headers(&subject, headers, payload)
+        .publish_json_acked_with_headers(&subject, headers, &order)
         .await?;
     let body = serde_json::json!({
         "id": order.id,

@@ -1,10 +1,12 @@
 //! Leader-only routes and the current leadership, read from natty's election.
 //!
 //! - [`LeaderOnlyLayer`] for `Router::route_layer`: on a follower a request gets a 503 with
-//!   `Retry-After` and [`LEADER_HEADER`](crate::rejection::LEADER_HEADER) naming the leader,
-//!   or a 307 redirect to the leader when the application registered the leader's base URL
-//!   ([`NattyStateBuilder::node_url`](crate::NattyStateBuilder::node_url)). Being a route
-//!   layer, unmatched paths stay 404.
+//!   `Retry-After`, or a 307 redirect to the leader when the application registered the
+//!   leader's base URL ([`NattyStateBuilder::node_url`](crate::NattyStateBuilder::node_url)).
+//!   Either names the leader in [`LEADER_HEADER`](crate::rejection::LEADER_HEADER) once this
+//!   node knows who leads; until then (just after `elect`, right after its own term ended,
+//!   while NATS cannot be reached) the header is absent and the body says `"leader": null`.
+//!   Being a route layer, unmatched paths stay 404.
 //! - [`RequireLeader`], the same check as an extractor: a handler argument that also hands
 //!   over the fencing token, or a middleware through axum's `from_extractor_with_state`.
 //! - [`LeaderStatus`], an extractor that never refuses: this node's view of who leads.

@@ -13,8 +13,8 @@
 //! settled is left alone. Under a dead-letter or retry layer (one *above* this layer), a failure
 //! that layer takes (given up or retryable on the last delivery, for dead letters; retryable
 //! with attempts left, for [`RetryMessagesLayer`](crate::retry::RetryMessagesLayer)) is left
-//! unsettled for it, so the order of the layers does not matter. The handler's result is passed on unchanged, so layers above still
-//! see the error. A settlement that cannot be sent is logged; the server redelivers the message
+//! unsettled for it (see the [layer order](crate#layer-order)). The handler's result is passed
+//! on unchanged, so layers above still see the error. A settlement that cannot be sent is logged; the server redelivers the message
 //! after its ack wait.
 //!
 //! natty core's consumer driver acks or naks whatever is still unsettled after a call; this

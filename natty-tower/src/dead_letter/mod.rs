@@ -25,15 +25,8 @@
 //! settled. The publish is boxed: it only happens to failing messages.
 //!
 //! # Layer order
-//! The last delivery is dead-lettered wherever this layer sits in the stack:
-//! - an [ack layer](crate::ack) *below* it leaves the failures this layer takes unsettled (the
-//!   layer marks each message in its extensions), so they are not nak'd or termed first;
-//! - a panic below it (with or without a [catch-panic layer](crate::catch_panic) above) is
-//!   dead-lettered on the last delivery, then unwinds on to whatever catches it (natty's driver
-//!   does), so nothing else changes.
-//!
-//! In-process [retries](crate::retry) belong below it and below the ack layer: an attempt
-//! settled by a layer below the retry is not retried (see the retry module).
+//! The last delivery is dead-lettered wherever this layer sits among the ack and retry layers;
+//! where each may go is said once, in the [crate docs](crate#layer-order).
 //!
 //! The publisher is any tower `Service` of [`natty::OutgoingMessage`] answering with the
 //! stream's [`natty::PublishAck`] ([`DeadLetterPublisher`]): [`natty::Natty::publisher`], alone

@@ -11,11 +11,10 @@
 //! [`RetryRequest`].
 //!
 //! For messages, [`RetryMessagesLayer`] (what `ServiceBuilderExt::retry_messages` adds) wraps
-//! tower's `Retry` and tells the layers below it how many attempts are left, so the order of
-//! the layers does not matter: an [ack](crate::ack) or [dead-letter](crate::dead_letter) layer
-//! below it leaves a failure it will try again unsettled, and settles only the last attempt.
-//! With tower's own `RetryLayer` and a [`RetryPolicy`], put the retry below those layers: an
-//! attempt settled by a layer below is not retried.
+//! tower's `Retry` and tells the layers below it how many attempts are left, so an
+//! [ack](crate::ack) or [dead-letter](crate::dead_letter) layer below it settles only the last
+//! attempt. Where it may sit, and where tower's own `RetryLayer` must, is in the
+//! [crate docs](crate#layer-order).
 //!
 //! # Example
 //! ```

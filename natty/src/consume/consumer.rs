@@ -65,7 +65,8 @@ impl Consumer {
     }
 
     /// Feed the consumer into `service` until `shutdown` is cancelled, as
-    /// [`Natty::serve`](crate::Natty::serve) does.
+    /// [`Natty::serve`](crate::Natty::serve) does. The future holds its own share of the
+    /// handle, so it can be spawned.
     ///
     /// # Errors
     /// See [`Natty::serve`](crate::Natty::serve).
@@ -73,13 +74,14 @@ impl Consumer {
         &self,
         shutdown: CancellationToken,
         service: S,
-    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + '_
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + 'static
     where
         S: Service<Message> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
-        self.connection.drive(
+        // `Send` proved here, with `S` generic, as in `Natty::serve`.
+        Arc::clone(&self.connection).drive(
             self.config.clone(),
             Some(self.resolved.clone()),
             shutdown,
@@ -88,20 +90,20 @@ impl Consumer {
     }
 
     /// Run `handler` for each message until `shutdown` is cancelled, as [`Natty::consume`](crate::Natty::consume)
-    /// does (Go natty's `Consume`).
+    /// does (Go natty's `Consume`); the future can be spawned.
     ///
     /// # Errors
     /// See [`Natty::consume`](crate::Natty::consume).
-    pub async fn consume<F, Fut, E>(
+    pub fn consume<F, Fut, E>(
         &self,
         shutdown: CancellationToken,
         handler: F,
-    ) -> Result<ConsumeSummary, ConsumeError>
+    ) -> impl Future<Output = Result<ConsumeSummary, ConsumeError>> + Send + 'static
     where
         F: FnMut(Message) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.serve(shutdown, tower::service_fn(handler)).await
+        self.serve(shutdown, tower::service_fn(handler))
     }
 }

@@ -35,9 +35,10 @@ type Recovery<'a> = Pin<Box<dyn Future<Output = Result<PullConsumer, ConsumeErro
 
 impl Connection {
     /// Serve `config`'s durable consumer; `resolved` is the consumer when a
-    /// [`Consumer`](crate::Consumer) handle created it already.
+    /// [`Consumer`](crate::Consumer) handle created it already. The run owns its share of the
+    /// connection, so its future can be spawned.
     pub(crate) async fn drive<S>(
-        &self,
+        self: Arc<Self>,
         config: ConsumeConfig,
         resolved: Option<PullConsumer>,
         shutdown: CancellationToken,
@@ -163,27 +164,29 @@ impl Connection {
         }
         drop(recovery);
 
-        // Shutdown: what waits for the service goes back at once; the open pull requests stay
-        // open on the server until filled or expired, so read them to their end and nak what
-        // still arrives (instead of leaving it to the ack wait), while the calls under way get
-        // their grace.
-        for message in waiting.drain(..) {
-            let _ = message.nak(None).await;
-            returned += 1;
-        }
+        // Shutdown: the open pull requests stay open on the server until filled or expired, so
+        // read them to their end, while the calls under way get their grace. What is not
+        // started (what waits for the service, and what still arrives) is nak'd once the
+        // requests have ended, instead of being left to the ack wait: nak'd while one is open,
+        // a message comes straight back into it, spending a delivery each time.
         let grace = tokio::time::sleep(config.shutdown_grace);
         tokio::pin!(grace);
         let mut grace_over = false;
         loop {
             let open_until = pull.open_until();
-            if open_until.is_none() && engine.in_flight() == 0 {
-                break;
+            if open_until.is_none() {
+                for message in waiting.drain(..) {
+                    let _ = message.nak(None).await;
+                    returned += 1;
+                }
+                if engine.in_flight() == 0 {
+                    break;
+                }
             }
             tokio::select! {
                 pulled = pull.next(), if open_until.is_some() => {
                     if let Pulled::Message(message) = pulled {
-                        let _ = Message::from_delivery(message, &client, &delivering).nak(None).await;
-                        returned += 1;
+                        waiting.push_back(Message::from_delivery(message, &client, &delivering));
                     }
                 }
                 () = sleep_until_opt(open_until), if open_until.is_some() => pull.budget.forget(),

@@ -20,9 +20,11 @@
 //! task of its own) inside the handler; to use several cores for one consumer, run several
 //! `serve`s on it.
 //!
-//! On shutdown it stops pulling, naks what waits for the service, reads the open pull
-//! requests to their end (at most `fetch_timeout`) nak'ing what still arrives, gives in-flight
-//! calls `shutdown_grace` to finish, and returns a [`ConsumeSummary`]. A service whose
+//! On shutdown it stops pulling, reads the open pull requests to their end (at most
+//! `fetch_timeout`), gives in-flight calls `shutdown_grace` to finish, naks what it never
+//! started (what waited for the service and what still arrived) once those requests have
+//! ended, so each message goes back once, to another consumer or the next run rather than
+//! into this run's open requests, and returns a [`ConsumeSummary`]. A service whose
 //! `poll_ready` fails ends the run the same way, then returns [`ConsumeErrorKind::NotReady`]
 //! carrying the summary ([`ConsumeSummary::from_error`]). The server may briefly count one more
 //! message than `concurrency` as pending, because it applies acks asynchronously (use double
@@ -204,14 +206,16 @@ impl ConsumeConfig {
 pub struct ConsumeSummary {
     /// Calls that returned `Ok`.
     pub handled: u64,
-    /// Calls that returned `Err`.
+    /// Calls that returned `Err` (a message that failed three times counts three).
     pub failed: u64,
     /// Calls that panicked.
     pub panicked: u64,
     /// Calls cancelled at the end of the shutdown grace (their messages were nak'd).
     pub cancelled: u64,
-    /// Messages pulled but never started because shutdown (or a failing `poll_ready`) came
-    /// first, and messages that arrived from a pull request still open at shutdown (nak'd).
+    /// Deliveries nak'd without a call: pulled but not started when shutdown (or a failing
+    /// `poll_ready`) came, or delivered by a pull request still open at shutdown (such as the
+    /// redelivery of a message whose call failed during the drain). Each is nak'd once, after
+    /// the open requests have ended, so it is counted once and does not come back to this run.
     pub returned: u64,
     /// Handler error reports not delivered: dropped by a full [lossy](ReportSender::lossy)
     /// error channel, or sent after its receiver was dropped (each logged at `ERROR`).

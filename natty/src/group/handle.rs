@@ -157,7 +157,8 @@ impl StaticGroup {
     /// Serve `config`'s member with `service` until `shutdown` is cancelled: one call at a
     /// time per partition, partitions concurrently, the partition token stripped from the
     /// subject (and kept as a [`Partition`](super::Partition) extension). See the [module
-    /// docs](super) for the guarantees and timers.
+    /// docs](super) for the guarantees and timers. The future holds its own share of the
+    /// handle, so it can be spawned.
     ///
     /// # Errors
     /// `Unsupported` before 2.11; `InvalidConfig`, `StreamNotFound`, `NotFound` (unknown
@@ -171,16 +172,14 @@ impl StaticGroup {
         config: MemberConfig,
         shutdown: CancellationToken,
         service: S,
-    ) -> impl Future<Output = Result<MemberSummary, GroupError>> + Send + '_
+    ) -> impl Future<Output = Result<MemberSummary, GroupError>> + Send + 'static
     where
         S: Service<Message> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
         let config = config.in_group(&self.0.stream, &self.0.group);
-        self.0
-            .connection
-            .drive_member(Kind::Static, config, shutdown, service)
+        Arc::clone(&self.0.connection).drive_member(Kind::Static, config, shutdown, service)
     }
 }
 
@@ -368,7 +367,7 @@ impl ElasticGroup {
     /// partitions change, the pinned instance finishes its calls (within the shutdown grace),
     /// returns what it holds in order and deletes its consumer, and every instance joins again
     /// with the new partitions once their previous owners let go. A member not (yet) in the
-    /// group waits to be added.
+    /// group waits to be added. Like [`StaticGroup::serve`]'s, the future can be spawned.
     ///
     /// # Errors
     /// As [`StaticGroup::serve`]; `ConfigDrift` when the partitions, filters or buffered
@@ -378,15 +377,13 @@ impl ElasticGroup {
         config: MemberConfig,
         shutdown: CancellationToken,
         service: S,
-    ) -> impl Future<Output = Result<MemberSummary, GroupError>> + Send + '_
+    ) -> impl Future<Output = Result<MemberSummary, GroupError>> + Send + 'static
     where
         S: Service<Message> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
     {
         let config = config.in_group(&self.0.stream, &self.0.group);
-        self.0
-            .connection
-            .drive_member(Kind::Elastic, config, shutdown, service)
+        Arc::clone(&self.0.connection).drive_member(Kind::Elastic, config, shutdown, service)
     }
 }

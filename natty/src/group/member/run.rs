@@ -35,9 +35,10 @@ const PIN_ID: &str = "Nats-Pin-Id";
 
 impl Connection {
     /// Serve `config`'s member of a group of `kind` until `shutdown` is cancelled; see
-    /// [`StaticGroup::serve`](crate::group::StaticGroup::serve).
+    /// [`StaticGroup::serve`](crate::group::StaticGroup::serve). The run owns its share of
+    /// the connection, so its future can be spawned.
     pub(crate) async fn drive_member<S>(
-        &self,
+        self: Arc<Self>,
         kind: Kind,
         config: MemberConfig,
         shutdown: CancellationToken,
