@@ -106,9 +106,3 @@ pub use idempotency::IdempotencyKey;
 pub use kv::Kv;
 pub use publish::AckedPublisher;
 pub use state::{NattyState, NattyStateBuilder};
-
-// The README's Rust snippets, compiled as doc tests so they cannot drift from the API. This
-// crate's dev-dependencies cover every crate they use.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
