@@ -91,6 +91,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod extract;
 pub mod fallback;
 pub mod health;
