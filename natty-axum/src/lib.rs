@@ -94,6 +94,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod extract;
 pub mod fallback;
 pub mod health;
@@ -112,9 +114,3 @@ pub use idempotency::IdempotencyKey;
 pub use kv::Kv;
 pub use publish::AckedPublisher;
 pub use state::{NattyState, NattyStateBuilder};
-
-// The README's Rust snippets, compiled as doc tests so they cannot drift from the API. This
-// crate's dev-dependencies cover every crate they use.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

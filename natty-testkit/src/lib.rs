@@ -25,6 +25,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod binary;
 mod cluster;
 mod error;

@@ -71,6 +71,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// Latency and in-flight metrics; see [`metrics`](crate::metrics).
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     fn record_metrics(self) -> ServiceBuilder<Stack<crate::metrics::MetricsLayer, L>>;
 
     /// Log every handler error; see [`report`](crate::report).

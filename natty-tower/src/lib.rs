@@ -87,6 +87,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod error;
 
 pub mod ack;
@@ -99,6 +101,7 @@ pub mod in_progress;
 pub mod json;
 pub mod leader;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 pub mod report;
 pub mod retry;

@@ -55,6 +55,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod backoff;
 mod client;
 pub mod compat;
@@ -68,6 +70,7 @@ pub mod group;
 pub mod header;
 pub mod kv;
 #[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub mod otel;
 pub mod publish;
 pub mod report;
