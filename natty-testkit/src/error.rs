@@ -1,15 +1,20 @@
 //! The test kit's error.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// What went wrong starting or driving a test server.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// No `nats-server` executable was found.
+    /// No `nats-server` executable was found (see [`find_binary`](crate::find_binary)).
     BinaryNotFound {
         /// Where the kit looked.
         looked_at: String,
+        /// The release the cache was searched for.
+        version: String,
+        /// Where a cached binary of that release would be found, if there is a cache.
+        cache: Option<PathBuf>,
     },
     /// The server did not become ready (or exited); the end of its log says why.
     NotReady {
@@ -29,11 +34,25 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BinaryNotFound { looked_at } => write!(
-                f,
-                "nats-server binary not found (looked at {looked_at}); run scripts/nats-server \
-                 to install the pinned release, or set NATS_SERVER_BIN"
-            ),
+            Error::BinaryNotFound {
+                looked_at,
+                version,
+                cache,
+            } => {
+                write!(
+                    f,
+                    "no nats-server binary found (looked at {looked_at}): install nats-server \
+                     on PATH, set NATS_SERVER_BIN to one"
+                )?;
+                match cache {
+                    Some(cache) => write!(
+                        f,
+                        ", or put the {version} release's nats-server at {}",
+                        cache.display()
+                    ),
+                    None => write!(f, ", or set NATTY_CACHE_DIR and put it there"),
+                }
+            }
             Error::NotReady { log_tail } => {
                 write!(
                     f,
