@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use natty::{BoxError, ConsumeError};
+
 /// What went wrong starting or driving a test server.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -29,6 +31,25 @@ pub enum Error {
     Timeout(&'static str),
     /// An I/O error from the operating system.
     Io(std::io::Error),
+    /// A request a [`Harness`](crate::Harness) sent to the server failed.
+    Request {
+        /// What the harness asked for, such as `"consumer info"`.
+        action: &'static str,
+        /// The error natty or the client returned.
+        source: BoxError,
+    },
+    /// Creating a served consumer failed, or serving it ended with an error.
+    Consume(ConsumeError),
+    /// The served stack stopped before what was awaited was seen;
+    /// [`Serving::stop`](crate::Serving::stop) returns how it ended.
+    Stopped,
+    /// What a [`Harness`](crate::Harness) waited for was not seen before its deadline.
+    NotSeen {
+        /// What it waited for.
+        waiting_for: String,
+        /// What it saw instead, for the test's failure message.
+        seen: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -63,6 +84,12 @@ impl fmt::Display for Error {
             Error::Http(status) => write!(f, "monitoring endpoint answered {status}"),
             Error::Timeout(what) => write!(f, "timed out waiting for {what}"),
             Error::Io(err) => write!(f, "i/o error: {err}"),
+            Error::Request { action, .. } => write!(f, "{action} failed"),
+            Error::Consume(_) => f.write_str("consuming failed"),
+            Error::Stopped => f.write_str("the served stack stopped"),
+            Error::NotSeen { waiting_for, seen } => {
+                write!(f, "timed out waiting for {waiting_for}; saw {seen}")
+            }
         }
     }
 }
@@ -71,6 +98,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(err) => Some(err),
+            Error::Request { source, .. } => Some(&**source),
+            Error::Consume(err) => Some(err),
             _ => None,
         }
     }

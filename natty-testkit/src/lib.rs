@@ -1,5 +1,7 @@
 //! Real `nats-server` processes for tests: single servers (plain, TLS, with auth), clusters, and
-//! a TCP proxy that cuts connections; and [`Logs`], what a test logs, to assert on.
+//! a TCP proxy that cuts connections; [`Harness`], to test a message handler or a whole tower
+//! stack on one through natty's API alone (each message's outcome, dead letters, the
+//! server's counts); and [`Logs`], what a test logs, to assert on.
 //!
 //! Every server runs on loopback ports of its own with a temporary JetStream store; readiness is
 //! awaited by polling the monitoring `/healthz` endpoint, never by sleeping. Dropping a
@@ -37,6 +39,7 @@
 mod binary;
 mod cluster;
 mod error;
+pub mod harness;
 mod logs;
 mod process;
 mod proxy;
@@ -45,6 +48,7 @@ mod server;
 pub use binary::{cache_dir, cached_binary, find_binary, server_version, PINNED_VERSION};
 pub use cluster::Cluster;
 pub use error::Error;
+pub use harness::{Harness, Serving};
 pub use logs::Logs;
 pub use process::Process;
 pub use proxy::Proxy;
