@@ -12,7 +12,6 @@ use crate::consume::ConsumerOptions;
 use crate::error::ValidationError;
 use crate::error::{api_error_code, classify_stream, Error, StreamError, StreamErrorKind};
 use crate::group::{GroupError, Partitioning};
-use crate::header::HeaderMap;
 use crate::publish::StoredMessage;
 
 /// A stream, its name checked once; from [`Natty::stream`](crate::Natty::stream). Nothing is
@@ -164,13 +163,8 @@ impl Stream {
     /// `InvalidName` before sending; `NotFound` when the stream or consumer is missing.
     pub async fn delete_consumer(&self, durable: &str) -> Result<(), StreamError> {
         check_name("consumer name", durable)?;
-        let handle = self
-            .connection
-            .jetstream()
-            .get_stream_no_info(&*self.name)
-            .await
-            .map_err(classify_stream)?;
-        handle
+        self.resolve()
+            .await?
             .delete_consumer(durable)
             .await
             .map(drop)
@@ -196,22 +190,25 @@ impl Stream {
     pub async fn last_message(&self, subject: &str) -> Result<Option<StoredMessage>, StreamError> {
         crate::validate::filter_subject(subject)
             .map_err(|err| Error::with_source(StreamErrorKind::InvalidSubject, err))?;
-        let handle = self
-            .connection
-            .jetstream()
-            .get_stream_no_info(&*self.name)
+        match self
+            .resolve()
+            .await?
+            .get_last_raw_message_by_subject(subject)
             .await
-            .map_err(classify_stream)?;
-        match handle.get_last_raw_message_by_subject(subject).await {
-            Ok(stored) => Ok(Some(StoredMessage {
-                subject: stored.subject.to_string(),
-                sequence: stored.sequence,
-                headers: HeaderMap::received(stored.headers),
-                payload: stored.payload,
-            })),
+        {
+            Ok(stored) => Ok(Some(StoredMessage::read(stored))),
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(err) => Err(classify_stream(err)),
         }
+    }
+
+    /// The async-nats handle of the stream, without asking for its info.
+    async fn resolve(&self) -> Result<stream::Stream<()>, StreamError> {
+        self.connection
+            .jetstream()
+            .get_stream_no_info(&*self.name)
+            .await
+            .map_err(classify_stream)
     }
 
     /// Create the stream for static groups: it captures `partitioning`'s subjects and stores
