@@ -14,6 +14,14 @@ use tower::{service_fn, ServiceBuilder};
 
 type BoxError = natty::BoxError;
 
+/// A server, a harness on it and the stream JOBS, capturing `jobs.>`.
+async fn start_with_jobs() -> Result<(Server, Harness), BoxError> {
+    let server = Server::start()?;
+    let harness = Harness::connect(&server).await?;
+    harness.natty().stream("JOBS")?.create(["jobs.>"]).await?;
+    Ok((server, harness))
+}
+
 /// A handler that settles each message as its payload says.
 async fn settle_as_told(msg: Message) -> Result<(), BoxError> {
     match (&msg.payload()[..], msg.info().delivered) {
@@ -32,10 +40,8 @@ async fn settle_as_told(msg: Message) -> Result<(), BoxError> {
 #[tokio::test]
 async fn outcomes_show_each_settlement_its_delay_and_the_in_progress_sent() -> Result<(), BoxError>
 {
-    let server = Server::start()?;
-    let harness = Harness::connect(&server).await?;
+    let (_server, harness) = start_with_jobs().await?;
     let natty = harness.natty();
-    natty.stream("JOBS")?.create(["jobs.>"]).await?;
     let config = ConsumeConfig::new("JOBS", "worker").concurrency(4);
     let worker = harness.serve(config, service_fn(settle_as_told)).await?;
 
@@ -93,10 +99,8 @@ struct Job {
 #[tokio::test]
 async fn a_dead_lettered_message_carries_its_dead_letter_and_origin_headers() -> Result<(), BoxError>
 {
-    let server = Server::start()?;
-    let harness = Harness::connect(&server).await?;
+    let (_server, harness) = start_with_jobs().await?;
     let natty = harness.natty();
-    natty.stream("JOBS")?.create(["jobs.>"]).await?;
     natty.stream("DEAD")?.create(["dead.jobs"]).await?;
     harness.watch_dead_letters("dead.jobs").await?;
     let stack = ServiceBuilder::new()
@@ -158,12 +162,9 @@ async fn a_dead_lettered_message_carries_its_dead_letter_and_origin_headers() ->
 
 #[tokio::test]
 async fn a_wait_past_the_deadline_says_what_it_saw() -> Result<(), BoxError> {
-    let server = Server::start()?;
-    let harness = Harness::connect(&server)
-        .await?
-        .with_deadline(Duration::from_millis(500));
+    let (_server, harness) = start_with_jobs().await?;
+    let harness = harness.with_deadline(Duration::from_millis(500));
     let natty = harness.natty();
-    natty.stream("JOBS")?.create(["jobs.>"]).await?;
     let naks = service_fn(|msg: Message| async move {
         msg.nak(Some(Duration::from_secs(60))).await?;
         Ok::<_, BoxError>(())
@@ -198,10 +199,8 @@ async fn a_wait_past_the_deadline_says_what_it_saw() -> Result<(), BoxError> {
 
 #[tokio::test]
 async fn a_stack_that_stops_serving_ends_the_wait_and_stop_says_why() -> Result<(), BoxError> {
-    let server = Server::start()?;
-    let harness = Harness::connect(&server).await?;
+    let (_server, harness) = start_with_jobs().await?;
     let natty = harness.natty();
-    natty.stream("JOBS")?.create(["jobs.>"]).await?;
     // Dead letters sent into the consumed stream would come back: the layer refuses to run.
     let stack = ServiceBuilder::new()
         .dead_letter(natty.publisher(), "jobs.dead")

@@ -81,8 +81,27 @@ impl fmt::Debug for Harness {
     }
 }
 
-fn request(action: &'static str) -> impl FnOnce(BoxError) -> Error {
-    move |source| Error::Request { action, source }
+/// Wraps a failed request's error, for `map_err`.
+fn request<E: Into<BoxError>>(action: &'static str) -> impl FnOnce(E) -> Error {
+    move |source| Error::Request {
+        action,
+        source: source.into(),
+    }
+}
+
+/// Subscribe to `subject`, in place at the server once this returns.
+async fn subscribe(
+    natty: &Natty,
+    subject: &str,
+    action: &'static str,
+) -> Result<Subscriber, Error> {
+    let client = natty.client();
+    let subscription = client
+        .subscribe(subject.to_owned())
+        .await
+        .map_err(request(action))?;
+    client.flush().await.map_err(request(action))?;
+    Ok(subscription)
 }
 
 impl Harness {
@@ -94,7 +113,7 @@ impl Harness {
     pub async fn connect(server: &Server) -> Result<Self, Error> {
         let natty = Natty::connect(Config::new([server.url()]))
             .await
-            .map_err(|err| request("connecting")(err.into()))?;
+            .map_err(request("connecting"))?;
         Self::new(natty).await
     }
 
@@ -103,15 +122,7 @@ impl Harness {
     /// # Errors
     /// [`Error::Request`] when subscribing to the ack subjects fails.
     pub async fn new(natty: Natty) -> Result<Self, Error> {
-        let client = natty.client();
-        let acks = client
-            .subscribe("$JS.ACK.>")
-            .await
-            .map_err(|err| request("subscribing to acks")(err.into()))?;
-        client
-            .flush()
-            .await
-            .map_err(|err| request("subscribing to acks")(err.into()))?;
+        let acks = subscribe(&natty, "$JS.ACK.>", "subscribing to acks").await?;
         let (observer, watches, observing) = Observer::spawn(acks);
         Ok(Self {
             natty,
@@ -140,15 +151,7 @@ impl Harness {
     /// # Errors
     /// [`Error::Request`] when subscribing fails.
     pub async fn watch_dead_letters(&self, subject: &str) -> Result<(), Error> {
-        let client = self.natty.client();
-        let letters = client
-            .subscribe(subject.to_owned())
-            .await
-            .map_err(|err| request("subscribing to dead letters")(err.into()))?;
-        client
-            .flush()
-            .await
-            .map_err(|err| request("subscribing to dead letters")(err.into()))?;
+        let letters = subscribe(&self.natty, subject, "subscribing to dead letters").await?;
         // The observer ends only with the harness, which holds this sender.
         let _ = self.watches.send(letters);
         Ok(())
@@ -192,7 +195,7 @@ impl Harness {
             .jetstream()
             .get_stream(stream)
             .await
-            .map_err(|err| request("stream info")(err.into()))?;
+            .map_err(request("stream info"))?;
         Ok(StreamCounts::of(&handle.cached_info().state))
     }
 
@@ -212,11 +215,11 @@ impl Harness {
             .jetstream()
             .get_stream_no_info(stream)
             .await
-            .map_err(|err| request("consumer info")(err.into()))?;
+            .map_err(request("consumer info"))?;
         let info = handle
             .consumer_info(consumer)
             .await
-            .map_err(|err| request("consumer info")(err.into()))?;
+            .map_err(request("consumer info"))?;
         Ok(ConsumerCounts::of(&info))
     }
 
@@ -260,14 +263,14 @@ impl Harness {
             .jetstream()
             .stream_by_subject(subject)
             .await
-            .map_err(|err| request("finding the stream of a subject")(err.into()))?;
+            .map_err(request("finding the stream of a subject"))?;
         let stream = self
             .natty
             .stream(&stream)
-            .map_err(|err| request("last message")(err.into()))?;
+            .map_err(request("last message"))?;
         stream
             .last_message(subject)
             .await
-            .map_err(|err| request("last message")(err.into()))
+            .map_err(request("last message"))
     }
 }
