@@ -117,7 +117,9 @@ impl Harness {
         Self::new(natty).await
     }
 
-    /// Watch the server `natty` is connected to; the harness uses that connection.
+    /// Watch the server `natty` is connected to, on that connection (which must echo its own
+    /// messages back, as async-nats' connections do unless told not to: the stack's acks are
+    /// sent on it).
     ///
     /// # Errors
     /// [`Error::Request`] when subscribing to the ack subjects fails.
