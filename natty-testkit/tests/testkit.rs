@@ -214,11 +214,3 @@ async fn tls_server_rejects_a_plain_client() {
         .expect("client trusting the test CA connects");
     tls_client.flush().await.expect("flush over tls");
 }
-
-#[test]
-fn missing_binary_error_names_the_install_script() {
-    let err = natty_testkit::Error::BinaryNotFound {
-        looked_at: "nowhere".into(),
-    };
-    assert!(err.to_string().contains("scripts/nats-server"), "{err}");
-}

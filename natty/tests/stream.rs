@@ -244,3 +244,56 @@ async fn a_stream_handle_checks_its_name_once_and_a_plain_client_sees_what_it_di
     let err = orders.delete().await.unwrap_err();
     assert_eq!(err.kind(), StreamErrorKind::NotFound, "{err}");
 }
+
+#[tokio::test]
+async fn last_message_reads_back_what_a_plain_client_stored_on_the_subject() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let orders = natty.stream("LAST").unwrap();
+    orders.create(["last.>"]).await.unwrap();
+    assert!(
+        orders.last_message("last.a").await.unwrap().is_none(),
+        "nothing stored yet"
+    );
+
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    for (subject, payload) in [
+        ("last.a", "first"),
+        ("last.b", "other"),
+        ("last.a", "second"),
+    ] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Order-Id", payload);
+        js.publish_with_headers(subject, headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let last = orders
+        .last_message("last.a")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!((last.subject.as_str(), last.sequence), ("last.a", 3));
+    assert_eq!(last.payload, "second");
+    assert_eq!(last.headers.get("Order-Id"), Some("second"));
+    let any = orders
+        .last_message("last.>")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(any.sequence, 3, "a filter reads the last of all it matches");
+    assert!(orders.last_message("last.c").await.unwrap().is_none());
+
+    let err = orders.last_message("last..a").await.unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::InvalidSubject, "{err}");
+    let err = natty
+        .stream("MISSING")
+        .unwrap()
+        .last_message("last.a")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StreamErrorKind::NotFound, "{err}");
+}

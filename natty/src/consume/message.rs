@@ -30,6 +30,7 @@ use async_nats::Subject;
 use bytes::Bytes;
 pub use http::Extensions;
 
+use super::ack_subject::{AckNumbers, AckSubject};
 use super::settings::ConsumerSettings;
 use crate::error::{Error, SettleErrorKind};
 use crate::header::HeaderMap;
@@ -152,6 +153,22 @@ impl DeliveryInfo {
             pending: 0,
             published_unix_nanos: 0,
         }
+    }
+
+    /// Read a JetStream ack subject (the reply subject of a delivered message, where its acks
+    /// go): stream, consumer, sequences and delivery count. `None` when `reply` is not one.
+    /// For code that watches acks on the wire, such as natty-testkit's `Harness`.
+    ///
+    /// ```
+    /// let reply = "$JS.ACK.ORDERS.billing.2.17.9.1700000000000000000.4";
+    /// let info = natty::message::DeliveryInfo::from_ack_subject(reply).unwrap();
+    /// assert_eq!((info.stream.as_str(), info.stream_sequence, info.delivered), ("ORDERS", 17, 2));
+    /// ```
+    pub fn from_ack_subject(reply: &str) -> Option<Self> {
+        let ack = AckSubject::parse(reply)?;
+        let mut info = Self::new(ack.stream, ack.consumer);
+        ack.numbers.fill(&mut info);
+        Some(info)
     }
 }
 
@@ -461,8 +478,8 @@ impl Message {
             consumer: consumer.consumer.clone(),
             ..DeliveryInfo::default()
         };
-        if let Some(numbers) = message.reply.as_deref().and_then(AckNumbers::parse) {
-            numbers.fill(&mut info);
+        if let Some(ack) = message.reply.as_deref().and_then(AckSubject::parse) {
+            ack.numbers.fill(&mut info);
         }
         let settings = Some(consumer.settings.clone());
         Self::received(message, || Arc::clone(client), info, settings)
@@ -703,85 +720,12 @@ impl DeliveringConsumer {
     }
 }
 
-/// The numbers of a JetStream ack subject: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
-/// seq>.<consumer seq>.<time>.<pending>`, or the same after `<domain>.<account hash>` with a
-/// random token at the end (the form of servers since 2.9 that set a domain).
-#[derive(Debug, PartialEq, Eq)]
-struct AckNumbers {
-    delivered: u64,
-    stream_sequence: u64,
-    consumer_sequence: u64,
-    published_unix_nanos: i128,
-    pending: u64,
-}
-
 impl AckNumbers {
-    fn parse(reply: &str) -> Option<Self> {
-        let rest = reply.strip_prefix("$JS.ACK.")?;
-        // Per message, so no allocation: the first 11 tokens on the stack.
-        let mut tokens = [""; 11];
-        let mut count = 0;
-        for token in rest.split('.') {
-            if count < tokens.len() {
-                tokens[count] = token;
-            }
-            count += 1;
-        }
-        // After `$JS.ACK.`: 7 tokens (stream first), or 10+ (domain, hash, then stream).
-        let numbers = match count {
-            7 => &tokens[2..7],
-            n if n >= 10 => &tokens[4..9],
-            _ => return None,
-        };
-        Some(Self {
-            delivered: numbers[0].parse().ok()?,
-            stream_sequence: numbers[1].parse().ok()?,
-            consumer_sequence: numbers[2].parse().ok()?,
-            published_unix_nanos: numbers[3].parse().ok()?,
-            pending: numbers[4].parse().ok()?,
-        })
-    }
-
     fn fill(self, info: &mut DeliveryInfo) {
         info.delivered = self.delivered;
         info.stream_sequence = self.stream_sequence;
         info.consumer_sequence = self.consumer_sequence;
         info.published_unix_nanos = self.published_unix_nanos;
         info.pending = self.pending;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AckNumbers;
-
-    #[test]
-    fn both_forms_of_the_ack_subject_give_the_same_numbers() {
-        let expected = AckNumbers {
-            delivered: 2,
-            stream_sequence: 17,
-            consumer_sequence: 9,
-            published_unix_nanos: 1_700_000_000_000_000_000,
-            pending: 4,
-        };
-        let plain = "$JS.ACK.ORDERS.billing.2.17.9.1700000000000000000.4";
-        let with_domain = "$JS.ACK.hub.ACCHASH.ORDERS.billing.2.17.9.1700000000000000000.4.rnd";
-        assert_eq!(AckNumbers::parse(plain), Some(expected));
-        assert_eq!(
-            AckNumbers::parse(with_domain),
-            AckNumbers::parse(plain),
-            "the domain form reads the same numbers"
-        );
-    }
-
-    #[test]
-    fn a_subject_that_is_not_an_ack_subject_gives_nothing() {
-        for reply in [
-            "_INBOX.abc",
-            "$JS.ACK.ORDERS.billing.x.17.9.1.4",
-            "$JS.ACK.a.b.c",
-        ] {
-            assert_eq!(AckNumbers::parse(reply), None, "{reply}");
-        }
     }
 }

@@ -54,6 +54,7 @@
 //! # }
 //! ```
 
+mod ack_subject;
 mod consumer;
 mod driver;
 pub(crate) mod engine;
@@ -143,6 +144,16 @@ impl ConsumeConfig {
             shutdown_grace: Duration::from_secs(10),
             failures: None,
         }
+    }
+
+    /// The stream consumed.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The durable consumer's name.
+    pub fn durable(&self) -> &str {
+        &self.durable
     }
 
     /// Only these subjects (default: all of the stream's).

@@ -139,12 +139,7 @@ impl PublishAck {
             .get_raw_message(self.sequence)
             .await
             .map_err(classify_stream)?;
-        Ok(StoredMessage {
-            subject: stored.subject.to_string(),
-            sequence: stored.sequence,
-            headers: HeaderMap::received(stored.headers),
-            payload: stored.payload,
-        })
+        Ok(StoredMessage::read(stored))
     }
 }
 
@@ -160,6 +155,18 @@ pub struct StoredMessage {
     pub headers: HeaderMap,
     /// Its payload.
     pub payload: Bytes,
+}
+
+impl StoredMessage {
+    /// A message the stream answered a get with.
+    pub(crate) fn read(stored: jetstream::message::StreamMessage) -> Self {
+        Self {
+            subject: stored.subject.to_string(),
+            sequence: stored.sequence,
+            headers: HeaderMap::received(stored.headers),
+            payload: stored.payload,
+        }
+    }
 }
 
 /// A message whose publish natty could not confirm after every attempt.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, RetentionPolicy, StorageType};
 use async_nats::jetstream::ErrorCode;
 
 use super::DEFAULT_MAX_AGE;
@@ -12,6 +12,7 @@ use crate::consume::ConsumerOptions;
 use crate::error::ValidationError;
 use crate::error::{api_error_code, classify_stream, Error, StreamError, StreamErrorKind};
 use crate::group::{GroupError, Partitioning};
+use crate::publish::StoredMessage;
 
 /// A stream, its name checked once; from [`Natty::stream`](crate::Natty::stream). Nothing is
 /// sent until a call. Cheap to clone. See the [module docs](super).
@@ -162,16 +163,51 @@ impl Stream {
     /// `InvalidName` before sending; `NotFound` when the stream or consumer is missing.
     pub async fn delete_consumer(&self, durable: &str) -> Result<(), StreamError> {
         check_name("consumer name", durable)?;
-        let handle = self
-            .connection
-            .jetstream()
-            .get_stream_no_info(&*self.name)
-            .await
-            .map_err(classify_stream)?;
-        handle
+        self.resolve()
+            .await?
             .delete_consumer(durable)
             .await
             .map(drop)
+            .map_err(classify_stream)
+    }
+
+    /// The last message the stream stores on `subject` (a literal subject, or a filter with
+    /// wildcards: the last of all it matches), with its headers; `None` when it stores none.
+    /// One request, answered by the stream's leader.
+    ///
+    /// ```no_run
+    /// # async fn run(natty: natty::Natty) -> Result<(), natty::StreamError> {
+    /// if let Some(last) = natty.stream("ORDERS")?.last_message("orders.created").await? {
+    ///     println!("#{}: {:?}, id {:?}", last.sequence, last.payload, last.headers.get("Nats-Msg-Id"));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidSubject` before sending; `NotFound` when the stream is missing; `TimedOut` or
+    /// `JetStream` from the server.
+    pub async fn last_message(&self, subject: &str) -> Result<Option<StoredMessage>, StreamError> {
+        crate::validate::filter_subject(subject)
+            .map_err(|err| Error::with_source(StreamErrorKind::InvalidSubject, err))?;
+        match self
+            .resolve()
+            .await?
+            .get_last_raw_message_by_subject(subject)
+            .await
+        {
+            Ok(stored) => Ok(Some(StoredMessage::read(stored))),
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(classify_stream(err)),
+        }
+    }
+
+    /// The async-nats handle of the stream, without asking for its info.
+    async fn resolve(&self) -> Result<stream::Stream<()>, StreamError> {
+        self.connection
+            .jetstream()
+            .get_stream_no_info(&*self.name)
+            .await
             .map_err(classify_stream)
     }
 
