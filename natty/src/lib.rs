@@ -75,6 +75,7 @@ pub mod otel;
 pub mod publish;
 pub mod report;
 mod server;
+pub mod service;
 pub mod stream;
 pub mod validate;
 
