@@ -157,15 +157,26 @@ async fn three_node_cluster_elects_a_meta_leader() {
         .collect();
     let client = async_nats::connect(addrs).await.expect("connect");
     let js = jetstream::new(client);
-    let mut stream = js
-        .create_stream(jetstream::stream::Config {
-            name: "R3".into(),
-            subjects: vec!["r3".into()],
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("R3 stream");
+    // Right after start the meta leader may still be placing its first stream: a busy
+    // machine can take longer than one request's timeout, so ask again until a deadline.
+    let placed = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        let created = js
+            .create_stream(jetstream::stream::Config {
+                name: "R3".into(),
+                subjects: vec!["r3".into()],
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(stream) => break stream,
+            Err(err) => {
+                assert!(tokio::time::Instant::now() < placed, "R3 stream: {err:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     let info = stream.info().await.unwrap();
     let cluster_info = info.cluster.as_ref().expect("cluster info");
     assert_eq!(cluster_info.replicas.len(), 2);
