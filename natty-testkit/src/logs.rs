@@ -35,7 +35,11 @@ impl Logs {
             .without_time()
             .with_writer(move || writer.clone())
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first hit on another test's thread while no subscriber listened may have
+        // cached "never"; recompute every callsite's interest with this subscriber in place.
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
     }
 
     /// The lines logged at `level` (`"WARN"`, `"DEBUG"`, ...) that contain `text`.
