@@ -5,9 +5,11 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_nats::service::ServiceExt;
-use futures_util::FutureExt;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -129,8 +131,7 @@ impl ServiceInstance {
         let id = service.info().await.id;
         // Wrapped at once, so that an error below leaves the service again.
         let service = StopOnDrop(Some(service));
-        client
-            .flush()
+        round_trip(&client)
             .await
             .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
         Ok(Self {
@@ -216,8 +217,7 @@ impl ServiceInstance {
             .add(subject)
             .await
             .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
-        self.client
-            .flush()
+        round_trip(&self.client)
             .await
             .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
         let limits = Limits {
@@ -262,7 +262,7 @@ impl ServiceInstance {
             };
             service.stop();
             // The endpoints' unsubscriptions have reached the server when the run returns.
-            let _ = client.flush().await;
+            let _ = round_trip(&client).await;
             tallies
                 .into_iter()
                 .fold(ServeSummary::default(), |sum, tally| ServeSummary {
@@ -272,6 +272,24 @@ impl ServiceInstance {
                     cut_off: sum.cut_off + tally.cut_off,
                 })
         }
+    }
+}
+
+/// How long the server may take to echo a message back.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait until the server has processed everything `client` sent so far (its subscriptions
+/// are in place then): async-nats' `flush` only empties the socket, so a message to an inbox
+/// of the client's own makes the round trip, behind what was sent before it.
+async fn round_trip(client: &async_nats::Client) -> Result<(), BoxError> {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, Bytes::new()).await?;
+    client.flush().await?;
+    match tokio::time::timeout(ROUND_TRIP_TIMEOUT, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the connection closed".into()),
+        Err(elapsed) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, elapsed).into()),
     }
 }
 
