@@ -53,6 +53,21 @@ async fn stopped(shutdown: CancellationToken, run: JoinHandle<ServeSummary>) -> 
         .expect("the run does not panic")
 }
 
+/// Ask `subject` (each ask given up after half a second: a request that reaches a
+/// subscription being dropped is never answered) until the server says no one subscribes to
+/// it any more.
+async fn no_responders(client: &async_nats::Client, subject: &str) {
+    loop {
+        let probe = async_nats::Request::new()
+            .payload("probe".into())
+            .timeout(Some(Duration::from_millis(500)));
+        match client.send_request(subject.to_owned(), probe).await {
+            Err(err) if err.kind() == RequestErrorKind::NoResponders => break,
+            _ => continue,
+        }
+    }
+}
+
 /// Answers `7` with an order and anything else with a 404.
 async fn lookup(request: Request) -> Result<Response, ServiceError> {
     match request.payload().as_ref() {
@@ -293,18 +308,7 @@ async fn shutdown_finishes_an_in_flight_request_within_the_grace_and_then_answer
     shutdown.cancel();
 
     // The endpoint unsubscribes while the slow request still runs.
-    let gone = async {
-        loop {
-            let probe = async_nats::Request::new()
-                .payload("probe".into())
-                .timeout(Some(Duration::from_millis(500)));
-            match client.send_request("work", probe).await {
-                Err(err) if err.kind() == RequestErrorKind::NoResponders => break,
-                _ => continue,
-            }
-        }
-    };
-    timeout(DEADLINE, gone)
+    timeout(DEADLINE, no_responders(&client, "work"))
         .await
         .expect("the endpoint unsubscribes");
     assert!(
@@ -324,13 +328,7 @@ async fn shutdown_finishes_an_in_flight_request_within_the_grace_and_then_answer
     assert!(summary.handled >= 1);
 
     // Discovery ends too (async-nats drops its PING/INFO/STATS subscriptions in the background).
-    let unlisted = async {
-        while !matches!(
-            client.request("$SRV.PING.slow", Bytes::new()).await,
-            Err(err) if err.kind() == RequestErrorKind::NoResponders
-        ) {}
-    };
-    timeout(DEADLINE, unlisted)
+    timeout(DEADLINE, no_responders(&client, "$SRV.PING.slow"))
         .await
         .expect("PING stops answering");
 }
@@ -428,4 +426,208 @@ async fn two_instances_in_the_queue_group_share_requests_and_each_gets_exactly_o
     );
     assert_eq!(a + b, REQUESTS as u64);
     assert!(a > 0 && b > 0, "both instances took requests ({a} and {b})");
+}
+
+/// A service whose backend is gone: `poll_ready` fails every time.
+struct Unavailable;
+
+impl tower::Service<Request> for Unavailable {
+    type Response = Response;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Response, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("backend gone")))
+    }
+
+    fn call(&mut self, _: Request) -> Self::Future {
+        std::future::ready(Ok(Response::new("never called")))
+    }
+}
+
+#[tokio::test]
+async fn a_service_that_is_not_ready_answers_503_to_every_request() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let mut down = natty
+        .service(ServiceConfig::new("down", "1.0.0"))
+        .await
+        .unwrap();
+    down.endpoint(EndpointConfig::new("work"), Unavailable)
+        .await
+        .unwrap();
+    let (shutdown, run) = spawn(down);
+    let client = plain(&server).await;
+
+    for _ in 0..2 {
+        let reply = client.request("work", "x".into()).await.unwrap();
+        let headers = reply.headers.expect("an error answer");
+        assert_eq!(headers.get(SERVICE_ERROR_CODE).unwrap().as_str(), "503");
+        assert_eq!(
+            headers.get(SERVICE_ERROR).unwrap().as_str(),
+            "service unavailable"
+        );
+    }
+    let summary = stopped(shutdown, run).await;
+    assert_eq!((summary.handled, summary.errors), (0, 2));
+}
+
+#[tokio::test]
+async fn an_endpoint_runs_at_most_concurrency_calls_at_once() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (active, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut bounded = natty
+        .service(ServiceConfig::new("bounded", "1.0.0").concurrency(2))
+        .await
+        .unwrap();
+    let handler = {
+        let (release, active, most) =
+            (Arc::clone(&release), Arc::clone(&active), Arc::clone(&most));
+        tower::service_fn(move |_: Request| {
+            let (started, release) = (started_tx.clone(), Arc::clone(&release));
+            let (active, most) = (Arc::clone(&active), Arc::clone(&most));
+            async move {
+                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let _ = started.send(());
+                release.acquire().await.expect("open").forget();
+                active.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, ServiceError>(Response::new("done"))
+            }
+        })
+    };
+    bounded
+        .endpoint(EndpointConfig::new("slow"), handler)
+        .await
+        .unwrap();
+    let (shutdown, run) = spawn(bounded);
+    let client = plain(&server).await;
+
+    let mut replies = client.subscribe("bounded-replies.>").await.unwrap();
+    for i in 0..5 {
+        client
+            .publish_with_reply("slow", format!("bounded-replies.{i}"), Bytes::new())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    // Every request has arrived; two start, and each one that ends lets one more start.
+    for _ in 0..2 {
+        timeout(DEADLINE, started.recv()).await.unwrap().unwrap();
+    }
+    for round in 0..5 {
+        release.add_permits(1);
+        timeout(DEADLINE, replies.next()).await.unwrap().unwrap();
+        if round < 3 {
+            timeout(DEADLINE, started.recv()).await.unwrap().unwrap();
+        }
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "never more than two calls at once"
+    );
+    assert_eq!(stopped(shutdown, run).await.handled, 5);
+}
+
+#[tokio::test]
+async fn groups_put_endpoints_under_their_prefix_and_queue_group_as_info_shows() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let mut orders = natty
+        .service(ServiceConfig::new("orders", "1.0.0"))
+        .await
+        .unwrap();
+    let mut api = orders.group("api").queue_group("api-workers");
+    api.group("v1")
+        .endpoint(EndpointConfig::new("get"), tower::service_fn(lookup))
+        .await
+        .unwrap();
+    api.endpoint(
+        EndpointConfig::new("find")
+            .subject("find.*")
+            .queue_group("finders"),
+        tower::service_fn(lookup),
+    )
+    .await
+    .unwrap();
+    let err = orders
+        .endpoint(EndpointConfig::new("get"), tower::service_fn(lookup))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        natty::error::ServeErrorKind::InvalidConfig,
+        "the name is taken"
+    );
+    let (shutdown, run) = spawn(orders);
+    let client = plain(&server).await;
+
+    let info = json(&client, "$SRV.INFO.orders").await;
+    let mut endpoints: Vec<(String, String, String)> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |key: &str| e[key].as_str().unwrap().to_owned();
+            (text("name"), text("subject"), text("queue_group"))
+        })
+        .collect();
+    endpoints.sort();
+    assert_eq!(
+        endpoints,
+        [
+            ("find".into(), "api.find.*".into(), "finders".into()),
+            ("get".into(), "api.v1.get".into(), "api-workers".into()),
+        ]
+    );
+    let found = client.request("api.v1.get", "7".into()).await.unwrap();
+    assert_eq!(found.payload, "order 7");
+    let found = client.request("api.find.x", "7".into()).await.unwrap();
+    assert_eq!(found.payload, "order 7");
+    assert_eq!(stopped(shutdown, run).await.handled, 2);
+}
+
+#[tokio::test]
+async fn a_bad_name_or_version_is_refused_before_anything_is_sent() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    for config in [
+        ServiceConfig::new("or ders", "1.0.0"),
+        ServiceConfig::new("orders", "1.0"),
+        ServiceConfig::new("orders", "1.0.0").queue_group("a b"),
+    ] {
+        let err = natty.service(config).await.unwrap_err();
+        assert_eq!(err.kind(), natty::error::ServeErrorKind::InvalidConfig);
+    }
+    let client = plain(&server).await;
+    let err = client.request("$SRV.PING", Bytes::new()).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        RequestErrorKind::NoResponders,
+        "no service was started"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_dropped_without_running_leaves_the_service() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let client = plain(&server).await;
+    let orders = natty
+        .service(ServiceConfig::new("orders", "1.0.0"))
+        .await
+        .unwrap();
+    assert_eq!(json(&client, "$SRV.PING.orders").await["name"], "orders");
+
+    drop(orders);
+    timeout(DEADLINE, no_responders(&client, "$SRV.PING.orders"))
+        .await
+        .expect("PING stops answering");
 }
