@@ -631,3 +631,79 @@ async fn an_instance_dropped_without_running_leaves_the_service() {
         .await
         .expect("PING stops answering");
 }
+
+#[tokio::test]
+async fn shutdown_answers_503_to_requests_received_but_not_started() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut busy = natty
+        .service(ServiceConfig::new("busy", "1.0.0").concurrency(1))
+        .await
+        .unwrap();
+    let handler = {
+        let release = Arc::clone(&release);
+        tower::service_fn(move |_: Request| {
+            let (started, release) = (started_tx.clone(), Arc::clone(&release));
+            async move {
+                let _ = started.send(());
+                release.acquire().await.expect("open").forget();
+                Ok::<_, ServiceError>(Response::new("done"))
+            }
+        })
+    };
+    busy.endpoint(EndpointConfig::new("work"), handler)
+        .await
+        .unwrap();
+    busy.endpoint(
+        EndpointConfig::new("ping"),
+        tower::service_fn(|_: Request| async { Ok::<_, ServiceError>(Response::new("pong")) }),
+    )
+    .await
+    .unwrap();
+    let (shutdown, run) = spawn(busy);
+    let client = plain(&server).await;
+    let mut replies = client.subscribe("busy-replies.>").await.unwrap();
+
+    client
+        .publish_with_reply("work", "busy-replies.0", Bytes::new())
+        .await
+        .unwrap();
+    timeout(DEADLINE, started.recv()).await.unwrap().unwrap();
+    for i in 1..4 {
+        client
+            .publish_with_reply("work", format!("busy-replies.{i}"), Bytes::new())
+            .await
+            .unwrap();
+    }
+    // Answered behind the three on the same connection: they have reached the instance.
+    let pong = client.request("ping", Bytes::new()).await.unwrap();
+    assert_eq!(pong.payload, "pong");
+
+    shutdown.cancel();
+    let mut refused = HashSet::new();
+    while refused.len() < 3 {
+        let reply = timeout(DEADLINE, replies.next()).await.unwrap().unwrap();
+        let headers = reply.headers.expect("a refusal is an error answer");
+        assert_eq!(headers.get(SERVICE_ERROR_CODE).unwrap().as_str(), "503");
+        assert_eq!(
+            headers.get(SERVICE_ERROR).unwrap().as_str(),
+            "shutting down"
+        );
+        assert!(refused.insert(reply.subject.to_string()));
+    }
+    assert!(!refused.contains("busy-replies.0"));
+
+    release.add_permits(1);
+    let done = timeout(DEADLINE, replies.next()).await.unwrap().unwrap();
+    assert_eq!(
+        (done.subject.as_str(), &done.payload[..]),
+        ("busy-replies.0", &b"done"[..])
+    );
+    let summary = timeout(DEADLINE, run).await.unwrap().unwrap();
+    assert_eq!(
+        (summary.handled, summary.errors, summary.cut_off),
+        (2, 3, 0)
+    );
+}
