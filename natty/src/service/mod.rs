@@ -10,7 +10,8 @@
 //! headers, or anything that converts into one) or an error: a [`ServiceError`] travels as
 //! the `Nats-Service-Error` and `Nats-Service-Error-Code` headers; any other error, and a
 //! panic in `call` or in its future, answers `500 internal error` (the cause is logged at
-//! ERROR); a failing `poll_ready` answers `503`. Each endpoint runs up to
+//! ERROR); a failing `poll_ready` answers `503` (and the next request asks `poll_ready`
+//! again, so a stack that recovers serves on). Each endpoint runs up to
 //! [`ServiceConfig::concurrency`] calls at once, polled inside one task rather than spawned,
 //! as natty's consume driver does. [`ServiceInstance::run`] serves until its
 //! `CancellationToken` fires, then leaves the service, unsubscribes the endpoints, answers a
