@@ -18,13 +18,14 @@ use crate::group::{ElasticGroup, GroupError, StaticGroup};
 use crate::kv::{Bucket, KvError};
 use crate::publish::{PublishError, Publisher};
 use crate::server::ServerInfo;
+use crate::service::{ServeError, ServiceConfig, ServiceInstance};
 use crate::stream::Stream;
 
 /// A connected natty client. Cheap to clone; every clone shares one connection and one
 /// publisher. What acts on one stream, consumer, bucket, election or group is a method of
 /// the handle `Natty` hands out for it ([`Natty::stream`], [`Natty::consumer`],
 /// [`Natty::bucket`], [`Natty::elect`], [`Natty::static_group`], [`Natty::elastic_group`],
-/// [`Natty::publisher`]); Go natty's flat names are on [`GoNatty`](crate::compat::GoNatty).
+/// [`Natty::service`], [`Natty::publisher`]); Go natty's flat names are on [`GoNatty`](crate::compat::GoNatty).
 ///
 /// # Example
 /// ```no_run
@@ -242,6 +243,17 @@ impl Natty {
     /// another TTL; `Bucket` when it cannot be read or created.
     pub async fn elect(&self, config: ElectionConfig) -> Result<Leadership, ElectionError> {
         self.inner.connection.elect(config).await
+    }
+
+    /// Start an instance of the request-reply service `config` describes, on the NATS
+    /// service API: it answers PING, INFO and STATS when this returns; add its endpoints,
+    /// each a tower `Service`, then run it. See [`service`](crate::service).
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a bad name, version or queue group (nothing sent); `Subscribe`
+    /// when its subscriptions cannot be made.
+    pub async fn service(&self, config: ServiceConfig) -> Result<ServiceInstance, ServeError> {
+        ServiceInstance::start(&self.inner.connection, config).await
     }
 
     /// The static group `group` on `stream`, its names checked now; see

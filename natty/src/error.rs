@@ -357,6 +357,17 @@ error_kind! {
 }
 
 error_kind! {
+    /// Why starting a service or adding an endpoint failed.
+    ServeErrorKind {
+        /// A service, endpoint or queue group name, the version or a subject is invalid;
+        /// nothing was sent.
+        InvalidConfig => "invalid service configuration",
+        /// The service's or an endpoint's subscriptions could not be made.
+        Subscribe => "could not subscribe",
+    }
+}
+
+error_kind! {
     /// Why settling a message failed.
     SettleErrorKind {
         /// The message was already acked, nak'd or termed.

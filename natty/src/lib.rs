@@ -15,6 +15,7 @@
 //! | key/value | [`Natty::bucket`]: a [`Bucket`] | [`kv`] |
 //! | leader election | [`Natty::elect`]: a [`Leadership`] | [`election`] |
 //! | partitioned consumer groups | [`Natty::static_group`], [`Natty::elastic_group`] | [`group`] |
+//! | request-reply services (the NATS service API, each endpoint a tower `Service`) | [`Natty::service`]: a [`ServiceInstance`](service::ServiceInstance) | [`service`] |
 //! | failure reports (Go's `PublishErrorCh`, `ErrorCh`) | [`PublishConfig::failures`], [`ConsumeConfig::failures`]: a [`ReportSender`] | [`report`] |
 //!
 //! Coming from Go natty? Its flat names (`create_stream`, `get`, `put`, `as_leader`, ...) are
