@@ -72,6 +72,7 @@ async fn orders_service(client: async_nats::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_errors_no_responders_and_timeouts_answer_their_http_status_as_json() {
+    let logs = common::capture_logs();
     let server = Server::start().unwrap();
     let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
     orders_service(async_nats::connect(server.url()).await.unwrap()).await;
@@ -139,6 +140,21 @@ async fn service_errors_no_responders_and_timeouts_answer_their_http_status_as_j
         answer.json(),
         serde_json::json!({ "error": "service did not answer in time" })
     );
+
+    // A 5xx logs the service's error at ERROR; a 4xx is the caller's and stays at TRACE.
+    let logs = logs.text();
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.iter().any(|l| l.contains("order o-500 refused")),
+        "the 500's cause is logged: {errors:#?}"
+    );
+    assert!(
+        !errors.iter().any(|l| l.contains("order o-404 refused")),
+        "a 404 is no server failure: {errors:#?}"
+    );
+    assert!(logs
+        .lines()
+        .any(|l| l.contains("TRACE") && l.contains("status=404")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

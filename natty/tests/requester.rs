@@ -41,11 +41,11 @@ async fn subscribed(client: &async_nats::Client) {
         .expect("probe delivered");
 }
 
-/// A queue subscription on `subject` answering each request with `answer(request)`, started
-/// (the server knows the subscription) when this returns.
+/// A queue subscription on `subject` answering each request with `answer(request)` (none
+/// for `None`), started (the server knows the subscription) when this returns.
 async fn respond<F>(client: &async_nats::Client, subject: &str, answer: F)
 where
-    F: Fn(&async_nats::Message) -> (async_nats::HeaderMap, Bytes) + Send + 'static,
+    F: Fn(&async_nats::Message) -> Option<(async_nats::HeaderMap, Bytes)> + Send + 'static,
 {
     let mut requests = client
         .queue_subscribe(subject.to_owned(), "responders".to_owned())
@@ -58,7 +58,9 @@ where
             let Some(reply) = request.reply.clone() else {
                 continue;
             };
-            let (headers, payload) = answer(&request);
+            let Some((headers, payload)) = answer(&request) else {
+                continue;
+            };
             client
                 .publish_with_headers(reply, headers, payload)
                 .await
@@ -68,21 +70,21 @@ where
 }
 
 /// Echoes the payload, with the request's `tenant` header and `answered-by: echo`.
-fn echo(request: &async_nats::Message) -> (async_nats::HeaderMap, Bytes) {
+fn echo(request: &async_nats::Message) -> Option<(async_nats::HeaderMap, Bytes)> {
     let mut headers = async_nats::HeaderMap::new();
     if let Some(tenant) = request.headers.as_ref().and_then(|h| h.get("tenant")) {
         headers.insert("tenant", tenant.as_str());
     }
     headers.insert("answered-by", "echo");
-    (headers, request.payload.clone())
+    Some((headers, request.payload.clone()))
 }
 
 /// Answers every request with the service error 404 "no such order".
-fn not_found(_request: &async_nats::Message) -> (async_nats::HeaderMap, Bytes) {
+fn not_found(_request: &async_nats::Message) -> Option<(async_nats::HeaderMap, Bytes)> {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(natty::service::SERVICE_ERROR_CODE, "404");
     headers.insert(natty::service::SERVICE_ERROR, "no such order");
-    (headers, Bytes::new())
+    Some((headers, Bytes::new()))
 }
 
 async fn request(natty: &Natty, request: Request) -> Result<Response, RequestError> {
@@ -257,6 +259,34 @@ async fn an_idempotent_request_is_retried_after_no_responders_until_a_responder_
 }
 
 #[tokio::test]
+async fn an_idempotent_request_is_retried_after_a_timeout() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    // Drops the first request it gets, answers the others.
+    let dropped = Arc::new(Mutex::new(false));
+    respond(&plain(&server).await, "svc.flaky", move |request| {
+        let mut dropped = dropped.lock().unwrap();
+        let first = !*dropped;
+        *dropped = true;
+        (!first).then(|| (async_nats::HeaderMap::new(), request.payload.clone()))
+    })
+    .await;
+    let (service, counted) = counted_retrying(&natty, quick_retries(3));
+    let deadline = Duration::from_millis(300);
+
+    let lookup = Request::new("svc.flaky", "o-2")
+        .with_timeout(deadline)
+        .idempotent();
+    let response = timeout(DEADLINE, service.oneshot(lookup))
+        .await
+        .expect("retried within the deadline")
+        .expect("answered on the retry");
+    assert_eq!(response.payload().as_ref(), b"o-2");
+    let kinds = counted.kinds.lock().unwrap().clone();
+    assert_eq!(kinds, [Some(RequestErrorKind::TimedOut), None]);
+}
+
+#[tokio::test]
 async fn a_plain_request_or_a_service_error_is_not_retried() {
     let server = Server::start().unwrap();
     let natty = connect(&server).await;
@@ -289,7 +319,7 @@ async fn bad_input_fails_before_anything_is_sent() {
     respond(&plain(&server).await, "bad.>", move |_request| {
         let mut seen = counter.lock().unwrap();
         *seen += 1;
-        (async_nats::HeaderMap::new(), Bytes::from(seen.to_string()))
+        Some((async_nats::HeaderMap::new(), Bytes::from(seen.to_string())))
     })
     .await;
 
