@@ -10,7 +10,8 @@
 //!
 //! Every failure has its [kind](crate::error::RequestErrorKind):
 //! - `InvalidSubject`, `InvalidHeader`, `PayloadTooLarge`: refused before anything is sent,
-//!   so the future is ready at once;
+//!   so the future is ready at once (a payload under the limit that its headers push over
+//!   it is refused by async-nats, still unsent);
 //! - `NoResponders`: nobody listens on the subject, known at once from the server;
 //! - `TimedOut`: no answer within the deadline;
 //! - `Service`: the service answered with an error, in the NATS service API's
