@@ -7,6 +7,7 @@
 //! | [`AckedPublisher`] | publish to allowed subjects, acked by the stream ([`publish`]) |
 //! | [`IdempotencyKey`] | the `Idempotency-Key` header as a `Nats-Msg-Id` ([`idempotency`]) |
 //! | [`Kv`] | read and write allowed buckets ([`kv`]) |
+//! | [`Requester`] | call NATS services on allowed subjects, their errors as HTTP statuses ([`request`]) |
 //! | [`leader::LeaderStatus`], [`leader::RequireLeader`], [`leader::LeaderOnlyLayer`] | leadership and leader-only routes ([`leader`]) |
 //! | [`health::router`] | liveness, readiness and leader as JSON ([`health`]) |
 //! | [`extract::Json`], [`extract::Path`], [`extract::Bytes`] | axum's extractors, refusing in natty-axum's JSON shape ([`extract`]) |
@@ -21,11 +22,12 @@
 //! Every refusal is a [`rejection`] type with a status and one JSON shape,
 //! `{"error": "...", "detail": "..."}`: 400 for bad input, 403 out of scope, 404 missing key
 //! or route, 405, 408, 409 conflict, 413 too large, 415, 422 for a JSON body of the wrong
-//! shape or a reused `Idempotency-Key`, 503 for a NATS outage or a follower. An application
-//! gets that shape for axum's own refusals too when it takes bodies and paths through
-//! [`extract`] and installs the [`fallback`] handlers. Every rejection is logged at TRACE
-//! under `natty_axum::rejection`; a 5xx answers a generic message and logs its cause at
-//! ERROR.
+//! shape or a reused `Idempotency-Key`, 503 for a NATS outage, a follower or a service
+//! nobody runs, 504 for a service that did not answer in time, and a called service's own
+//! error code. An application gets that shape for axum's own refusals too when it takes
+//! bodies and paths through [`extract`] and installs the [`fallback`] handlers. Every
+//! rejection is logged at TRACE under `natty_axum::rejection`; a 5xx answers a generic
+//! message and logs its cause at ERROR.
 //!
 //! # Features
 //! - `opentelemetry` (off by default): turns on natty's feature of that name, so what a handler
@@ -104,6 +106,7 @@ pub mod kv;
 pub mod leader;
 pub mod publish;
 pub mod rejection;
+pub mod request;
 pub mod state;
 pub mod subject;
 #[cfg(feature = "opentelemetry")]
@@ -113,4 +116,5 @@ pub mod trace_context;
 pub use idempotency::IdempotencyKey;
 pub use kv::Kv;
 pub use publish::AckedPublisher;
+pub use request::Requester;
 pub use state::{NattyState, NattyStateBuilder};

@@ -18,7 +18,10 @@
 //! | [`PayloadTooLarge`] | 413 Payload Too Large |
 //! | [`UnsupportedContentType`] | 415 Unsupported Media Type |
 //! | [`JsonShapeMismatch`], [`IdempotencyKeyReused`] | 422 Unprocessable Content |
+//! | [`ServiceFailure`] | the service's error code when it is 4xx or 5xx, 502 Bad Gateway otherwise |
 //! | [`NatsUnavailable`] | 503 Service Unavailable, with `Retry-After` |
+//! | [`NoResponders`] | 503 Service Unavailable |
+//! | [`ServiceTimeout`] | 504 Gateway Timeout |
 //! | [`NotLeader`] | 503 with `Retry-After`, or 307 to the leader; [`LEADER_HEADER`] once the leader is known |
 //! | [`NoElection`], [`InvalidStoredValue`], [`ValueNotSerializable`], [`NatsFailure`], [`PathMismatch`] | 500 Internal Server Error |
 //!
@@ -188,6 +191,9 @@ macro_rules! rejection {
 /// at ERROR, never sent (it may name hosts, accounts or internal state).
 macro_rules! internal_rejection {
     ($(#[$meta:meta])* $name:ident, $error:literal) => {
+        internal_rejection!($(#[$meta])* $name, INTERNAL_SERVER_ERROR, $error);
+    };
+    ($(#[$meta:meta])* $name:ident, $status:ident, $error:literal) => {
         $(#[$meta])*
         #[derive(Debug)]
         pub struct $name {
@@ -207,7 +213,7 @@ macro_rules! internal_rejection {
 
             /// The HTTP status it answers with.
             pub fn status(&self) -> StatusCode {
-                StatusCode::INTERNAL_SERVER_ERROR
+                StatusCode::$status
             }
 
             /// What the client is told: a generic message; the cause is this error's `source`.
@@ -370,6 +376,90 @@ rejection! {
 rejection! {
     /// The `Idempotency-Key` header is not 1 to 128 visible ASCII characters.
     InvalidIdempotencyKey, BAD_REQUEST, "invalid idempotency-key header"
+}
+
+internal_rejection! {
+    /// No service listens on the subject a handler requested (NATS answered "no responders").
+    NoResponders, SERVICE_UNAVAILABLE, "service unavailable"
+}
+
+internal_rejection! {
+    /// The service a handler requested did not answer within the request's deadline.
+    ServiceTimeout, GATEWAY_TIMEOUT, "service did not answer in time"
+}
+
+/// The service a handler requested answered with an error
+/// ([`natty::service::ServiceError`]). Its code is the HTTP status when it is one of 4xx or
+/// 5xx, anything else answers 502. A 4xx is the caller's fault: the service's description is
+/// sent as the detail. A 5xx answers a generic body and logs the service's error at ERROR.
+#[derive(Debug)]
+pub struct ServiceFailure {
+    error: natty::service::ServiceError,
+}
+
+impl ServiceFailure {
+    pub(crate) fn new(error: natty::service::ServiceError) -> Self {
+        Self { error }
+    }
+
+    /// The service's error answer: its code and description.
+    pub fn service_error(&self) -> &natty::service::ServiceError {
+        &self.error
+    }
+
+    /// The HTTP status it answers with: the service's code when it is 4xx or 5xx, 502
+    /// otherwise.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.error.code())
+            .ok()
+            .filter(|status| status.is_client_error() || status.is_server_error())
+            .unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    /// What the client is told: the service's description for a 4xx, a generic message
+    /// otherwise.
+    pub fn body_text(&self) -> String {
+        match self.detail() {
+            Some(detail) => body_text(self.error_text(), Some(detail)),
+            None => self.error_text().to_owned(),
+        }
+    }
+
+    fn error_text(&self) -> &'static str {
+        if self.status().is_client_error() {
+            "service refused the request"
+        } else {
+            "service failed"
+        }
+    }
+
+    fn detail(&self) -> Option<&str> {
+        let description = self.error.description();
+        (self.status().is_client_error() && !description.is_empty()).then_some(description)
+    }
+}
+
+impl fmt::Display for ServiceFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.body_text())
+    }
+}
+
+impl std::error::Error for ServiceFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl IntoResponse for ServiceFailure {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let cause: Option<Cause> = status
+            .is_server_error()
+            .then(|| Box::new(self.error.clone()) as Cause);
+        log(status, &self.body_text(), "ServiceFailure", cause.as_ref());
+        json_error(status, self.error_text(), self.detail(), None)
+    }
 }
 
 /// NATS cannot be reached right now (disconnected, or it did not answer in time). Answers 503
@@ -607,6 +697,34 @@ composite_rejection! {
         /// 503: NATS cannot be reached.
         NatsUnavailable,
         /// 500: any other failure (for example no stream captures the subject).
+        NatsFailure,
+    }
+}
+
+composite_rejection! {
+    /// Why a [`Requester`](crate::Requester) call was refused or failed.
+    RequestRejection {
+        /// 400: not a valid subject.
+        InvalidSubject,
+        /// 400: a header cannot be sent.
+        InvalidHeader,
+        /// 400: an id for the subject is not a valid id token.
+        InvalidId,
+        /// 403: reserved or not allowed.
+        SubjectOutOfScope,
+        /// 413: over the server's `max_payload`.
+        PayloadTooLarge,
+        /// 4xx or 5xx as the service's code says, 502 for any other code.
+        ServiceFailure,
+        /// 503: no service listens on the subject.
+        NoResponders,
+        /// 504: the service did not answer in time.
+        ServiceTimeout,
+        /// 500: the value to send as JSON does not serialize.
+        ValueNotSerializable,
+        /// 503: NATS cannot be reached.
+        NatsUnavailable,
+        /// 500: any other failure.
         NatsFailure,
     }
 }

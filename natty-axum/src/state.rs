@@ -53,7 +53,7 @@ use natty::{Leadership, Natty};
 
 use crate::rejection::PublishRejection;
 use crate::subject::{self, CheckedSubjects};
-use crate::{AckedPublisher, Kv};
+use crate::{AckedPublisher, Kv, Requester};
 
 /// The error of [`NattyStateBuilder::build`].
 pub type StateError = natty::error::Error<StateErrorKind>;
@@ -117,6 +117,9 @@ struct Inner {
     subjects: Vec<String>,
     /// Subjects found inside `subjects` before, so a route's subject is checked once.
     checked_subjects: CheckedSubjects,
+    /// The subject filters handlers may send requests to, and those found inside them.
+    request_subjects: Vec<String>,
+    checked_requests: CheckedSubjects,
     buckets: Vec<String>,
     /// A handle per allowed bucket, so each is found once for every request.
     bucket_handles: Vec<natty::Bucket>,
@@ -131,6 +134,7 @@ impl fmt::Debug for NattyState {
         f.debug_struct("NattyState")
             .field("natty", &self.inner.natty)
             .field("subjects", &self.inner.subjects)
+            .field("request_subjects", &self.inner.request_subjects)
             .field("buckets", &self.inner.buckets)
             .field("leadership", &self.inner.leadership)
             .field("nodes", &self.inner.nodes)
@@ -145,6 +149,7 @@ impl NattyState {
         NattyStateBuilder {
             natty,
             subjects: Vec::new(),
+            request_subjects: Vec::new(),
             buckets: Vec::new(),
             leadership: None,
             nodes: Vec::new(),
@@ -166,6 +171,11 @@ impl NattyState {
     /// A publish handle, as the [`AckedPublisher`] extractor gives it.
     pub fn publisher(&self) -> AckedPublisher {
         AckedPublisher::new(self.clone())
+    }
+
+    /// A request handle, as the [`Requester`] extractor gives it.
+    pub fn requester(&self) -> Requester {
+        Requester::new(self.clone())
     }
 
     /// A key/value handle, as the [`Kv`] extractor gives it.
@@ -190,6 +200,20 @@ impl NattyState {
         self.inner
             .checked_subjects
             .check(subject, &self.inner.subjects)
+    }
+
+    /// The subject filters handlers may send requests to.
+    pub fn allowed_request_subjects(&self) -> &[String] {
+        &self.inner.request_subjects
+    }
+
+    /// Whether handlers may send requests to `subject`, checked as
+    /// [`NattyState::check_publish`] checks against
+    /// [`NattyState::allowed_request_subjects`].
+    pub(crate) fn check_request(&self, subject: &str) -> Result<(), PublishRejection> {
+        self.inner
+            .checked_requests
+            .check(subject, &self.inner.request_subjects)
     }
 
     /// The buckets handlers may reach.
@@ -224,6 +248,7 @@ impl NattyState {
 pub struct NattyStateBuilder {
     natty: Natty,
     subjects: Vec<String>,
+    request_subjects: Vec<String>,
     buckets: Vec<String>,
     leadership: Option<Leadership>,
     nodes: Vec<(String, String)>,
@@ -237,6 +262,15 @@ impl NattyStateBuilder {
     /// subjects (`$...`, `_INBOX...`) stay refused whatever the filter.
     pub fn allow_subjects(mut self, filter: impl Into<String>) -> Self {
         self.subjects.push(filter.into());
+        self
+    }
+
+    /// Let handlers send requests to services on subjects matching `filter` (the
+    /// [`Requester`] extractor), in NATS syntax as for
+    /// [`allow_subjects`](NattyStateBuilder::allow_subjects). The two lists are apart: a
+    /// subject a handler may publish to a stream on is not a service it may call.
+    pub fn allow_requests(mut self, filter: impl Into<String>) -> Self {
+        self.request_subjects.push(filter.into());
         self
     }
 
@@ -276,7 +310,7 @@ impl NattyStateBuilder {
     /// # Errors
     /// `InvalidSubjectFilter`, `InvalidBucket` or `InvalidNodeUrl`, naming the value.
     pub fn build(self) -> Result<NattyState, StateError> {
-        for filter in &self.subjects {
+        for filter in self.subjects.iter().chain(&self.request_subjects) {
             subject::check_filter(filter)
                 .map_err(|reason| refused(StateErrorKind::InvalidSubjectFilter, filter, reason))?;
         }
@@ -309,6 +343,8 @@ impl NattyStateBuilder {
                 natty: self.natty,
                 subjects: self.subjects,
                 checked_subjects: CheckedSubjects::default(),
+                request_subjects: self.request_subjects,
+                checked_requests: CheckedSubjects::default(),
                 buckets: self.buckets,
                 bucket_handles,
                 leadership: self.leadership,

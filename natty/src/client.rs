@@ -17,6 +17,7 @@ use crate::error::{BoxError, StreamError};
 use crate::group::{ElasticGroup, GroupError, StaticGroup};
 use crate::kv::{Bucket, KvError};
 use crate::publish::{PublishError, Publisher};
+use crate::requester::Requester;
 use crate::server::ServerInfo;
 use crate::service::{ServeError, ServiceConfig, ServiceInstance};
 use crate::stream::Stream;
@@ -25,7 +26,8 @@ use crate::stream::Stream;
 /// publisher. What acts on one stream, consumer, bucket, election or group is a method of
 /// the handle `Natty` hands out for it ([`Natty::stream`], [`Natty::consumer`],
 /// [`Natty::bucket`], [`Natty::elect`], [`Natty::static_group`], [`Natty::elastic_group`],
-/// [`Natty::service`], [`Natty::publisher`]); Go natty's flat names are on [`GoNatty`](crate::compat::GoNatty).
+/// [`Natty::service`], [`Natty::publisher`], [`Natty::requester`]); Go natty's flat names are on
+/// [`GoNatty`](crate::compat::GoNatty).
 ///
 /// # Example
 /// ```no_run
@@ -135,6 +137,13 @@ impl Natty {
     /// a tower `Service`. Cheap to clone. See [`publish`](crate::publish).
     pub fn publisher(&self) -> Publisher {
         self.inner.publisher.clone()
+    }
+
+    /// The requesting handle: calls request-reply services with a deadline, as a method and
+    /// as a tower `Service`, with typed errors for no responders, timeouts and a service's
+    /// error answer. Cheap to clone. See [`requester`](crate::requester).
+    pub fn requester(&self) -> Requester {
+        Requester::new(&self.inner.connection)
     }
 
     /// Wait until every message accepted so far is acked or reported failed. A report waits

@@ -292,6 +292,32 @@ error_kind! {
 }
 
 error_kind! {
+    /// Why a request to a service failed; see [`requester`](crate::requester).
+    RequestErrorKind {
+        /// The subject is invalid for publishing (empty token, whitespace, wildcard, longer
+        /// than 3072 bytes); nothing was sent.
+        InvalidSubject => "invalid subject",
+        /// A header cannot be sent (see
+        /// [`HeaderMap::invalid`](crate::header::HeaderMap::invalid)); nothing was sent.
+        InvalidHeader => "invalid header",
+        /// The payload (with its headers) is larger than the server's max payload; nothing
+        /// was sent.
+        PayloadTooLarge => "payload too large",
+        /// Nobody listens on the subject: the server said so at once.
+        NoResponders => "no responders",
+        /// No answer arrived before the request's deadline.
+        TimedOut => "timed out waiting for a response",
+        /// The service answered with an error (the `Nats-Service-Error` headers); its code
+        /// and description are the error's `service_error()` (see
+        /// [`RequestError`](crate::requester::RequestError)).
+        Service => "service error",
+        /// The request could not be sent or its answer not received (the client is closed);
+        /// see the source.
+        Failed => "request failed",
+    }
+}
+
+error_kind! {
     /// Why a consume call or a handler failed.
     ConsumeErrorKind {
         /// A stream, durable or filter name is invalid; nothing was sent.

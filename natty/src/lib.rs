@@ -14,6 +14,7 @@
 //! | streams and their consumers | [`Natty::stream`]: a [`Stream`] | [`stream`] |
 //! | key/value | [`Natty::bucket`]: a [`Bucket`] | [`kv`] |
 //! | leader election | [`Natty::elect`]: a [`Leadership`] | [`election`] |
+//! | calling request-reply services (deadlines, typed service errors, idempotent retries) | [`Natty::requester`]: a [`Requester`], a tower `Service` | [`requester`] |
 //! | partitioned consumer groups | [`Natty::static_group`], [`Natty::elastic_group`] | [`group`] |
 //! | request-reply services (the NATS service API, each endpoint a tower `Service`) | [`Natty::service`]: a [`ServiceInstance`](service::ServiceInstance) | [`service`] |
 //! | failure reports (Go's `PublishErrorCh`, `ErrorCh`) | [`PublishConfig::failures`], [`ConsumeConfig::failures`]: a [`ReportSender`] | [`report`] |
@@ -75,6 +76,7 @@ pub mod kv;
 pub mod otel;
 pub mod publish;
 pub mod report;
+pub mod requester;
 mod server;
 pub mod service;
 pub mod stream;
@@ -98,6 +100,7 @@ pub use publish::{
     Publisher, StoredMessage,
 };
 pub use report::ReportSender;
+pub use requester::{RequestError, Requester};
 pub use server::ServerInfo;
 pub use stream::{Stream, StreamError};
 
