@@ -707,3 +707,53 @@ async fn shutdown_answers_503_to_requests_received_but_not_started() {
         (2, 3, 0)
     );
 }
+
+#[tokio::test]
+async fn natty_s_requester_reads_a_natty_service_s_answers_and_its_errors_typed() {
+    use natty::error::RequestErrorKind;
+    use natty::requester::Request as Call;
+    use tower::ServiceExt;
+
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let mut orders = natty
+        .service(ServiceConfig::new("orders", "1.0.0"))
+        .await
+        .unwrap();
+    orders
+        .endpoint(
+            EndpointConfig::new("get").subject("orders.get"),
+            tower::service_fn(lookup),
+        )
+        .await
+        .unwrap();
+    let (shutdown, run) = spawn(orders);
+
+    let requester = natty.requester().with_timeout(Duration::from_secs(2));
+    let found = requester
+        .clone()
+        .oneshot(Call::new("orders.get", "7"))
+        .await
+        .expect("answered");
+    assert_eq!(found.payload().as_ref(), b"order 7");
+
+    let err = requester
+        .clone()
+        .oneshot(Call::new("orders.get", "8"))
+        .await
+        .expect_err("a service error");
+    assert_eq!(err.kind(), RequestErrorKind::Service, "{err}");
+    let answer = err.service_error().expect("its code and description");
+    assert_eq!(
+        (answer.code(), answer.description()),
+        (404, "no such order")
+    );
+
+    let summary = stopped(shutdown, run).await;
+    assert_eq!((summary.handled, summary.errors), (1, 1), "{summary:?}");
+    let err = requester
+        .oneshot(Call::new("orders.get", "7"))
+        .await
+        .expect_err("nobody answers after shutdown");
+    assert_eq!(err.kind(), RequestErrorKind::NoResponders, "{err}");
+}
