@@ -757,3 +757,83 @@ async fn natty_s_requester_reads_a_natty_service_s_answers_and_its_errors_typed(
         .expect_err("nobody answers after shutdown");
     assert_eq!(err.kind(), RequestErrorKind::NoResponders, "{err}");
 }
+
+#[tokio::test]
+async fn an_overloaded_endpoint_answers_503_at_once_and_a_hung_one_504_before_the_caller_gives_up()
+{
+    use tower::ServiceBuilder;
+
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let mut jobs = natty
+        .service(ServiceConfig::new("jobs", "1.0.0"))
+        .await
+        .unwrap();
+    // One call at a time, and nothing queued behind it.
+    let (entered, mut busy) = mpsc::channel::<()>(1);
+    let (release, released) = oneshot::channel::<()>();
+    let released = Arc::new(Mutex::new(Some(released)));
+    let slow = tower::service_fn(move |_: Request| {
+        let entered = entered.clone();
+        let released = Arc::clone(&released);
+        async move {
+            let _ = entered.send(()).await;
+            if let Some(released) = released.lock().await.take() {
+                let _ = released.await;
+            }
+            Ok::<_, ServiceError>(Response::new("done"))
+        }
+    });
+    jobs.endpoint(
+        EndpointConfig::new("slow"),
+        ServiceBuilder::new()
+            .load_shed()
+            .concurrency_limit(1)
+            .service(slow),
+    )
+    .await
+    .unwrap();
+    let hung =
+        tower::service_fn(|_: Request| std::future::pending::<Result<Response, ServiceError>>());
+    jobs.endpoint(
+        EndpointConfig::new("hung"),
+        ServiceBuilder::new()
+            .timeout(Duration::from_millis(200))
+            .service(hung),
+    )
+    .await
+    .unwrap();
+    let (shutdown, run) = spawn(jobs);
+    let client = plain(&server).await;
+
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.request("slow", "1".into()).await }
+    });
+    timeout(DEADLINE, busy.recv())
+        .await
+        .expect("the first call runs");
+    let shed = timeout(Duration::from_secs(2), client.request("slow", "2".into()))
+        .await
+        .expect("answered at once, not queued")
+        .unwrap();
+    let headers = shed.headers.expect("an error answer");
+    assert_eq!(headers.get(SERVICE_ERROR_CODE).unwrap().as_str(), "503");
+    release.send(()).unwrap();
+    let done = timeout(DEADLINE, first).await.unwrap().unwrap().unwrap();
+    assert_eq!(done.payload.as_ref(), b"done");
+
+    // The caller would wait 5 s; the endpoint's own timeout answers first.
+    let asked = async_nats::Request::new()
+        .payload("x".into())
+        .timeout(Some(Duration::from_secs(5)));
+    let late = timeout(Duration::from_secs(3), client.send_request("hung", asked))
+        .await
+        .expect("answered before the caller's deadline")
+        .unwrap();
+    let headers = late.headers.expect("an error answer");
+    assert_eq!(headers.get(SERVICE_ERROR_CODE).unwrap().as_str(), "504");
+
+    let summary = stopped(shutdown, run).await;
+    assert_eq!((summary.handled, summary.errors), (1, 2), "{summary:?}");
+}

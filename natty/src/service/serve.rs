@@ -48,9 +48,10 @@ pub(crate) struct Decided {
     panicked: bool,
 }
 
-/// What answers a call that ended with `ended`: its response; its [`ServiceError`]; a 500
-/// for any other error, for a panic, and for a response whose headers cannot be sent (the
-/// cause is logged at ERROR, the caller reads a generic description).
+/// What answers a call that ended with `ended`: its response; its [`ServiceError`]; a 503 when
+/// tower's `load_shed` refused it and a 504 when tower's `timeout` ended it; a 500 for any
+/// other error, for a panic, and for a response whose headers cannot be sent (the cause is
+/// logged at ERROR, the caller reads a generic description).
 pub(crate) fn decide<R, E>(ended: Result<Result<R, E>, PanicMessage>, subject: &str) -> Decided
 where
     R: Into<Response>,
@@ -74,6 +75,16 @@ where
                 Ok(err) => {
                     tracing::trace!(target: "natty", subject, code = err.code(), description = err.description(), "service answered an error");
                     (Err(*err), false)
+                }
+                // tower's own layers: an instance shedding load answers at once, and a timeout
+                // answers before the caller's own deadline ends its wait.
+                Err(err) if err.is::<tower::load_shed::error::Overloaded>() => {
+                    tracing::debug!(target: "natty", subject, "service overloaded; answered 503");
+                    (Err(ServiceError::new(503, "overloaded")), false)
+                }
+                Err(err) if err.is::<tower::timeout::error::Elapsed>() => {
+                    tracing::warn!(target: "natty", subject, "service handler timed out; answered 504");
+                    (Err(ServiceError::new(504, "timed out")), false)
                 }
                 Err(err) => {
                     tracing::error!(target: "natty", subject, error = %format_args!("{err:#}"), "service handler failed; answered 500");
@@ -287,6 +298,16 @@ mod tests {
             decide(other, "s").answer.unwrap_err(),
             ServiceError::new(500, "internal error")
         );
+    }
+
+    #[test]
+    fn load_shed_answers_503_and_a_timeout_504() {
+        let shed: Result<Result<Response, BoxError>, _> =
+            Ok(Err(Box::new(tower::load_shed::error::Overloaded::new())));
+        assert_eq!(decide(shed, "s").answer.unwrap_err().code(), 503);
+        let late: Result<Result<Response, BoxError>, _> =
+            Ok(Err(Box::new(tower::timeout::error::Elapsed::new())));
+        assert_eq!(decide(late, "s").answer.unwrap_err().code(), 504);
     }
 
     #[test]
