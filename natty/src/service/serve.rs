@@ -7,6 +7,7 @@
 //! service starts its call, an ended call is answered. What the answer is ([`decide`]) is a
 //! pure function of how the call ended.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -18,8 +19,10 @@ use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use super::instance::SharedService;
 use super::{Request, Response, ServiceError};
 use crate::consume::{CatchUnwind, PanicMessage};
+use crate::election::Leadership;
 use crate::error::BoxError;
 
 /// async-nats' request: the message (its reply subject) and the endpoint's stats.
@@ -199,6 +202,90 @@ where
         }
     }
     tally.cut_off = calls.len() as u64;
+    tally
+}
+
+/// An endpoint's name, subject, queue group and metadata, checked: what async-nats needs to
+/// subscribe it, once or at each term of a leader-only endpoint.
+#[derive(Debug)]
+pub(crate) struct NewEndpoint {
+    pub(crate) name: String,
+    pub(crate) subject: String,
+    pub(crate) queue_group: String,
+    pub(crate) metadata: HashMap<String, String>,
+}
+
+impl NewEndpoint {
+    /// Subscribe the endpoint to `service`.
+    pub(crate) async fn add(&self, service: &SharedService) -> Result<Endpoint, BoxError> {
+        let builder = service
+            .endpoint_builder()
+            .ok_or("the service has stopped")?;
+        builder
+            .name(&self.name)
+            .metadata(self.metadata.clone())
+            .queue_group(&self.queue_group)
+            .add(&self.subject)
+            .await
+    }
+}
+
+/// Serve `endpoint` with `service` during each of `leadership`'s terms until `shutdown`
+/// fires: subscribe when a term starts, and when it ends unsubscribe as a shutdown does.
+pub(crate) async fn serve_while_leader<S>(
+    nats: SharedService,
+    endpoint: NewEndpoint,
+    leadership: Leadership,
+    mut service: S,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> Tally
+where
+    S: Service<Request>,
+    S::Response: Into<Response>,
+    S::Error: Into<BoxError>,
+{
+    let mut tally = Tally::default();
+    loop {
+        let term = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            term = leadership.wait_leader() => match term {
+                Ok(term) => term,
+                Err(_) => break,
+            },
+        };
+        let subscribed = match endpoint.add(&nats).await {
+            Ok(subscribed) => subscribed,
+            Err(err) => {
+                tracing::warn!(target: "natty", endpoint = endpoint.name.as_str(), error = %err, "could not subscribe a leader-only endpoint; it waits for the next term");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = term.ended() => continue,
+                }
+            }
+        };
+        tracing::debug!(target: "natty", endpoint = endpoint.name.as_str(), "leader: serving a leader-only endpoint");
+        let stop = shutdown.child_token();
+        let serving = serve_endpoint(subscribed, &mut service, limits, stop.clone());
+        tokio::pin!(serving);
+        let served = tokio::select! {
+            served = &mut serving => served,
+            () = term.ended() => {
+                stop.cancel();
+                serving.await
+            }
+        };
+        tally.handled += served.handled;
+        tally.errors += served.errors;
+        tally.panicked += served.panicked;
+        tally.cut_off += served.cut_off;
+        // Neither shutdown nor the term's end: the subscription ended with the connection.
+        if shutdown.is_cancelled() || !stop.is_cancelled() {
+            break;
+        }
+        tracing::debug!(target: "natty", endpoint = endpoint.name.as_str(), "term ended: a leader-only endpoint unsubscribed");
+    }
     tally
 }
 
