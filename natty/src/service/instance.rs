@@ -257,7 +257,11 @@ impl ServiceInstance {
                 round_trip(&self.client)
                     .await
                     .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
-                Box::pin(serve_endpoint(endpoint, service, limits, self.stop.clone()))
+                let name = new_endpoint.name;
+                let stop = self.stop.clone();
+                Box::pin(
+                    async move { serve_endpoint(&name, endpoint, service, limits, stop).await },
+                )
             }
         };
         self.endpoints.push(serving);

@@ -6,6 +6,9 @@
 //! The `select!` only moves things: a request waits for the service's readiness, a ready
 //! service starts its call, an ended call is answered. What the answer is ([`decide`]) is a
 //! pure function of how the call ended.
+//!
+//! Each request runs in a `service request` span with its subject, the endpoint's name and the
+//! answer's code; under `opentelemetry` the span's parent is the request's W3C trace context.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -104,11 +107,12 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// One request's call, its panics caught, decided as it ends.
+    /// One request's call, its panics caught, polled and decided within the request's span.
     struct Call<F> {
         #[pin]
         call: CatchUnwind<F>,
         incoming: Option<Incoming>,
+        span: tracing::Span,
     }
 }
 
@@ -122,10 +126,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let ended = ready!(this.call.poll(cx));
         match this.incoming.take() {
             Some(incoming) => {
                 let decided = decide(ended, incoming.message.subject.as_str());
+                let code = decided
+                    .answer
+                    .as_ref()
+                    .map_or_else(ServiceError::code, |_| 200);
+                this.span.record("code", code);
+                tracing::debug!(target: "natty", code, "service request answered");
                 Poll::Ready((incoming, decided))
             }
             // FuturesUnordered never polls a finished future again.
@@ -138,6 +149,7 @@ where
 /// unsubscribe, refuse with a 503 what was received but not started, and let the calls under
 /// way finish within the grace; what is still running then is cut off, unanswered.
 pub(crate) async fn serve_endpoint<S>(
+    name: &str,
     mut endpoint: Endpoint,
     mut service: S,
     limits: Limits,
@@ -166,8 +178,9 @@ where
                 match ready {
                     Ok(()) => {
                         let request = Request::received(&mut incoming.message);
-                        let call = CatchUnwind::call(|| service.call(request));
-                        calls.push(Call { call, incoming: Some(incoming) });
+                        let span = request_span(name, &request);
+                        let call = span.in_scope(|| CatchUnwind::call(|| service.call(request)));
+                        calls.push(Call { call, incoming: Some(incoming), span });
                     }
                     Err(err) => {
                         tracing::error!(target: "natty", subject = incoming.message.subject.as_str(), error = %format_args!("{err:#}"), "service not ready; answered 503");
@@ -267,7 +280,13 @@ where
         };
         tracing::debug!(target: "natty", endpoint = endpoint.name.as_str(), "leader: serving a leader-only endpoint");
         let stop = shutdown.child_token();
-        let serving = serve_endpoint(subscribed, &mut service, limits, stop.clone());
+        let serving = serve_endpoint(
+            &endpoint.name,
+            subscribed,
+            &mut service,
+            limits,
+            stop.clone(),
+        );
         tokio::pin!(serving);
         let served = tokio::select! {
             served = &mut serving => served,
@@ -287,6 +306,22 @@ where
         tracing::debug!(target: "natty", endpoint = endpoint.name.as_str(), "term ended: a leader-only endpoint unsubscribed");
     }
     tally
+}
+
+/// The span of one request: its subject, the endpoint's name and, once answered, the code
+/// (200 for a response); under `opentelemetry` its parent is the trace context the request's
+/// headers carry.
+fn request_span(endpoint: &str, request: &Request) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: "natty",
+        "service request",
+        subject = %request.subject(),
+        endpoint = %endpoint,
+        code = tracing::field::Empty,
+    );
+    #[cfg(feature = "opentelemetry")]
+    crate::otel::set_parent(&span, request.headers());
+    span
 }
 
 /// `poll_ready` with the error boxed: a `S::Error` need not be `Send`, and it is held across
