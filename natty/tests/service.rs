@@ -837,3 +837,174 @@ async fn an_overloaded_endpoint_answers_503_at_once_and_a_hung_one_504_before_th
     let summary = stopped(shutdown, run).await;
     assert_eq!((summary.handled, summary.errors), (1, 2), "{summary:?}");
 }
+
+/// The node whose answer `reply` is, with the request's number: `node:number`.
+fn answer_of(reply: &async_nats::Message) -> (String, String) {
+    let text = String::from_utf8_lossy(&reply.payload).into_owned();
+    let (node, number) = text.split_once(':').expect("node:number");
+    (node.to_owned(), number.to_owned())
+}
+
+/// Publish `count` requests to `subject`, each with a reply subject of its own under
+/// `replies`, and return who answered each; a second answer to any request fails the test.
+async fn ask_all(
+    client: &async_nats::Client,
+    replies: &mut async_nats::Subscriber,
+    round: &str,
+    count: usize,
+) -> HashSet<String> {
+    for i in 0..count {
+        client
+            .publish_with_reply(
+                "leader.who",
+                format!("replies.{round}.{i}"),
+                i.to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut numbers = HashSet::new();
+    let mut nodes = HashSet::new();
+    while numbers.len() < count {
+        let reply = timeout(DEADLINE, replies.next())
+            .await
+            .expect("every request answered in time")
+            .expect("subscribed");
+        let (node, number) = answer_of(&reply);
+        assert!(numbers.insert(number), "request answered twice");
+        nodes.insert(node);
+    }
+    // A second answer would come as fast as the first did.
+    assert!(
+        timeout(Duration::from_millis(300), replies.next())
+            .await
+            .is_err(),
+        "no request is answered twice"
+    );
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_only_endpoint_is_answered_by_the_leader_alone_and_moves_with_leadership() {
+    let server = Server::start().unwrap();
+    let bucket = format!("svc-leader-{}", std::process::id());
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let natty = connect(&server).await;
+        let leadership = natty
+            .elect(natty::ElectionConfig::new(&bucket, "leader", name).ttl(Duration::from_secs(2)))
+            .await
+            .expect("elect");
+        let mut instance = natty
+            .service(ServiceConfig::new("leader", "1.0.0"))
+            .await
+            .unwrap();
+        instance
+            .group("leader")
+            .endpoint(
+                EndpointConfig::new("who").leader_only(leadership.clone()),
+                tower::service_fn(move |request: Request| {
+                    let payload = format!("{name}:{}", String::from_utf8_lossy(request.payload()));
+                    async move { Ok::<_, ServiceError>(Response::new(payload)) }
+                }),
+            )
+            .await
+            .unwrap();
+        let run = spawn(instance);
+        nodes.push((name, leadership, run, natty));
+    }
+    // Some node leads, and its endpoint is subscribed: a request is answered.
+    let client = plain(&server).await;
+    let first = timeout(DEADLINE, async {
+        loop {
+            let ask = async_nats::Request::new()
+                .payload("probe".into())
+                .timeout(Some(Duration::from_millis(500)));
+            if let Ok(reply) = client.send_request("leader.who".to_owned(), ask).await {
+                break answer_of(&reply).0;
+            }
+        }
+    })
+    .await
+    .expect("a leader answers in time");
+    let leader = nodes
+        .iter()
+        .find(|(name, ..)| *name == first)
+        .expect("a node answered");
+    assert!(leader.1.is_leader(), "the node that answers leads");
+
+    let mut replies = client.subscribe("replies.>").await.unwrap();
+    client.flush().await.unwrap();
+    let answered = ask_all(&client, &mut replies, "before", 50).await;
+    assert_eq!(
+        answered,
+        HashSet::from([first.clone()]),
+        "the leader alone answers"
+    );
+
+    assert!(leader.1.step_down().await.expect("campaign runs"));
+    let next = timeout(DEADLINE, async {
+        loop {
+            let ask = async_nats::Request::new()
+                .payload("probe".into())
+                .timeout(Some(Duration::from_millis(500)));
+            if let Ok(reply) = client.send_request("leader.who".to_owned(), ask).await {
+                let (node, _) = answer_of(&reply);
+                if node != first {
+                    break node;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a new leader answers within the handover");
+    let answered = ask_all(&client, &mut replies, "after", 50).await;
+    assert_eq!(
+        answered,
+        HashSet::from([next.clone()]),
+        "the new leader alone answers, the old one no more"
+    );
+    assert!(!leader.1.is_leader());
+
+    for (_, leadership, (shutdown, run), _) in nodes {
+        stopped(shutdown, run).await;
+        leadership.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn each_request_runs_in_a_span_with_its_subject_endpoint_and_answer_code() {
+    let (logs, _guard) = natty_testkit::Logs::capture();
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let mut instance = natty
+        .service(ServiceConfig::new("spans", "1.0.0"))
+        .await
+        .unwrap();
+    instance
+        .group("orders")
+        .endpoint(EndpointConfig::new("get"), tower::service_fn(lookup))
+        .await
+        .unwrap();
+    let (shutdown, run) = spawn(instance);
+    let client = plain(&server).await;
+    for payload in ["7", "8"] {
+        timeout(DEADLINE, client.request("orders.get", payload.into()))
+            .await
+            .expect("answered in time")
+            .expect("answered");
+    }
+    stopped(shutdown, run).await;
+
+    let answered = logs.lines("DEBUG", "service request answered");
+    let in_span = |code: &str| {
+        answered.iter().any(|line| {
+            line.contains("service request{subject=orders.get endpoint=get")
+                && line.contains(&format!("code={code}"))
+        })
+    };
+    assert_eq!(answered.len(), 2, "one span per request: {answered:?}");
+    assert!(in_span("200"), "the order's span: {answered:?}");
+    assert!(in_span("404"), "the missing order's span: {answered:?}");
+}

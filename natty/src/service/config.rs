@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::election::Leadership;
 use crate::error::{Error, ServeErrorKind, ValidationError};
 use crate::validate;
 
@@ -127,6 +128,7 @@ pub struct EndpointConfig {
     pub(crate) subject: Option<String>,
     pub(crate) queue_group: Option<String>,
     pub(crate) metadata: HashMap<String, String>,
+    pub(crate) leadership: Option<Leadership>,
 }
 
 impl EndpointConfig {
@@ -137,6 +139,7 @@ impl EndpointConfig {
             subject: None,
             queue_group: None,
             metadata: HashMap::new(),
+            leadership: None,
         }
     }
 
@@ -166,6 +169,16 @@ impl EndpointConfig {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
+        self
+    }
+
+    /// Serve the endpoint only while `leadership` leads: it subscribes when this node gains
+    /// leadership and unsubscribes when the term ends (calls under way finish within the
+    /// shutdown grace), so a follower never answers and requests reach the leader alone.
+    /// Its subscription is made by [`ServiceInstance::run`](super::ServiceInstance::run),
+    /// not when the endpoint is added.
+    pub fn leader_only(mut self, leadership: Leadership) -> Self {
+        self.leadership = Some(leadership);
         self
     }
 

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::service::ServiceExt;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::config::{EndpointConfig, ServiceConfig};
-use super::serve::{serve_endpoint, Limits, Tally};
+use super::serve::{serve_endpoint, serve_while_leader, Limits, NewEndpoint, Tally};
 use super::{Request, Response, ServeError};
 use crate::connection::Connection;
 use crate::error::{BoxError, Error, ServeErrorKind, ValidationError};
@@ -78,12 +79,33 @@ impl fmt::Debug for ServiceInstance {
     }
 }
 
-/// async-nats' service, stopped (its PING/INFO/STATS task aborted) when dropped.
-struct StopOnDrop(Option<async_nats::service::Service>);
+/// async-nats' service, stopped (its PING/INFO/STATS task aborted) when dropped; shared with
+/// the leader-only endpoints' drivers, which add their endpoint anew at each term.
+struct StopOnDrop(SharedService);
+
+/// async-nats' service, `None` once stopped.
+#[derive(Clone)]
+pub(crate) struct SharedService(Arc<Mutex<Option<async_nats::service::Service>>>);
+
+impl SharedService {
+    /// A builder for a new endpoint, unless the service has stopped.
+    pub(crate) fn endpoint_builder(&self) -> Option<async_nats::service::EndpointBuilder> {
+        let service = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        service
+            .as_ref()
+            .map(async_nats::service::Service::endpoint_builder)
+    }
+}
 
 impl StopOnDrop {
     fn stop(&mut self) {
-        if let Some(service) = self.0.take() {
+        let taken = self
+            .0
+             .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(service) = taken {
             // `stop` does not wait on anything: it signals the endpoints and aborts the task.
             let _ = service.stop().now_or_never();
         }
@@ -130,7 +152,7 @@ impl ServiceInstance {
             .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
         let id = service.info().await.id;
         // Wrapped at once, so that an error below leaves the service again.
-        let service = StopOnDrop(Some(service));
+        let service = StopOnDrop(SharedService(Arc::new(Mutex::new(Some(service)))));
         round_trip(&client)
             .await
             .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
@@ -206,28 +228,42 @@ impl ServiceInstance {
                 ValidationError::new("endpoint name", &config.name, "is taken"),
             ));
         }
-        let Some(nats) = &self.service.0 else {
-            return Err(Error::new(ServeErrorKind::Subscribe));
-        };
-        let endpoint = nats
-            .endpoint_builder()
-            .name(&config.name)
-            .metadata(config.metadata.clone())
-            .queue_group(&queue_group)
-            .add(subject)
-            .await
-            .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
-        round_trip(&self.client)
-            .await
-            .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
         let limits = Limits {
             concurrency: self.config.concurrency,
             grace: self.config.shutdown_grace,
         };
+        let new_endpoint = NewEndpoint {
+            name: config.name.clone(),
+            subject,
+            queue_group,
+            metadata: config.metadata.clone(),
+        };
         // Boxed here, where `S` is still generic: proving `Send` for the run future, which
         // only sees boxes, then needs nothing of `S` (the consume driver's trick).
-        let serving: Serving =
-            Box::pin(serve_endpoint(endpoint, service, limits, self.stop.clone()));
+        let serving: Serving = match config.leadership {
+            Some(leadership) => Box::pin(serve_while_leader(
+                self.service.0.clone(),
+                new_endpoint,
+                leadership,
+                service,
+                limits,
+                self.stop.clone(),
+            )),
+            None => {
+                let endpoint = new_endpoint
+                    .add(&self.service.0)
+                    .await
+                    .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
+                round_trip(&self.client)
+                    .await
+                    .map_err(|err| Error::with_source(ServeErrorKind::Subscribe, err))?;
+                let name = new_endpoint.name;
+                let stop = self.stop.clone();
+                Box::pin(
+                    async move { serve_endpoint(&name, endpoint, service, limits, stop).await },
+                )
+            }
+        };
         self.endpoints.push(serving);
         self.names.insert(config.name);
         Ok(())

@@ -6,7 +6,11 @@
 //! The `select!` only moves things: a request waits for the service's readiness, a ready
 //! service starts its call, an ended call is answered. What the answer is ([`decide`]) is a
 //! pure function of how the call ended.
+//!
+//! Each request runs in a `service request` span with its subject, the endpoint's name and the
+//! answer's code; under `opentelemetry` the span's parent is the request's W3C trace context.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -18,8 +22,10 @@ use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use super::instance::SharedService;
 use super::{Request, Response, ServiceError};
 use crate::consume::{CatchUnwind, PanicMessage};
+use crate::election::Leadership;
 use crate::error::BoxError;
 
 /// async-nats' request: the message (its reply subject) and the endpoint's stats.
@@ -101,11 +107,12 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// One request's call, its panics caught, decided as it ends.
+    /// One request's call, its panics caught, polled and decided within the request's span.
     struct Call<F> {
         #[pin]
         call: CatchUnwind<F>,
         incoming: Option<Incoming>,
+        span: tracing::Span,
     }
 }
 
@@ -119,10 +126,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let ended = ready!(this.call.poll(cx));
         match this.incoming.take() {
             Some(incoming) => {
                 let decided = decide(ended, incoming.message.subject.as_str());
+                let code = decided
+                    .answer
+                    .as_ref()
+                    .map_or_else(ServiceError::code, |_| 200);
+                this.span.record("code", code);
+                tracing::debug!(target: "natty", code, "service request answered");
                 Poll::Ready((incoming, decided))
             }
             // FuturesUnordered never polls a finished future again.
@@ -135,6 +149,7 @@ where
 /// unsubscribe, refuse with a 503 what was received but not started, and let the calls under
 /// way finish within the grace; what is still running then is cut off, unanswered.
 pub(crate) async fn serve_endpoint<S>(
+    name: &str,
     mut endpoint: Endpoint,
     mut service: S,
     limits: Limits,
@@ -163,8 +178,9 @@ where
                 match ready {
                     Ok(()) => {
                         let request = Request::received(&mut incoming.message);
-                        let call = CatchUnwind::call(|| service.call(request));
-                        calls.push(Call { call, incoming: Some(incoming) });
+                        let span = request_span(name, &request);
+                        let call = span.in_scope(|| CatchUnwind::call(|| service.call(request)));
+                        calls.push(Call { call, incoming: Some(incoming), span });
                     }
                     Err(err) => {
                         tracing::error!(target: "natty", subject = incoming.message.subject.as_str(), error = %format_args!("{err:#}"), "service not ready; answered 503");
@@ -200,6 +216,112 @@ where
     }
     tally.cut_off = calls.len() as u64;
     tally
+}
+
+/// An endpoint's name, subject, queue group and metadata, checked: what async-nats needs to
+/// subscribe it, once or at each term of a leader-only endpoint.
+#[derive(Debug)]
+pub(crate) struct NewEndpoint {
+    pub(crate) name: String,
+    pub(crate) subject: String,
+    pub(crate) queue_group: String,
+    pub(crate) metadata: HashMap<String, String>,
+}
+
+impl NewEndpoint {
+    /// Subscribe the endpoint to `service`.
+    pub(crate) async fn add(&self, service: &SharedService) -> Result<Endpoint, BoxError> {
+        let builder = service
+            .endpoint_builder()
+            .ok_or("the service has stopped")?;
+        builder
+            .name(&self.name)
+            .metadata(self.metadata.clone())
+            .queue_group(&self.queue_group)
+            .add(&self.subject)
+            .await
+    }
+}
+
+/// Serve `endpoint` with `service` during each of `leadership`'s terms until `shutdown`
+/// fires: subscribe when a term starts, and when it ends unsubscribe as a shutdown does.
+pub(crate) async fn serve_while_leader<S>(
+    nats: SharedService,
+    endpoint: NewEndpoint,
+    leadership: Leadership,
+    mut service: S,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> Tally
+where
+    S: Service<Request>,
+    S::Response: Into<Response>,
+    S::Error: Into<BoxError>,
+{
+    let mut tally = Tally::default();
+    loop {
+        let term = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            term = leadership.wait_leader() => match term {
+                Ok(term) => term,
+                Err(_) => break,
+            },
+        };
+        let subscribed = match endpoint.add(&nats).await {
+            Ok(subscribed) => subscribed,
+            Err(err) => {
+                tracing::warn!(target: "natty", endpoint = endpoint.name.as_str(), error = %err, "could not subscribe a leader-only endpoint; it waits for the next term");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = term.ended() => continue,
+                }
+            }
+        };
+        tracing::debug!(target: "natty", endpoint = endpoint.name.as_str(), "leader: serving a leader-only endpoint");
+        let stop = shutdown.child_token();
+        let serving = serve_endpoint(
+            &endpoint.name,
+            subscribed,
+            &mut service,
+            limits,
+            stop.clone(),
+        );
+        tokio::pin!(serving);
+        let served = tokio::select! {
+            served = &mut serving => served,
+            () = term.ended() => {
+                stop.cancel();
+                serving.await
+            }
+        };
+        tally.handled += served.handled;
+        tally.errors += served.errors;
+        tally.panicked += served.panicked;
+        tally.cut_off += served.cut_off;
+        // Neither shutdown nor the term's end: the subscription ended with the connection.
+        if shutdown.is_cancelled() || !stop.is_cancelled() {
+            break;
+        }
+        tracing::debug!(target: "natty", endpoint = endpoint.name.as_str(), "term ended: a leader-only endpoint unsubscribed");
+    }
+    tally
+}
+
+/// The span of one request: its subject, the endpoint's name and, once answered, the code
+/// (200 for a response); under `opentelemetry` its parent is the trace context the request's
+/// headers carry.
+fn request_span(endpoint: &str, request: &Request) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: "natty",
+        "service request",
+        subject = %request.subject(),
+        endpoint = %endpoint,
+        code = tracing::field::Empty,
+    );
+    #[cfg(feature = "opentelemetry")]
+    crate::otel::set_parent(&span, request.headers());
+    span
 }
 
 /// `poll_ready` with the error boxed: a `S::Error` need not be `Send`, and it is held across
