@@ -63,9 +63,12 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
     let serving = tokio::spawn(instance.run(shutdown.clone()));
 
     let client = bench.plain_client().await?;
-    let responder = tokio::spawn(respond(client.clone(), shutdown.clone()));
-    // The subscription is in place once the server has answered a request on the same
-    // connection after it.
+    // Subscribed here, not in the spawned task, so the request below comes after it on the
+    // same connection: the subscription is in place once the server has answered.
+    let requests = client
+        .queue_subscribe(BASELINE_SUBJECT, QUEUE_GROUP.into())
+        .await?;
+    let responder = tokio::spawn(respond(client.clone(), requests, shutdown.clone()));
     client.request(BASELINE_SUBJECT, payload()).await?;
 
     let callers = Callers {
@@ -89,10 +92,11 @@ pub(crate) async fn run(bench: &Bench) -> Result<Vec<Comparison>, BoxError> {
 }
 
 /// The baseline's responder: a queue subscription answering each request with its payload.
-async fn respond(client: async_nats::Client, stop: CancellationToken) -> Result<(), BoxError> {
-    let mut requests = client
-        .queue_subscribe(BASELINE_SUBJECT, QUEUE_GROUP.into())
-        .await?;
+async fn respond(
+    client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
+    stop: CancellationToken,
+) -> Result<(), BoxError> {
     loop {
         let request = tokio::select! {
             () = stop.cancelled() => return Ok(()),
