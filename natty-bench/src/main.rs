@@ -14,6 +14,7 @@
 //! | `leader` | `leader-handover`, `leader-failover-crash` |
 //! | `memory` | `publish-memory` (the process's memory, not a stream's storage) |
 //! | `groups` | `groups-vs-ordered`, `groups-efficiency` |
+//! | `service` | `service-request`, `service-latency` |
 //!
 //! `all` runs every group but `explain` (breakdowns, no lines); at full scale it takes about
 //! two and a half minutes on 2 cores.
@@ -31,15 +32,15 @@ use std::time::Instant;
 
 use scenario::{
     axum_publish, consume, consume_latency, explain, groups, groups_efficiency, kv, leader, memory,
-    publish, Bench, BoxError, Comparison,
+    publish, service, Bench, BoxError, Comparison,
 };
 
 const USAGE: &str =
-    "usage: natty-bench [--scale FACTOR] <all | publish | consume | kv | axum | leader | memory | groups | explain>...";
+    "usage: natty-bench [--scale FACTOR] <all | publish | consume | kv | axum | leader | memory | groups | service | explain>...";
 
 /// The scenario groups, in the order `all` runs them.
-const GROUPS: [&str; 7] = [
-    "publish", "consume", "kv", "axum", "leader", "memory", "groups",
+const GROUPS: [&str; 8] = [
+    "publish", "consume", "kv", "axum", "leader", "memory", "groups", "service",
 ];
 /// Groups that only `explain` runs: breakdowns of the missed goals, no comparisons.
 const EXTRA: [&str; 1] = ["explain"];
@@ -105,6 +106,7 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
                 lines.extend(groups_efficiency::run(&bench).await?);
                 lines
             }
+            "service" => service::run(&bench).await?,
             "explain" => {
                 explain::run(&bench).await?;
                 Vec::new()

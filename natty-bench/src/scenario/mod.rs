@@ -16,6 +16,7 @@ pub(crate) mod kv;
 pub(crate) mod leader;
 pub(crate) mod memory;
 pub(crate) mod publish;
+pub(crate) mod service;
 
 use std::time::Duration;
 
