@@ -17,7 +17,7 @@
 //! | `service` | `service-request`, `service-latency` |
 //!
 //! `all` runs every group but `explain` (breakdowns, no lines); at full scale it takes about
-//! two and a half minutes on 2 cores.
+//! three minutes on 2 cores.
 //!
 //! ```text
 //! cargo run --release -p natty-bench -- all
