@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::config::{EndpointConfig, ServiceConfig};
-use super::serve::{serve_endpoint, serve_while_leader, Limits, NewEndpoint, Tally};
+use super::serve::{serve_endpoint, serve_while_leader, Limits, NewEndpoint, SharedService, Tally};
 use super::{Request, Response, ServeError};
 use crate::connection::Connection;
 use crate::error::{BoxError, Error, ServeErrorKind, ValidationError};
@@ -82,20 +82,6 @@ impl fmt::Debug for ServiceInstance {
 /// async-nats' service, stopped (its PING/INFO/STATS task aborted) when dropped; shared with
 /// the leader-only endpoints' drivers, which add their endpoint anew at each term.
 struct StopOnDrop(SharedService);
-
-/// async-nats' service, `None` once stopped.
-#[derive(Clone)]
-pub(crate) struct SharedService(Arc<Mutex<Option<async_nats::service::Service>>>);
-
-impl SharedService {
-    /// A builder for a new endpoint, unless the service has stopped.
-    pub(crate) fn endpoint_builder(&self) -> Option<async_nats::service::EndpointBuilder> {
-        let service = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        service
-            .as_ref()
-            .map(async_nats::service::Service::endpoint_builder)
-    }
-}
 
 impl StopOnDrop {
     fn stop(&mut self) {

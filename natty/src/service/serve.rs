@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -22,11 +23,24 @@ use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::instance::SharedService;
 use super::{Request, Response, ServiceError};
 use crate::consume::{CatchUnwind, PanicMessage};
 use crate::election::Leadership;
 use crate::error::BoxError;
+
+/// async-nats' service, `None` once stopped.
+#[derive(Clone)]
+pub(crate) struct SharedService(pub(super) Arc<Mutex<Option<async_nats::service::Service>>>);
+
+impl SharedService {
+    /// A builder for a new endpoint, unless the service has stopped.
+    pub(crate) fn endpoint_builder(&self) -> Option<async_nats::service::EndpointBuilder> {
+        let service = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        service
+            .as_ref()
+            .map(async_nats::service::Service::endpoint_builder)
+    }
+}
 
 /// async-nats' request: the message (its reply subject) and the endpoint's stats.
 type Incoming = async_nats::service::Request;
