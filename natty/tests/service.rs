@@ -1008,3 +1008,34 @@ async fn each_request_runs_in_a_span_with_its_subject_endpoint_and_answer_code()
     assert!(in_span("200"), "the order's span: {answered:?}");
     assert!(in_span("404"), "the missing order's span: {answered:?}");
 }
+
+#[tokio::test]
+async fn a_request_without_a_reply_subject_is_dropped_and_the_endpoint_keeps_answering() {
+    let server = Server::start().unwrap();
+    let natty = connect(&server).await;
+    let mut orders = natty
+        .service(ServiceConfig::new("orders", "1.0.0"))
+        .await
+        .unwrap();
+    orders
+        .endpoint(EndpointConfig::new("get"), tower::service_fn(lookup))
+        .await
+        .unwrap();
+    let (shutdown, run) = spawn(orders);
+    let client = plain(&server).await;
+
+    // Fire-and-forget messages on the endpoint's subject: nobody to answer, nothing to crash.
+    for _ in 0..10 {
+        client.publish("get", "7".into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let reply = timeout(DEADLINE, client.request("get", "7".into()))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(reply.payload.as_ref(), b"order 7");
+
+    let summary = stopped(shutdown, run).await;
+    assert_eq!(summary.panicked, 0, "{summary:?}");
+    assert!(summary.handled >= 1, "{summary:?}");
+}
