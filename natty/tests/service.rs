@@ -974,42 +974,6 @@ async fn a_leader_only_endpoint_is_answered_by_the_leader_alone_and_moves_with_l
 }
 
 #[tokio::test]
-async fn each_request_runs_in_a_span_with_its_subject_endpoint_and_answer_code() {
-    let (logs, _guard) = natty_testkit::Logs::capture();
-    let server = Server::start().unwrap();
-    let natty = connect(&server).await;
-    let mut instance = natty
-        .service(ServiceConfig::new("spans", "1.0.0"))
-        .await
-        .unwrap();
-    instance
-        .group("orders")
-        .endpoint(EndpointConfig::new("get"), tower::service_fn(lookup))
-        .await
-        .unwrap();
-    let (shutdown, run) = spawn(instance);
-    let client = plain(&server).await;
-    for payload in ["7", "8"] {
-        timeout(DEADLINE, client.request("orders.get", payload.into()))
-            .await
-            .expect("answered in time")
-            .expect("answered");
-    }
-    stopped(shutdown, run).await;
-
-    let answered = logs.lines("DEBUG", "service request answered");
-    let in_span = |code: &str| {
-        answered.iter().any(|line| {
-            line.contains("service request{subject=orders.get endpoint=get")
-                && line.contains(&format!("code={code}"))
-        })
-    };
-    assert_eq!(answered.len(), 2, "one span per request: {answered:?}");
-    assert!(in_span("200"), "the order's span: {answered:?}");
-    assert!(in_span("404"), "the missing order's span: {answered:?}");
-}
-
-#[tokio::test]
 async fn a_request_without_a_reply_subject_is_dropped_and_the_endpoint_keeps_answering() {
     let server = Server::start().unwrap();
     let natty = connect(&server).await;
