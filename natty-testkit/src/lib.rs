@@ -53,7 +53,7 @@ pub use binary::{cache_dir, cached_binary, find_binary, server_version, PINNED_V
 pub use cluster::Cluster;
 pub use error::Error;
 pub use harness::{Harness, Serving};
-pub use logs::Logs;
+pub use logs::{CaptureGuard, Logs};
 pub use process::Process;
 pub use proxy::Proxy;
 pub use server::{Auth, Server, ServerBuilder, Tls};
