@@ -28,6 +28,21 @@
 //! to time out, names and versions checked before anything is sent, a typed error of natty's
 //! own, and a graceful shutdown with a summary.
 //!
+//! # What other clients see, and hostile input
+//! nats-py's `nats.micro` and Synadia's natsio parse a natty service's PING, INFO and STATS
+//! with their own types, call its endpoints and read its error headers; natty's
+//! [`Requester`](crate::Requester) calls their services and types their errors (tested in
+//! `natty/tests/service_interop.rs`). Two differences come from async-nats' STATS answer: it
+//! leaves out the service's metadata (INFO carries it) and, like Go's, an endpoint's `data`
+//! when there is none; nats-py 2.16 requires both, and reads `started` to microseconds only.
+//!
+//! A request without a reply subject is dropped. A payload an endpoint cannot decode is its
+//! `400` ([`Request::json`] answers one). A message whose header block async-nats cannot parse
+//! (no NATS client writes one; a raw TCP client can) ends the connection that receives it:
+//! async-nats reconnects and subscribes again, so the service answers again after a moment and
+//! what was in flight on that connection times out at its callers. Keep service subjects
+//! behind NATS permissions where untrusted clients connect.
+//!
 //! # Example
 //! ```no_run
 //! use natty::service::{EndpointConfig, Request, Response, ServiceConfig, ServiceError};

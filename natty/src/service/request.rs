@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::Extensions;
 
 use crate::header::HeaderMap;
+use crate::service::ServiceError;
 
 /// A request to a service endpoint: the subject it was sent to, its payload and headers, the
 /// reply subject the answer goes to, and [`Extensions`] for middleware to attach typed data.
@@ -108,6 +109,28 @@ impl Request {
     pub fn into_payload(self) -> Bytes {
         self.payload
     }
+
+    /// The payload decoded from JSON, or the `400` answer a payload that is not a `T` gets
+    /// (its description says what is wrong where), for a handler to return with `?`.
+    ///
+    /// # Example
+    /// ```
+    /// use natty::service::Request;
+    ///
+    /// #[derive(Debug, serde::Deserialize)]
+    /// struct Lookup {
+    ///     id: u64,
+    /// }
+    ///
+    /// let lookup: Lookup = Request::new("orders.get", r#"{"id":7}"#).json().unwrap();
+    /// assert_eq!(lookup.id, 7);
+    /// let refused = Request::new("orders.get", "seven").json::<Lookup>().unwrap_err();
+    /// assert_eq!(refused.code(), 400);
+    /// ```
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ServiceError> {
+        serde_json::from_slice(&self.payload)
+            .map_err(|err| ServiceError::new(400, format!("invalid JSON payload: {err}")))
+    }
 }
 
 /// A successful answer: a payload and headers. Built from anything that makes a payload
@@ -135,6 +158,22 @@ impl Response {
             payload: payload.into(),
             headers: HeaderMap::new(),
         }
+    }
+
+    /// An answer with `value` as its JSON payload, or the `500` answer a value that does not
+    /// encode gets (a map with non-string keys, a failing `Serialize`).
+    ///
+    /// # Example
+    /// ```
+    /// use natty::service::Response;
+    ///
+    /// let response = Response::json(&serde_json::json!({"id": 7})).unwrap();
+    /// assert_eq!(response.payload().as_ref(), br#"{"id":7}"#);
+    /// ```
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, ServiceError> {
+        serde_json::to_vec(value)
+            .map(Self::new)
+            .map_err(|err| ServiceError::new(500, format!("the answer is not JSON: {err}")))
     }
 
     /// With the header `name: value` too (a header that cannot be sent makes the answer a
