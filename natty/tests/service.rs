@@ -885,6 +885,28 @@ async fn ask_all(
     nodes
 }
 
+/// The leader-only test's election ttl.
+const TTL: Duration = Duration::from_secs(2);
+
+/// The node that answers `leader.who` once a node other than `previous` does.
+async fn answered_by_another(client: &async_nats::Client, previous: &str) -> String {
+    timeout(DEADLINE, async {
+        loop {
+            let ask = async_nats::Request::new()
+                .payload("probe".into())
+                .timeout(Some(Duration::from_millis(500)));
+            if let Ok(reply) = client.send_request("leader.who".to_owned(), ask).await {
+                let (node, _) = answer_of(&reply);
+                if node != previous {
+                    break node;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a new leader answers in time")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_only_endpoint_is_answered_by_the_leader_alone_and_moves_with_leadership() {
     let server = Server::start().unwrap();
@@ -893,7 +915,7 @@ async fn a_leader_only_endpoint_is_answered_by_the_leader_alone_and_moves_with_l
     for name in ["a", "b", "c"] {
         let natty = connect(&server).await;
         let leadership = natty
-            .elect(natty::ElectionConfig::new(&bucket, "leader", name).ttl(Duration::from_secs(2)))
+            .elect(natty::ElectionConfig::new(&bucket, "leader", name).ttl(TTL))
             .await
             .expect("elect");
         let mut instance = natty
@@ -911,8 +933,9 @@ async fn a_leader_only_endpoint_is_answered_by_the_leader_alone_and_moves_with_l
             )
             .await
             .unwrap();
+        let id = instance.id().to_owned();
         let run = spawn(instance);
-        nodes.push((name, leadership, run, natty));
+        nodes.push((name, leadership, run, natty, id));
     }
     // Some node leads, and its endpoint is subscribed: a request is answered.
     let client = plain(&server).await;
@@ -943,22 +966,13 @@ async fn a_leader_only_endpoint_is_answered_by_the_leader_alone_and_moves_with_l
         "the leader alone answers"
     );
 
+    let stepped_down = tokio::time::Instant::now();
     assert!(leader.1.step_down().await.expect("campaign runs"));
-    let next = timeout(DEADLINE, async {
-        loop {
-            let ask = async_nats::Request::new()
-                .payload("probe".into())
-                .timeout(Some(Duration::from_millis(500)));
-            if let Ok(reply) = client.send_request("leader.who".to_owned(), ask).await {
-                let (node, _) = answer_of(&reply);
-                if node != first {
-                    break node;
-                }
-            }
-        }
-    })
-    .await
-    .expect("a new leader answers within the handover");
+    let next = answered_by_another(&client, &first).await;
+    let handover = stepped_down.elapsed();
+    // A step-down releases the key, so a standby takes over at once rather than after a ttl.
+    assert!(handover < TTL, "the new leader answers within {handover:?}");
+    println!("handover after a step-down: {handover:?}");
     let answered = ask_all(&client, &mut replies, "after", 50).await;
     assert_eq!(
         answered,
@@ -967,7 +981,28 @@ async fn a_leader_only_endpoint_is_answered_by_the_leader_alone_and_moves_with_l
     );
     assert!(!leader.1.is_leader());
 
-    for (_, leadership, (shutdown, run), _) in nodes {
+    // A second handover: whoever leads now may have led before. Every instance lists the
+    // endpoint once in INFO however many terms it served (a term subscribes it again).
+    let second = nodes.iter().find(|(name, ..)| *name == next).unwrap();
+    assert!(second.1.step_down().await.expect("campaign runs"));
+    let third = answered_by_another(&client, &next).await;
+    let answered = ask_all(&client, &mut replies, "third", 50).await;
+    assert_eq!(answered, HashSet::from([third]));
+    for (name, .., id) in &nodes {
+        let info = json(&client, &format!("$SRV.INFO.leader.{id}")).await;
+        let subjects: Vec<_> = info["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|endpoint| endpoint["subject"].clone())
+            .collect();
+        assert!(
+            subjects.iter().filter(|s| *s == "leader.who").count() <= 1,
+            "{name} lists the endpoint once: {info}"
+        );
+    }
+
+    for (_, leadership, (shutdown, run), ..) in nodes {
         stopped(shutdown, run).await;
         leadership.stop().await;
     }

@@ -176,7 +176,9 @@ impl EndpointConfig {
     /// leadership and unsubscribes when the term ends (calls under way finish within the
     /// shutdown grace), so a follower never answers and requests reach the leader alone.
     /// Its subscription is made by [`ServiceInstance::run`](super::ServiceInstance::run),
-    /// not when the endpoint is added.
+    /// not when the endpoint is added. INFO and STATS list it once an instance has led (with
+    /// the counts of all its terms), also while that instance follows again: async-nats keeps
+    /// an endpoint's entry once added.
     pub fn leader_only(mut self, leadership: Leadership) -> Self {
         self.leadership = Some(leadership);
         self
