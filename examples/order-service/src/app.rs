@@ -4,16 +4,22 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header::LOCATION, StatusCode};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use natty::requester::Request;
 use natty_axum::extract::{Json, Path};
 use natty_axum::leader::{LeaderOnlyLayer, RequireLeader};
-use natty_axum::rejection::{KvRejection, PublishRejection};
-use natty_axum::{fallback, health, subject, AckedPublisher, IdempotencyKey, Kv, NattyState};
+use natty_axum::rejection::{KvRejection, PublishRejection, RequestRejection};
+use natty_axum::{
+    fallback, health, subject, AckedPublisher, IdempotencyKey, Kv, NattyState, Requester,
+};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
+
+use crate::lookup::{Lookup, LOOKUP_SUBJECT};
 
 /// A request (headers read, body, handler, answer) gets this long; then 408. Publishing and
 /// KV calls have their own, shorter bounds, so this catches slow bodies.
@@ -51,6 +57,7 @@ pub(crate) fn router(state: NattyState) -> Router {
     Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{id}", get(order_status))
+        .route("/orders/{id}/lookup", get(look_up))
         .merge(admin)
         .nest("/health", health::router())
         .fallback(fallback::not_found)
@@ -94,6 +101,20 @@ async fn create_order(
 async fn order_status(kv: Kv, Path(id): Path<String>) -> Result<Json<OrderStatus>, KvRejection> {
     let id = subject::key_token(&id)?;
     Ok(Json(kv.bucket(STATUS_BUCKET)?.get_json(id).await?))
+}
+
+/// `GET /orders/{id}/lookup`: ask the `order-lookup` service (any node's instance) for the
+/// status. Its 404 and 400 answers keep their status; no instance is 503, a slow one 504.
+async fn look_up(
+    requester: Requester,
+    Path(id): Path<String>,
+) -> Result<Response, RequestRejection> {
+    let payload = serde_json::to_vec(&Lookup { id }).expect("a string always serialises");
+    // A lookup changes nothing, so it may be tried again after no responders or a timeout.
+    let lookup = Request::new(LOOKUP_SUBJECT, payload).idempotent();
+    let answer = requester.request(lookup).await?;
+    // The service answers JSON (`LookedUp`): pass it on as it came.
+    Ok(([(CONTENT_TYPE, "application/json")], answer.into_payload()).into_response())
 }
 
 /// `POST /admin/reindex`, leader only: count the orders by status and store the index under

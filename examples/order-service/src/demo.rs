@@ -239,6 +239,53 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
     )
     .await?;
 
+    println!("\n# /orders/{{id}}/lookup asks the order-lookup NATS service: one instance per node");
+    let mut answered_by = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while answered_by.len() < 2 && tokio::time::Instant::now() < deadline {
+        let answer = demo
+            .step(
+                &b,
+                get.clone(),
+                "/orders/o-2/lookup",
+                &[],
+                "",
+                StatusCode::OK,
+            )
+            .await?;
+        demo.check(
+            answer.json()["order"]["item"] == "scones",
+            "the lookup did not find o-2",
+        );
+        match answer.json()["answered_by"].as_str() {
+            Some(node) => answered_by.insert(node.to_owned()),
+            None => break,
+        };
+    }
+    demo.check(
+        answered_by.len() == 2,
+        "the lookups were not shared by both instances",
+    );
+    println!("# the service's own errors keep their status: 404, 400");
+    demo.step(
+        &a,
+        get.clone(),
+        "/orders/o-9/lookup",
+        &[],
+        "",
+        StatusCode::NOT_FOUND,
+    )
+    .await?;
+    demo.step(
+        &a,
+        get.clone(),
+        "/orders/o%204/lookup",
+        &[],
+        "",
+        StatusCode::BAD_REQUEST,
+    )
+    .await?;
+
     println!("\n# /admin/reindex is leader-only: the follower redirects to the leader");
     let first = demo
         .step(&a, post.clone(), "/admin/reindex", &[], "", StatusCode::OK)
@@ -289,8 +336,9 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
     println!(
         "\ndemo ok: 3 orders accepted over HTTP (a retried Idempotency-Key stored once, a \
          reused one refused), bad ids and bodies refused as JSON, \
-         handled by the natty-tower consumer and read back from KV; /admin/reindex served \
-         by the leader only; node-b took over when node-a stopped"
+         handled by the natty-tower consumer and read back from KV, and through the \
+         order-lookup service's two instances; /admin/reindex served by the leader only; \
+         node-b took over when node-a stopped"
     );
     Ok(())
 }

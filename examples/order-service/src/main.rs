@@ -3,7 +3,9 @@
 //! `POST /orders` publishes an order to JetStream (its `Idempotency-Key` becomes the
 //! `Nats-Msg-Id`, so a retried request is stored once), a natty-tower consumer in the same
 //! process handles it and writes its status to KV, `GET /orders/{id}` reads that status,
-//! `POST /admin/reindex` runs on the elected leader only, and `/health/{live,ready,leader}`
+//! `GET /orders/{id}/lookup` asks the `order-lookup` NATS service for it (every node runs an
+//! instance; natty-axum's `Requester` calls whichever answers), `POST /admin/reindex` runs on
+//! the elected leader only, and `/health/{live,ready,leader}`
 //! report health. Without `NATS_URL` it starts its own nats-server through natty-testkit.
 //!
 //! - `order-service` (the `scripts/demo` default): run two nodes in this process, send real
@@ -18,6 +20,7 @@
 mod app;
 mod client;
 mod demo;
+mod lookup;
 mod node;
 mod server;
 mod worker;
@@ -153,11 +156,12 @@ async fn run() -> Result<(), Error> {
         println!(
             "{} serving on {} until Ctrl-C or SIGTERM; try:\n  curl -i -X POST {} -H 'Idempotency-Key: o-1' \
              -H 'content-type: application/json' -d '{{\"id\":\"o-1\",\"item\":\"tea\",\"quantity\":2}}'\n  \
-             curl -i {}\n  curl -i -X POST {}\n  curl -i {}",
+             curl -i {}\n  curl -i {}\n  curl -i -X POST {}\n  curl -i {}",
             node.name,
             node.url(""),
             node.url("/orders"),
             node.url("/orders/o-1"),
+            node.url("/orders/o-1/lookup"),
             node.url("/admin/reindex"),
             node.url("/health/leader"),
         );

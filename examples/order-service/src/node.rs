@@ -1,5 +1,5 @@
-//! One instance of the service: its own NATS connection, election campaign, consumer and
-//! HTTP server. The demo runs two in one process to show the leader-only route.
+//! One instance of the service: its own NATS connection, election campaign, consumer,
+//! `order-lookup` service instance and HTTP server. The demo runs two in one process to show the leader-only route.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
 use crate::app::{self, INDEX_BUCKET, ORDER_SUBJECTS, STATUS_BUCKET};
+use crate::lookup::{self, LOOKUP_SUBJECT};
 use crate::{server, worker};
 
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -23,7 +24,9 @@ pub(crate) struct Node {
     natty: Natty,
     stop_http: CancellationToken,
     stop_consuming: CancellationToken,
+    stop_lookup: CancellationToken,
     http: JoinHandle<()>,
+    lookup: JoinHandle<natty::service::ServeSummary>,
     consumer: JoinHandle<Result<natty::ConsumeSummary, natty::ConsumeError>>,
 }
 
@@ -49,6 +52,7 @@ impl Node {
             .allow_subjects(ORDER_SUBJECTS)
             .allow_bucket(STATUS_BUCKET)
             .allow_bucket(INDEX_BUCKET)
+            .allow_requests(LOOKUP_SUBJECT)
             .leadership(leadership.clone());
         for (peer, url) in peers {
             state = state.node_url(peer, url);
@@ -63,6 +67,8 @@ impl Node {
             name.into(),
             stop_consuming.clone(),
         ));
+        let (stop_lookup, lookup) =
+            lookup::start(&natty, natty.bucket(STATUS_BUCKET)?, name).await?;
         let addr = listener.local_addr()?;
         let stop_http = CancellationToken::new();
         let http = tokio::spawn(server::serve(
@@ -77,7 +83,9 @@ impl Node {
             natty,
             stop_http,
             stop_consuming,
+            stop_lookup,
             http,
+            lookup,
             consumer,
         })
     }
@@ -89,11 +97,15 @@ impl Node {
 
     /// Stop in the order an orchestrator relies on: release leadership first (a watching
     /// node takes over at once instead of after the TTL), then drain HTTP within
-    /// [`server::DRAIN_DEADLINE`], then stop consuming and flush what was published.
+    /// [`server::DRAIN_DEADLINE`], then leave the lookup service (calls under way finish
+    /// within its grace; the other nodes' instances take the next ones), then stop consuming
+    /// and flush what was published.
     pub(crate) async fn stop(self) -> Result<(), Error> {
         self.leadership.stop().await;
         self.stop_http.cancel();
         self.http.await?;
+        self.stop_lookup.cancel();
+        self.lookup.await?;
         self.stop_consuming.cancel();
         self.consumer.await??;
         self.natty.shutdown().await;

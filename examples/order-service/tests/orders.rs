@@ -152,3 +152,60 @@ async fn one_idempotency_key_makes_one_order_across_two_nodes_and_is_bound_to_it
     );
     assert_eq!(stored(&natty, ">").await, 1, "one order in all");
 }
+
+/// `GET /orders/{id}/lookup` until it answers 200, or fail after `within`.
+async fn looked_up(http: &Http, url: &str, within: Duration) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let answer = http.get(url).await;
+        if answer.status == StatusCode::OK {
+            return answer.json();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no lookup answer in time: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_are_shared_by_both_nodes_instances_and_survive_one_node_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start().unwrap();
+    let a = Service::start("node-a", Some(&server.url()), tmp.path()).await;
+    let mut b = Service::start("node-b", Some(&server.url()), tmp.path()).await;
+    let http = Http::new();
+    let order = json!({"id": "o-1", "item": "tea", "quantity": 2});
+    let posted = http.post_order(&a.url("/orders"), None, &order).await;
+    assert_eq!(posted.status, StatusCode::ACCEPTED, "{posted:?}");
+
+    // Through node-a's HTTP route, both nodes' service instances answer in turn.
+    let mut answered_by = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while answered_by.len() < 2 {
+        let answer = looked_up(&http, &a.url("/orders/o-1/lookup"), Duration::from_secs(20)).await;
+        assert_eq!(answer["order"]["item"], "tea");
+        answered_by.insert(answer["answered_by"].as_str().unwrap().to_owned());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {answered_by:?} answered"
+        );
+    }
+
+    // SIGKILL node-b: its instance leaves with its connection, node-a's answers every lookup.
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    for _ in 0..20 {
+        let answer = http.get(&a.url("/orders/o-1/lookup")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        assert_eq!(answer.json()["answered_by"], "node-a");
+    }
+
+    // The service's own refusals keep their status in natty-axum's JSON shape.
+    let missing = http.get(&a.url("/orders/o-9/lookup")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{missing:?}");
+    assert_eq!(missing.json()["detail"], r#"no order "o-9""#);
+    let bad = http.get(&a.url("/orders/o%204/lookup")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+}
