@@ -15,6 +15,11 @@
 //!   put on the wire, which are the answers the caller received from it plus its late ones;
 //!   its `ServeSummary` at a clean stop says the same. The killed instance's stats are gone.
 //!
+//! The server keeps routing to a frozen instance's subscription (it notices a frozen client
+//! only after its ping interval, minutes by default), so about half the requests sent while
+//! one of two instances is frozen time out: that is expected, and what a caller's retry
+//! policy is for.
+//!
 //! A wiretap on `_INBOX.>` (a plain client) sees every answer to every request, including
 //! those the caller no longer waits for: no reply subject, and no request, is answered twice.
 
@@ -212,7 +217,8 @@ impl Instance {
             .unwrap_or_else(|_| panic!("instance {} exits", self.index))
             .is_some()
         {}
-        let status = self.process.wait_timeout(DEADLINE).expect("wait");
+        let status =
+            tokio::task::block_in_place(|| self.process.wait_timeout(DEADLINE)).expect("wait");
         assert!(
             status.is_some_and(|s| s.success()),
             "instance {} exits cleanly: {status:?}",
@@ -249,22 +255,24 @@ async fn next_line(
     }
 }
 
+/// Whether the server has a subscription of client `cid` on the endpoint's subject, so
+/// routes requests to it.
+fn subscribed(server: &Server, cid: u64) -> bool {
+    let subsz = tokio::task::block_in_place(|| server.monitoring("/subsz?subs=1&limit=10000"))
+        .expect("subsz");
+    let subsz: Value = serde_json::from_str(&subsz).expect("subsz json");
+    subsz["subscriptions_list"]
+        .as_array()
+        .expect("subscriptions_list")
+        .iter()
+        .any(|sub| sub["subject"] == ENDPOINT && sub["cid"] == cid)
+}
+
 /// Wait until the server has no subscription of client `cid` on the endpoint's subject: from
 /// then on it routes every request to the instances left.
 async fn wait_unsubscribed(server: &Server, cid: u64) {
     let deadline = Instant::now() + DEADLINE;
-    loop {
-        let subsz = tokio::task::block_in_place(|| server.monitoring("/subsz?subs=1&limit=10000"))
-            .expect("subsz");
-        let subsz: Value = serde_json::from_str(&subsz).expect("subsz json");
-        let listed = subsz["subscriptions_list"]
-            .as_array()
-            .expect("subscriptions_list")
-            .iter()
-            .any(|sub| sub["subject"] == ENDPOINT && sub["cid"] == cid);
-        if !listed {
-            return;
-        }
+    while subscribed(server, cid) {
         assert!(
             Instant::now() < deadline,
             "the server still routes to the killed instance after {DEADLINE:?}"
@@ -599,51 +607,53 @@ async fn killed_and_stopped_instances_leave_one_outcome_per_request() {
     check_kill_phase(&killed, &tap.tapped.borrow());
     check_stop_phase(&paused, &tap.tapped.borrow(), second.index, third.index);
 
-    let live = [&second, &third];
-    let counted = stats_settled(&plain, &tap, &live).await;
-    let answered_at_caller = answered_per_instance(&all);
+    check_stats_add_up(&plain, &tap, &[&second, &third], &all, &late).await;
+    for instance in [second, third] {
+        let answered = tap.tapped.borrow().by_instance(instance.index);
+        let index = instance.index;
+        let expected = Stopped {
+            handled: answered,
+            errors: 0,
+            cut_off: 0,
+        };
+        assert_eq!(
+            instance.stop().await,
+            expected,
+            "instance {index}: its summary counts what it answered"
+        );
+    }
+}
+
+/// Each live instance's `num_requests` is the answers the caller received from it plus its
+/// late ones, and so is their sum.
+async fn check_stats_add_up(
+    client: &async_nats::Client,
+    tap: &Tap,
+    live: &[&Instance],
+    all: &[&Outcome],
+    late: &BTreeMap<usize, u64>,
+) {
+    let counted = stats_settled(client, tap, live).await;
+    let answered = answered_per_instance(all);
+    let (mut total, mut received) = (0, 0);
     for instance in live {
-        let at_caller = answered_at_caller
-            .get(&instance.index)
-            .copied()
-            .unwrap_or(0);
+        let at_caller = answered.get(&instance.index).copied().unwrap_or(0);
         let late = late.get(&instance.index).copied().unwrap_or(0);
+        let requests = counted[&instance.id];
         println!(
-            "service_faults: instance {}: num_requests {}, answers received {at_caller}, late {late}",
-            instance.index, counted[&instance.id]
+            "service_faults: instance {}: num_requests {requests}, answers received {at_caller}, late {late}",
+            instance.index
         );
         assert_eq!(
-            counted[&instance.id],
+            requests,
             at_caller + late,
             "instance {}: its stats count the answers the caller received and its late ones",
             instance.index
         );
+        total += requests;
+        received += at_caller + late;
     }
-    let total: u64 = live.iter().map(|i| counted[&i.id]).sum();
-    let received: u64 = live
-        .iter()
-        .map(|i| {
-            answered_at_caller.get(&i.index).copied().unwrap_or(0)
-                + late.get(&i.index).copied().unwrap_or(0)
-        })
-        .sum();
     assert_eq!(total, received, "stats add up across the live instances");
-
-    let wire = [second.index, third.index].map(|i| tap.tapped.borrow().by_instance(i));
-    for (instance, answers) in [second, third].into_iter().zip(wire) {
-        let index = instance.index;
-        let stopped = instance.stop().await;
-        assert_eq!(
-            stopped,
-            Stopped {
-                handled: answers,
-                errors: 0,
-                cut_off: 0
-            },
-            "instance {index}: its summary counts what it answered"
-        );
-    }
-    drop(natty);
 }
 
 /// Load on instances 0 and 1; SIGKILL 0 mid-load; then load on the survivor alone.
@@ -655,9 +665,18 @@ async fn kill_phase(server: &Server, load: &Load, mut first: Instance) -> Vec<Ou
             p.answered(BEFORE_KILL, 0) >= 50 && p.answered(BEFORE_KILL, 1) >= 50
         })
         .await;
+    assert!(
+        subscribed(server, first.cid),
+        "the server lists the instance's subscription"
+    );
     load.enter(KILLED);
+    let killed_at = Instant::now();
     first.process.kill();
     wait_unsubscribed(server, first.cid).await;
+    println!(
+        "service_faults: the server dropped the killed instance's subscription {} ms after SIGKILL",
+        killed_at.elapsed().as_millis()
+    );
     load.enter(KILLED_GONE);
     running
         .wait("run of answers from the survivor", |p| {
@@ -683,7 +702,7 @@ async fn stop_phase(load: &Load, frozen: &mut Instance) -> Vec<Outcome> {
     running
         .wait(
             "answers from the live instance and timeouts at the frozen one",
-            |p| p.answered(PAUSED, 2) >= 100 && p.failed(PAUSED, RequestErrorKind::TimedOut) >= 10,
+            |p| p.answered(PAUSED, 2) >= 50 && p.failed(PAUSED, RequestErrorKind::TimedOut) >= 10,
         )
         .await;
     // Every request sent while frozen has its outcome before the resume.
