@@ -570,6 +570,10 @@ async fn stats(client: &async_nats::Client, expected: &HashSet<&str>) -> HashMap
 async fn killed_and_stopped_instances_leave_one_outcome_per_request() {
     let server = Server::start().expect("server");
     let natty = connect(&server).await;
+    println!(
+        "service_faults: nats-server {}",
+        natty.server_info().version()
+    );
     let plain = async_nats::connect(server.url())
         .await
         .expect("plain client");
