@@ -188,16 +188,22 @@ where
                 answer(&incoming, decided, &mut tally).await;
             }
             ready = std::future::poll_fn(|cx| ready_or_boxed(&mut service, cx)), if waiting.is_some() => {
-                let Some(incoming) = waiting.take() else { continue };
-                start(name, &mut service, incoming, ready, &mut calls, &mut tally).await;
+                let Some(mut incoming) = waiting.take() else { continue };
+                match ready {
+                    Ok(()) => {
+                        let request = Request::received(&mut incoming.message);
+                        let span = request_span(name, &request);
+                        let call = span.in_scope(|| CatchUnwind::call(|| service.call(request)));
+                        calls.push(Call { call, incoming: Some(incoming), span });
+                    }
+                    Err(err) => {
+                        tracing::error!(target: "natty", subject = incoming.message.subject.as_str(), error = %format_args!("{err:#}"), "service not ready; answered 503");
+                        refuse(&incoming, "service unavailable", &mut tally).await;
+                    }
+                }
             }
             next = endpoint.next(), if waiting.is_none() && calls.len() < limits.concurrency => match next {
-                // Asked for readiness at once: a ready service starts the call in this turn
-                // of the loop rather than the next.
-                Some(incoming) => match std::future::poll_fn(|cx| Poll::Ready(ready_or_boxed(&mut service, cx))).await {
-                    Poll::Ready(ready) => start(name, &mut service, incoming, ready, &mut calls, &mut tally).await,
-                    Poll::Pending => waiting = Some(incoming),
-                },
+                Some(incoming) => waiting = Some(incoming),
                 None => break,
             },
         }
@@ -330,36 +336,6 @@ fn request_span(endpoint: &str, request: &Request) -> tracing::Span {
     #[cfg(feature = "opentelemetry")]
     crate::otel::set_parent(&span, request.headers());
     span
-}
-
-/// Start `incoming`'s call once `service` said it is `ready`, or refuse it with a 503 when
-/// readiness failed.
-async fn start<S>(
-    name: &str,
-    service: &mut S,
-    mut incoming: Incoming,
-    ready: Result<(), BoxError>,
-    calls: &mut FuturesUnordered<Call<S::Future>>,
-    tally: &mut Tally,
-) where
-    S: Service<Request>,
-{
-    match ready {
-        Ok(()) => {
-            let request = Request::received(&mut incoming.message);
-            let span = request_span(name, &request);
-            let call = span.in_scope(|| CatchUnwind::call(|| service.call(request)));
-            calls.push(Call {
-                call,
-                incoming: Some(incoming),
-                span,
-            });
-        }
-        Err(err) => {
-            tracing::error!(target: "natty", subject = incoming.message.subject.as_str(), error = %format_args!("{err:#}"), "service not ready; answered 503");
-            refuse(&incoming, "service unavailable", tally).await;
-        }
-    }
 }
 
 /// `poll_ready` with the error boxed: a `S::Error` need not be `Send`, and it is held across
