@@ -292,6 +292,62 @@ error_kind! {
 }
 
 error_kind! {
+    /// Why an atomic batch was not stored; see [`Publisher::publish_batch`](crate::Publisher::publish_batch).
+    /// Every kind but `TimedOut` and `Failed` means the server stored **none** of the batch.
+    BatchErrorKind {
+        /// The batch has no messages; nothing was sent.
+        Empty => "empty batch",
+        /// A subject is invalid for publishing; nothing was sent.
+        InvalidSubject => "invalid subject",
+        /// A header cannot be sent, or cannot be in an atomic batch (`Nats-Batch-*`, which
+        /// natty sets; `Nats-Expected-Last-Msg-Id`; `Nats-Expected-Last-Sequence` after the
+        /// first message; one `Nats-Msg-Id` twice; an expected subject sequence for a subject
+        /// written earlier in the batch); nothing was sent.
+        InvalidHeader => "invalid header",
+        /// A payload is larger than the server's max payload; nothing was sent.
+        PayloadTooLarge => "payload too large",
+        /// The server has no atomic batches (they need nats-server 2.12.1 or later); nothing
+        /// was sent.
+        Unsupported => "atomic batches unsupported by the server",
+        /// No stream captures a subject of the batch.
+        NoStream => "no stream for subject",
+        /// The stream does not allow atomic publishing (`allow_atomic`, which
+        /// [`Stream::create`](crate::Stream::create) sets on servers that have it).
+        AtomicDisabled => "atomic publish disabled on the stream",
+        /// The messages go to more than one stream (a batch is stored by one).
+        MixedStreams => "batch spans streams",
+        /// More messages than the server takes in one batch (1,000 unless its
+        /// `jetstream.limits.batch.max_msgs` says otherwise).
+        TooManyMessages => "too many messages in the batch",
+        /// The server dropped the batch before its commit: a message was lost on the way (a
+        /// reconnect), the batch took longer than the server's batch timeout (10 s), or the
+        /// stream's leader changed. Publishing it again is safe.
+        Incomplete => "batch incomplete",
+        /// A `Nats-Msg-Id` of the batch is already stored (within the stream's duplicate
+        /// window): the batch, or one using its ids, was stored before, and this one stored
+        /// nothing.
+        Duplicate => "batch has a stored message id",
+        /// A `Nats-Expected-Last-Sequence` or `Nats-Expected-Last-Subject-Sequence` header
+        /// did not match the stream.
+        WrongLastSequence => "wrong last sequence",
+        /// Too many batches are open on the stream or the server, or the stream is
+        /// overloaded; try again later.
+        TooManyInFlight => "too many batches in flight",
+        /// The commit's answer did not arrive in time: the batch may be stored (all of it) or
+        /// not (none of it). Publish the same [`Batch`](crate::publish::Batch) again: its
+        /// `Nats-Msg-Id`s make a stored one answer `Duplicate`.
+        TimedOut => "timed out waiting for the batch commit",
+        /// The client is shutting down and accepts nothing more; nothing was sent.
+        Closed => "publisher closed",
+        /// The batch could not be sent (the connection is closed); see the source. If the
+        /// commit went out, the batch may be stored, as for `TimedOut`.
+        Failed => "batch could not be sent",
+        /// The server refused the batch for another reason; see the source.
+        Rejected => "rejected by the server",
+    }
+}
+
+error_kind! {
     /// Why a request to a service failed; see [`requester`](crate::requester).
     RequestErrorKind {
         /// The subject is invalid for publishing (empty token, whitespace, wildcard, longer

@@ -96,8 +96,8 @@ pub use group::{ElasticGroup, StaticGroup};
 pub use header::HeaderMap;
 pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
 pub use publish::{
-    OutgoingMessage, PublishAck, PublishConfig, PublishError, PublishFailure, PublishPath,
-    Publisher, StoredMessage,
+    Batch, BatchAck, BatchError, OutgoingMessage, PublishAck, PublishConfig, PublishError,
+    PublishFailure, PublishPath, Publisher, StoredMessage,
 };
 pub use report::ReportSender;
 pub use requester::{RequestError, Requester};

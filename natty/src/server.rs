@@ -59,6 +59,23 @@ impl<'a> ServerInfo<'a> {
     pub fn supports_fast_ingest(&self) -> bool {
         version_at_least(&self.version(), 2, 14)
     }
+
+    /// Whether the server stores atomic batches ([`Batch`](crate::publish::Batch)): 2.12.1+,
+    /// the first release that takes `Nats-Msg-Id`s inside a batch.
+    pub fn supports_atomic_batch(&self) -> bool {
+        let version = self.version();
+        version_at_least(&version, 2, 13) || release_at_least(&version, (2, 12, 1))
+    }
+}
+
+/// Whether `version` is at least `release` (major, minor, patch).
+fn release_at_least(version: &str, release: (u64, u64, u64)) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next()) >= release
 }
 
 pub(crate) fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
@@ -78,5 +95,8 @@ mod tests {
         assert!(super::version_at_least("v2.11.0-beta", 2, 11));
         assert!(!super::version_at_least("2.10.26", 2, 11));
         assert!(!super::version_at_least("", 2, 11));
+        assert!(super::release_at_least("2.12.1", (2, 12, 1)));
+        assert!(!super::release_at_least("2.12.0", (2, 12, 1)));
+        assert!(super::release_at_least("2.15.1", (2, 12, 1)));
     }
 }

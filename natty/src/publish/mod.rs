@@ -31,6 +31,9 @@
 //! Both keep every guarantee below; the worker learns which applies from the server's answer
 //! to its first batch, and keeps to it until it exits idle.
 //!
+//! Several messages that must be stored together, or not at all, go as one atomic
+//! [`Batch`] through [`Publisher::publish_batch`] (nats-server 2.12.1+; see [`batch`]).
+//!
 //! # Failures
 //!
 //! A message that still fails after its last attempt is reported, never dropped silently: to
@@ -117,6 +120,7 @@
 // `pipeline` (queues, admission, flush, shutdown), which starts each subject's `worker`; the
 // worker does one subject's I/O and asks `decide` what to do next; `confirm` waits for single
 // acks, `fast_ingest` runs batches; `queued`, `config` and `message` are below them all.
+pub mod batch;
 mod config;
 mod confirm;
 mod decide;
@@ -128,6 +132,7 @@ mod publisher;
 mod queued;
 mod worker;
 
+pub use batch::{Batch, BatchAck, BatchError};
 pub use config::PublishConfig;
 pub use future::ResponseFuture;
 pub use message::{OutgoingMessage, PublishAck, PublishError, PublishFailure, StoredMessage};

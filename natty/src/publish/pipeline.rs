@@ -11,15 +11,19 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::batch::{self, Batch, BatchAck, BatchError};
 use super::config::PublishConfig;
 use super::confirm::{Confirm, Outcome};
 use super::decide::answer;
 use super::message::{PublishAck, PublishError, PublishFailure};
 use super::queued::{Outgoing, Reply};
 use super::worker::{self, Host};
-use crate::error::{Error, PublishErrorKind};
+use crate::error::{BatchErrorKind, Error, PublishErrorKind};
 use crate::header::HeaderMap;
 use crate::validate;
+
+/// How long a batch's commit may take to be answered when the client has no request timeout.
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a subject's worker gets its messages to the stream; see [Paths](crate::publish#paths).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +136,27 @@ impl Pipeline {
         let (result, _message) =
             Confirm::new(&self.jetstream, &self.config, &subject, message, sent).await;
         result.map(|ack| PublishAck::new_stored(ack, &self.jetstream))
+    }
+
+    /// Send an atomic batch: checked, then sent on the client's connection, its commit awaited
+    /// up to the client's request timeout.
+    pub(super) async fn publish_batch(&self, batch: &Batch) -> Result<BatchAck, BatchError> {
+        batch::check(batch, self.client.max_payload())?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(BatchErrorKind::Closed));
+        }
+        let server = crate::server::ServerInfo::of(&self.client);
+        if !server.supports_atomic_batch() {
+            return Err(Error::with_source(
+                BatchErrorKind::Unsupported,
+                format!(
+                    "nats-server {} has no atomic batches (2.12.1+ has)",
+                    server.version()
+                ),
+            ));
+        }
+        let timeout = self.client.timeout().unwrap_or(BATCH_TIMEOUT);
+        batch::send(&self.client, batch, timeout).await
     }
 
     /// The room every [`Publisher`](crate::Publisher) service reserves a slot of.

@@ -9,6 +9,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
+use super::batch::{Batch, BatchAck, BatchError};
 use super::config::PublishConfig;
 use super::future::ResponseFuture;
 use super::message::{OutgoingMessage, PublishAck, PublishError, PublishFailure};
@@ -159,6 +160,45 @@ impl Publisher {
         self.pipeline
             .publish_acked(subject, Some(headers), payload.into())
             .await
+    }
+
+    /// Publish `batch` atomically (nats-server 2.12.1+): its stream stores all of its
+    /// messages, with consecutive sequences, or none of them. Not queued: the messages go
+    /// out at once, one after another, and the call waits for the commit's answer (up to
+    /// the client's request timeout). See [`Batch`] for the limits.
+    ///
+    /// # Errors
+    /// `Empty`, `InvalidSubject`, `InvalidHeader`, `PayloadTooLarge`, `Unsupported` and
+    /// `Closed` before anything is sent; after, a [`BatchErrorKind`] saying why the stream
+    /// stored none of it (`AtomicDisabled`, `NoStream`, `MixedStreams`, `TooManyMessages`,
+    /// `Incomplete`, `Duplicate`, `WrongLastSequence`, `TooManyInFlight`, `Rejected`), or
+    /// `TimedOut`/`Failed`, after which it may be stored whole: publish the same batch
+    /// again, and a stored one answers `Duplicate`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use natty::error::BatchErrorKind;
+    /// use natty::{Batch, OutgoingMessage};
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let natty = natty::Natty::connect(natty::Config::from_env()).await?;
+    /// natty.stream("ORDERS")?.create(["orders.>"]).await?; // allow_atomic on 2.12+
+    /// let batch = Batch::new()
+    ///     .with(OutgoingMessage::new("orders.7.created", "order 7"))
+    ///     .with(OutgoingMessage::new("orders.7.paid", "paid"));
+    /// match natty.publisher().publish_batch(&batch).await {
+    ///     Ok(ack) => println!("stored as {} #{:?}", ack.stream, ack.sequences()),
+    ///     Err(err) if err.kind() == BatchErrorKind::Duplicate => println!("stored before"),
+    ///     Err(err) => return Err(err.into()),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`BatchErrorKind`]: crate::error::BatchErrorKind
+    pub async fn publish_batch(&self, batch: &Batch) -> Result<BatchAck, BatchError> {
+        self.pipeline.publish_batch(batch).await
     }
 
     /// Queue a reported failure again under its original headers and `Nats-Msg-Id`, so a

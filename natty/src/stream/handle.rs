@@ -44,7 +44,8 @@ impl Stream {
 
     /// Create the stream capturing `subjects` with Go natty's defaults (limits retention,
     /// file storage, 30 days max age), allowing fast-ingest batched publishing on servers
-    /// 2.14+ (natty's publishers then use it; see [Paths](crate::publish#paths)).
+    /// 2.14+ (natty's publishers then use it; see [Paths](crate::publish#paths)) and atomic
+    /// batches on 2.12.1+ ([`Publisher::publish_batch`](crate::Publisher::publish_batch)).
     /// Idempotent: an existing stream with the same subjects is fine, and is left as it is.
     ///
     /// # Errors
@@ -62,6 +63,7 @@ impl Stream {
             storage: StorageType::File,
             max_age: DEFAULT_MAX_AGE,
             allow_batch_publish: self.connection.server().supports_fast_ingest(),
+            allow_atomic_publish: self.connection.server().supports_atomic_batch(),
             ..Default::default()
         })
         .await

@@ -1,0 +1,471 @@
+//! Atomic batches (ADR-50, nats-server 2.12.1+): [`Batch`], messages for one stream that the
+//! stream stores all or none, and [`BatchAck`], where it stored them.
+//!
+//! [`Publisher::publish_batch`](crate::Publisher::publish_batch) sends a batch as plain
+//! publishes carrying `Nats-Batch-Id`, `Nats-Batch-Sequence` (1, 2, ...) and, on the last,
+//! `Nats-Batch-Commit: 1`. The server stages the messages and stores them in one step at the
+//! commit, with consecutive sequences, or stores none of them: after any refusal, a lost
+//! message, or its batch timeout. Every message asks for an answer (a staged message gets an
+//! empty one), so a refusal names its message and its stream, and the caller learns why.
+//!
+//! Why natty's own code: async-nats 0.51 has the stream setting, the headers and the error
+//! codes, but no batch publisher.
+//!
+//! # Limits (the server's defaults; `jetstream { limits { batch { .. } } }` in its config)
+//! - 1,000 messages per batch (`max_msgs`; more is [`TooManyMessages`](BatchErrorKind::TooManyMessages)),
+//! - 50 open batches per stream and 1,000 per server (`max_inflight_per_stream`,
+//!   `max_inflight_total`; more is [`TooManyInFlight`](BatchErrorKind::TooManyInFlight),
+//!   [`Incomplete`](BatchErrorKind::Incomplete) on 2.12),
+//! - 10 s from the first message to the commit on 2.12, 10 s between messages on 2.14+
+//!   (`timeout`; a slower batch is [`Incomplete`](BatchErrorKind::Incomplete)),
+//! - one stream per batch, each message no larger than the server's max payload.
+//!
+//! # Idempotency
+//! [`Batch::push`] gives every message without a `Nats-Msg-Id` one, so publishing the same
+//! `Batch` again after [`TimedOut`](BatchErrorKind::TimedOut) or
+//! [`Failed`](BatchErrorKind::Failed) cannot store it twice: if the first one was stored, the
+//! stream refuses the second whole, as [`Duplicate`](BatchErrorKind::Duplicate), within its
+//! duplicate window (two minutes by default).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use async_nats::{Client, StatusCode, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::message::OutgoingMessage;
+use crate::error::{BatchErrorKind, Error};
+use crate::validate;
+
+/// The error of an atomic batch.
+pub type BatchError = Error<BatchErrorKind>;
+
+const MSG_ID: &str = "Nats-Msg-Id";
+const BATCH_ID: &str = "Nats-Batch-Id";
+const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
+const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
+
+/// How long to wait for the answers to a failed batch's other messages, once its commit has
+/// been refused, to say which message it was.
+const STRAGGLERS: Duration = Duration::from_millis(250);
+
+/// Messages for one stream, stored all or none by
+/// [`Publisher::publish_batch`](crate::Publisher::publish_batch). See the
+/// [module docs](self) for the limits and what a retry does.
+///
+/// # Example
+/// ```
+/// use natty::publish::Batch;
+/// use natty::OutgoingMessage;
+///
+/// let batch: Batch = (1..=3)
+///     .map(|n| OutgoingMessage::new(format!("orders.{n}.created"), format!("order {n}")))
+///     .collect();
+/// assert_eq!(batch.len(), 3);
+/// assert!(batch.messages().iter().all(|m| m.headers().get("Nats-Msg-Id").is_some()));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    messages: Vec<OutgoingMessage>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add `message`, giving it a `Nats-Msg-Id` unless it has one.
+    pub fn push(&mut self, mut message: OutgoingMessage) -> &mut Self {
+        if !message.headers().contains_key(MSG_ID) {
+            message.headers_mut().insert(MSG_ID, nuid::next().as_str());
+        }
+        self.messages.push(message);
+        self
+    }
+
+    /// This batch with `message` added, as [`Batch::push`] does.
+    #[must_use]
+    pub fn with(mut self, message: OutgoingMessage) -> Self {
+        self.push(message);
+        self
+    }
+
+    /// The messages, in the order they are stored.
+    pub fn messages(&self) -> &[OutgoingMessage] {
+        &self.messages
+    }
+
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether it has no messages.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+impl FromIterator<OutgoingMessage> for Batch {
+    fn from_iter<I: IntoIterator<Item = OutgoingMessage>>(messages: I) -> Self {
+        let mut batch = Self::new();
+        batch.extend(messages);
+        batch
+    }
+}
+
+impl Extend<OutgoingMessage> for Batch {
+    fn extend<I: IntoIterator<Item = OutgoingMessage>>(&mut self, messages: I) {
+        for message in messages {
+            self.push(message);
+        }
+    }
+}
+
+/// Where a batch was stored: one stream, consecutive sequences.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchAck {
+    /// The stream that stored it.
+    pub stream: String,
+    /// The sequence of its first message.
+    pub first_sequence: u64,
+    /// The sequence of its last message.
+    pub last_sequence: u64,
+}
+
+impl BatchAck {
+    /// Every message's sequence, in batch order.
+    pub fn sequences(&self) -> RangeInclusive<u64> {
+        self.first_sequence..=self.last_sequence
+    }
+
+    /// How many messages it stored.
+    pub fn count(&self) -> u64 {
+        self.last_sequence + 1 - self.first_sequence
+    }
+}
+
+/// What natty refuses before sending: the rules each message must keep, and those the server
+/// would only apply at the commit without saying which message broke them.
+pub(super) fn check(batch: &Batch, max_payload: usize) -> Result<(), BatchError> {
+    if batch.is_empty() {
+        return Err(Error::new(BatchErrorKind::Empty));
+    }
+    let mut ids = HashSet::new();
+    let mut written = HashSet::new();
+    for (index, message) in batch.messages().iter().enumerate() {
+        let subject = message.subject();
+        validate::publish_subject(subject)
+            .map_err(|err| Error::with_source(BatchErrorKind::InvalidSubject, err))?;
+        let headers = message.headers();
+        if let Some(invalid) = headers.invalid() {
+            return Err(Error::with_source(
+                BatchErrorKind::InvalidHeader,
+                invalid.clone(),
+            ));
+        }
+        let refuse = |why: String| Err(Error::with_source(BatchErrorKind::InvalidHeader, why));
+        for (name, _) in headers.iter() {
+            if name.len() >= 11 && name[..11].eq_ignore_ascii_case("Nats-Batch-") {
+                return refuse(format!("message {index}: natty sets {name} itself"));
+            }
+        }
+        if headers.contains_key(EXPECTED_LAST_MSG_ID) {
+            return refuse(format!(
+                "message {index}: {EXPECTED_LAST_MSG_ID} cannot be in an atomic batch"
+            ));
+        }
+        if index > 0 && headers.contains_key(EXPECTED_LAST_SEQUENCE) {
+            return refuse(format!(
+                "message {index}: {EXPECTED_LAST_SEQUENCE} only goes on the first message"
+            ));
+        }
+        if headers.contains_key(EXPECTED_LAST_SUBJECT_SEQUENCE) && written.contains(subject) {
+            return refuse(format!(
+                "message {index}: {EXPECTED_LAST_SUBJECT_SEQUENCE} on {subject}, which an \
+                 earlier message of the batch writes"
+            ));
+        }
+        written.insert(subject);
+        if let Some(id) = headers.get(MSG_ID) {
+            if !ids.insert(id) {
+                return refuse(format!("message {index}: {MSG_ID} {id:?} is used twice"));
+            }
+        }
+        validate::payload(message.payload().len(), max_payload)
+            .map_err(|err| Error::with_source(BatchErrorKind::PayloadTooLarge, err))?;
+    }
+    Ok(())
+}
+
+/// Send `batch` (checked) on `client` and wait up to `timeout` for its commit's answer.
+pub(super) async fn send(
+    client: &Client,
+    batch: &Batch,
+    timeout: Duration,
+) -> Result<BatchAck, BatchError> {
+    let id = nuid::next();
+    let inbox = client.new_inbox();
+    let failed =
+        |err: &dyn fmt::Display| Error::with_source(BatchErrorKind::Failed, err.to_string());
+    let mut replies = client
+        .subscribe(format!("{inbox}.*"))
+        .await
+        .map_err(|err| failed(&err))?;
+    let count = batch.len();
+    for (index, message) in batch.messages().iter().enumerate() {
+        let sequence = index + 1;
+        let mut headers: async_nats::HeaderMap = message.headers().clone().into();
+        headers.insert(BATCH_ID, id.as_str());
+        headers.insert(BATCH_SEQUENCE, sequence.to_string().as_str());
+        if sequence == count {
+            headers.insert(BATCH_COMMIT, "1");
+        }
+        client
+            .publish_with_reply_and_headers(
+                Subject::from(message.subject()),
+                Subject::from(format!("{inbox}.{sequence}")),
+                headers,
+                message.payload().clone(),
+            )
+            .await
+            .map_err(|err| failed(&err))?;
+    }
+
+    let mut answers: Vec<Option<Reply>> = vec![None; count];
+    let deadline = Instant::now() + timeout;
+    let mut until = deadline;
+    let mut committed = false;
+    while answers.iter().any(Option::is_none) {
+        let Ok(Some(message)) = tokio::time::timeout_at(until, replies.next()).await else {
+            break;
+        };
+        let Some(sequence) = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|token| token.parse::<usize>().ok())
+            .filter(|sequence| (1..=count).contains(sequence))
+        else {
+            continue;
+        };
+        let reply = Reply::of(&message);
+        if sequence == count {
+            committed = true;
+            if matches!(reply, Reply::Stored { .. }) {
+                answers[count - 1] = Some(reply);
+                break;
+            }
+            // Refused: the other messages' answers say more, if they come soon.
+            until = deadline.min(Instant::now() + STRAGGLERS);
+        }
+        answers[sequence - 1] = Some(reply);
+    }
+    if !committed {
+        return Err(Error::with_source(
+            BatchErrorKind::TimedOut,
+            format!("no answer to the commit of batch {id} within {timeout:?}"),
+        ));
+    }
+    decide(&answers, batch, id.as_str())
+}
+
+/// The server's answer to one message of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Reply {
+    /// Staged (an empty answer), to be stored at the commit.
+    Staged,
+    /// The commit's answer: the batch is stored.
+    Stored {
+        stream: String,
+        last: u64,
+        batch: Option<String>,
+        count: Option<u64>,
+    },
+    /// Refused by `stream` with the JetStream error code `code`.
+    Refused {
+        stream: Option<String>,
+        code: u64,
+        description: String,
+    },
+    /// No stream listens on the message's subject.
+    NoStream,
+    /// An answer natty does not understand.
+    Unreadable(String),
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    stream: Option<String>,
+    #[serde(default)]
+    seq: u64,
+    batch: Option<String>,
+    count: Option<u64>,
+    error: Option<ApiError>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+impl Reply {
+    fn of(message: &async_nats::Message) -> Self {
+        if message.status == Some(StatusCode::NO_RESPONDERS) {
+            return Self::NoStream;
+        }
+        Self::parse(&message.payload)
+    }
+
+    fn parse(payload: &Bytes) -> Self {
+        if payload.is_empty() {
+            return Self::Staged;
+        }
+        match serde_json::from_slice::<Answer>(payload) {
+            Ok(Answer {
+                error: Some(error),
+                stream,
+                ..
+            }) => Self::Refused {
+                stream,
+                code: error.err_code,
+                description: error.description,
+            },
+            Ok(Answer {
+                stream: Some(stream),
+                seq,
+                batch,
+                count,
+                error: None,
+            }) => Self::Stored {
+                stream,
+                last: seq,
+                batch,
+                count,
+            },
+            _ => Self::Unreadable(String::from_utf8_lossy(payload).into_owned()),
+        }
+    }
+}
+
+/// What the answers to a batch's messages mean: its [`BatchAck`] when the commit stored all
+/// of it, else the first refusal that explains why not.
+pub(super) fn decide(
+    answers: &[Option<Reply>],
+    batch: &Batch,
+    id: &str,
+) -> Result<BatchAck, BatchError> {
+    let count = answers.len() as u64;
+    if let Some(Some(Reply::Stored {
+        stream,
+        last,
+        batch: stored_batch,
+        count: stored,
+    })) = answers.last()
+    {
+        return match (stored_batch.as_deref(), *stored) {
+            (Some(stored_batch), Some(stored)) if stored_batch == id && stored == count => {
+                Ok(BatchAck {
+                    stream: stream.clone(),
+                    first_sequence: last + 1 - count,
+                    last_sequence: *last,
+                })
+            }
+            // A server without atomic batches stores each message as it comes.
+            (None, _) => Err(Error::with_source(
+                BatchErrorKind::Unsupported,
+                format!("the server stored the last message of batch {id} on its own"),
+            )),
+            _ => Err(Error::with_source(
+                BatchErrorKind::Rejected,
+                format!("the commit of batch {id} answered {stored:?} stored of {count}"),
+            )),
+        };
+    }
+    // The stream the batch went to, as the commit's refusal names it.
+    let batch_stream = answers
+        .iter()
+        .flatten()
+        .rev()
+        .find_map(|reply| match reply {
+            Reply::Refused {
+                stream: Some(stream),
+                ..
+            } => Some(stream.as_str()),
+            _ => None,
+        });
+    let subject = |index: usize| batch.messages()[index].subject();
+    let refused = answers.iter().enumerate().find_map(|(index, reply)| {
+        let error = match reply.as_ref()? {
+            Reply::Staged | Reply::Stored { .. } => return None,
+            Reply::NoStream => Error::with_source(
+                BatchErrorKind::NoStream,
+                format!("message {index}: no stream captures {}", subject(index)),
+            ),
+            Reply::Unreadable(answer) => Error::with_source(
+                BatchErrorKind::Rejected,
+                format!("message {index}: unreadable answer {answer:?}"),
+            ),
+            Reply::Refused {
+                stream,
+                code,
+                description,
+            } => {
+                let elsewhere = match (stream.as_deref(), batch_stream) {
+                    (Some(this), Some(first)) => this != first,
+                    _ => false,
+                };
+                let kind = if elsewhere {
+                    BatchErrorKind::MixedStreams
+                } else {
+                    kind_of(*code)
+                };
+                let stream = stream.as_deref().unwrap_or("?");
+                Error::with_source(
+                    kind,
+                    format!(
+                        "message {index} ({}): stream {stream} answered {code} {description}",
+                        subject(index)
+                    ),
+                )
+            }
+        };
+        Some(error)
+    });
+    Err(refused.unwrap_or_else(|| {
+        Error::with_source(
+            BatchErrorKind::Rejected,
+            format!("batch {id} was not stored and no answer said why"),
+        )
+    }))
+}
+
+/// The kind of a JetStream error code met in a batch.
+fn kind_of(code: u64) -> BatchErrorKind {
+    match code {
+        10174 => BatchErrorKind::AtomicDisabled,
+        10176 => BatchErrorKind::Incomplete,
+        10199 => BatchErrorKind::TooManyMessages,
+        // The id is stored, or being stored by an earlier write.
+        10201 | 10158 => BatchErrorKind::Duplicate,
+        10071 | 10164 => BatchErrorKind::WrongLastSequence,
+        10210 | 10167 => BatchErrorKind::TooManyInFlight,
+        _ => BatchErrorKind::Rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests;
