@@ -74,6 +74,7 @@ pub mod kv;
 #[cfg(feature = "opentelemetry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
 pub mod otel;
+pub mod process;
 pub mod publish;
 pub mod report;
 pub mod requester;
