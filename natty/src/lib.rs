@@ -95,7 +95,7 @@ pub use election::{ElectionConfig, ElectionError, LeaderState, Leadership, Term}
 pub use error::{BoxError, Error};
 pub use group::{ElasticGroup, StaticGroup};
 pub use header::HeaderMap;
-pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, Watch};
+pub use kv::{Bucket, BucketStatus, KvEntry, KvError, KvOperation, KvWrite, Watch};
 pub use publish::{
     Batch, BatchAck, BatchError, OutgoingMessage, PublishAck, PublishConfig, PublishError,
     PublishFailure, PublishPath, Publisher, StoredMessage,

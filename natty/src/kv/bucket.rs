@@ -8,9 +8,12 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::{bucket_err, key_err, other, stream_not_found, BucketStatus, KvEntry, KvError, Watch};
+use super::{
+    bucket_err, key_err, other, stream_not_found, BucketStatus, KvEntry, KvError, KvWrite, Watch,
+};
 use crate::connection::Connection;
-use crate::error::{Error, KvErrorKind};
+use crate::error::{BatchErrorKind, Error, KvErrorKind};
+use crate::publish::{self, Batch, OutgoingMessage};
 
 /// A key/value bucket, its name checked once; from [`Natty::bucket`](crate::Natty::bucket). Cheap to clone: clones
 /// share the bucket once found. See the [module docs](super).
@@ -19,6 +22,8 @@ pub struct Bucket {
     connection: Arc<Connection>,
     name: Arc<str>,
     store: Arc<OnceCell<Arc<kv::Store>>>,
+    /// Set once the bucket's stream allows atomic batches ([`Bucket::write_all`]).
+    atomic: Arc<OnceCell<()>>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -39,6 +44,7 @@ impl Bucket {
             connection: Arc::clone(connection),
             name: Arc::from(name),
             store: Arc::new(store),
+            atomic: Arc::new(OnceCell::new()),
         })
     }
 
@@ -314,6 +320,124 @@ impl Bucket {
         let store = self.connection.cache(&self.name, store);
         let _ = self.store.set(store);
         Ok(())
+    }
+
+    /// Write several keys at once, all or none (nats-server 2.12.1+): one atomic batch on the
+    /// bucket's stream, each key's write checked against its expected revision, if it has
+    /// one, against the bucket as it was before the batch. Returns each key's new revision, in
+    /// order. Creates a missing bucket, and turns on its stream's `allow_atomic` on the first
+    /// call (async-nats creates buckets without it). Up to 1,000 keys (the server's batch
+    /// limit), each at most once.
+    ///
+    /// # Errors
+    /// `InvalidKey` (also for a key given twice), `PayloadTooLarge` and `Unsupported` (older
+    /// servers) before sending; `Conflict` when a key is not at its expected revision (nothing
+    /// is written); `TimedOut` when the answer did not come in time (then all or none was
+    /// written); `JetStream` for the rest.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use natty::error::KvErrorKind;
+    /// use natty::KvWrite;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let natty = natty::Natty::connect(natty::Config::from_env()).await?;
+    /// let stock = natty.bucket("stock")?;
+    /// let tea = stock.entry("tea").await?.map_or(0, |entry| entry.revision);
+    /// let moved = stock
+    ///     .write_all([
+    ///         KvWrite::put("tea", "8").if_revision(tea),
+    ///         KvWrite::put("reserved.o-7", "tea").if_missing(),
+    ///     ])
+    ///     .await;
+    /// match moved {
+    ///     Ok(revisions) => println!("written at {revisions:?}"),
+    ///     Err(err) if err.kind() == KvErrorKind::Conflict => println!("someone was faster"),
+    ///     Err(err) => return Err(err.into()),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn write_all(
+        &self,
+        writes: impl IntoIterator<Item = KvWrite>,
+    ) -> Result<Vec<u64>, KvError> {
+        let writes: Vec<KvWrite> = writes.into_iter().collect();
+        let mut keys = std::collections::HashSet::new();
+        for write in &writes {
+            key_err(&write.key)?;
+            if !keys.insert(write.key.as_str()) {
+                return Err(Error::with_source(
+                    KvErrorKind::InvalidKey,
+                    format!("{:?} is written twice in one write_all", write.key),
+                ));
+            }
+            if let Some(value) = &write.value {
+                self.connection.check_value(value)?;
+            }
+        }
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.connection.server().supports_atomic_batch() {
+            return Err(Error::with_source(
+                KvErrorKind::Unsupported,
+                "writing several keys at once needs nats-server 2.12.1 or later",
+            ));
+        }
+        let store = self.found_or_created().await?;
+        self.allow_atomic(&store).await?;
+        let prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);
+        let batch: Batch = writes
+            .iter()
+            .map(|write| {
+                let subject = format!("{prefix}{}", write.key);
+                let mut message = match &write.value {
+                    Some(value) => OutgoingMessage::new(subject, value.clone()),
+                    None => {
+                        OutgoingMessage::new(subject, Bytes::new()).header("KV-Operation", "DEL")
+                    }
+                };
+                if let Some(revision) = write.revision {
+                    message
+                        .headers_mut()
+                        .insert("Nats-Expected-Last-Subject-Sequence", revision.to_string());
+                }
+                message
+            })
+            .collect();
+        match publish::batch::publish(self.connection.client(), &batch).await {
+            Ok(ack) => Ok(ack.sequences().collect()),
+            Err(err) => Err(match err.kind() {
+                BatchErrorKind::WrongLastSequence => Error::with_source(KvErrorKind::Conflict, err),
+                BatchErrorKind::TimedOut => Error::with_source(KvErrorKind::TimedOut, err),
+                BatchErrorKind::Unsupported => Error::with_source(KvErrorKind::Unsupported, err),
+                _ => Error::with_source(KvErrorKind::JetStream, err),
+            }),
+        }
+    }
+
+    /// Turn on atomic batches on the bucket's stream, once per handle.
+    async fn allow_atomic(&self, store: &kv::Store) -> Result<(), KvError> {
+        self.atomic
+            .get_or_try_init(|| async {
+                let mut stream = store.stream.clone();
+                let info = stream.info().await.map_err(other)?;
+                if info.config.allow_atomic_publish {
+                    return Ok(());
+                }
+                let mut config = info.config.clone();
+                config.allow_atomic_publish = true;
+                self.connection
+                    .jetstream()
+                    .update_stream(config)
+                    .await
+                    .map(drop)
+                    .map_err(other)
+            })
+            .await
+            .map(drop)
     }
 
     /// Delete the bucket and every key in it. A missing bucket is not an error. This handle

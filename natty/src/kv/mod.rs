@@ -20,6 +20,7 @@
 //! ```
 
 mod bucket;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use crate::error::{api_error_code, timed_out, Error, KvErrorKind, ValidationErro
 use crate::validate;
 
 pub use bucket::Bucket;
+pub use write::KvWrite;
 
 /// The error of a key/value call.
 pub type KvError = Error<KvErrorKind>;

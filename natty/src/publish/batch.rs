@@ -157,7 +157,7 @@ impl BatchAck {
 
 /// What natty refuses before sending: the rules each message must keep, and those the server
 /// would only apply at the commit without saying which message broke them.
-pub(super) fn check(batch: &Batch, max_payload: usize) -> Result<(), BatchError> {
+pub(crate) fn check(batch: &Batch, max_payload: usize) -> Result<(), BatchError> {
     if batch.is_empty() {
         return Err(Error::new(BatchErrorKind::Empty));
     }
@@ -208,12 +208,28 @@ pub(super) fn check(batch: &Batch, max_payload: usize) -> Result<(), BatchError>
     Ok(())
 }
 
+/// How long a batch's commit may take to be answered when the client has no request timeout.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Check `batch`, and the server, then send it on `client` and wait up to the client's
+/// request timeout for its commit's answer.
+pub(crate) async fn publish(client: &Client, batch: &Batch) -> Result<BatchAck, BatchError> {
+    check(batch, client.max_payload())?;
+    let server = crate::server::ServerInfo::of(client);
+    if !server.supports_atomic_batch() {
+        return Err(Error::with_source(
+            BatchErrorKind::Unsupported,
+            format!(
+                "nats-server {} has no atomic batches (2.12.1+ has)",
+                server.version()
+            ),
+        ));
+    }
+    send(client, batch, client.timeout().unwrap_or(COMMIT_TIMEOUT)).await
+}
+
 /// Send `batch` (checked) on `client` and wait up to `timeout` for its commit's answer.
-pub(super) async fn send(
-    client: &Client,
-    batch: &Batch,
-    timeout: Duration,
-) -> Result<BatchAck, BatchError> {
+async fn send(client: &Client, batch: &Batch, timeout: Duration) -> Result<BatchAck, BatchError> {
     let id = nuid::next();
     let inbox = client.new_inbox();
     let failed =

@@ -22,9 +22,6 @@ use crate::error::{BatchErrorKind, Error, PublishErrorKind};
 use crate::header::HeaderMap;
 use crate::validate;
 
-/// How long a batch's commit may take to be answered when the client has no request timeout.
-const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// How a subject's worker gets its messages to the stream; see [Paths](crate::publish#paths).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -138,25 +135,13 @@ impl Pipeline {
         result.map(|ack| PublishAck::new_stored(ack, &self.jetstream))
     }
 
-    /// Send an atomic batch: checked, then sent on the client's connection, its commit awaited
-    /// up to the client's request timeout.
+    /// Send an atomic batch on the client's connection, unless the publisher is closed.
     pub(super) async fn publish_batch(&self, batch: &Batch) -> Result<BatchAck, BatchError> {
-        batch::check(batch, self.client.max_payload())?;
         if self.closed.load(Ordering::Acquire) {
+            batch::check(batch, self.client.max_payload())?;
             return Err(Error::new(BatchErrorKind::Closed));
         }
-        let server = crate::server::ServerInfo::of(&self.client);
-        if !server.supports_atomic_batch() {
-            return Err(Error::with_source(
-                BatchErrorKind::Unsupported,
-                format!(
-                    "nats-server {} has no atomic batches (2.12.1+ has)",
-                    server.version()
-                ),
-            ));
-        }
-        let timeout = self.client.timeout().unwrap_or(BATCH_TIMEOUT);
-        batch::send(&self.client, batch, timeout).await
+        batch::publish(&self.client, batch).await
     }
 
     /// The room every [`Publisher`](crate::Publisher) service reserves a slot of.
