@@ -14,14 +14,15 @@
 //! | [`KeyNotFound`], [`RouteNotFound`] | 404 Not Found |
 //! | [`MethodNotAllowed`] | 405 Method Not Allowed |
 //! | [`RequestTimeout`] | 408 Request Timeout |
-//! | [`KeyConflict`] | 409 Conflict |
+//! | [`KeyConflict`], [`IdempotencyKeyInUse`] | 409 Conflict |
 //! | [`PayloadTooLarge`] | 413 Payload Too Large |
 //! | [`UnsupportedContentType`] | 415 Unsupported Media Type |
-//! | [`JsonShapeMismatch`], [`IdempotencyKeyReused`] | 422 Unprocessable Content |
+//! | [`JsonShapeMismatch`], [`IdempotencyKeyReused`], [`InvalidBatch`] | 422 Unprocessable Content |
 //! | [`ServiceFailure`] | the service's error code when it is 4xx or 5xx, 502 Bad Gateway otherwise |
+//! | [`BatchesUnsupported`] | 501 Not Implemented |
 //! | [`NatsUnavailable`] | 503 Service Unavailable, with `Retry-After` |
 //! | [`NoResponders`] | 503 Service Unavailable |
-//! | [`ServiceTimeout`] | 504 Gateway Timeout |
+//! | [`ServiceTimeout`], [`NatsTimeout`] | 504 Gateway Timeout |
 //! | [`NotLeader`] | 503 with `Retry-After`, or 307 to the leader; [`LEADER_HEADER`] once the leader is known |
 //! | [`NoElection`], [`InvalidStoredValue`], [`ValueNotSerializable`], [`NatsFailure`], [`PathMismatch`] | 500 Internal Server Error |
 //!
@@ -325,6 +326,31 @@ rejection! {
     /// The `Idempotency-Key` was used before with a different request (another subject or
     /// payload), inside the stream's duplicate window.
     IdempotencyKeyReused, UNPROCESSABLE_ENTITY, "idempotency-key reused with a different request"
+}
+
+rejection! {
+    /// A request with the same `Idempotency-Key` is being stored right now; try again once it
+    /// is answered (IETF httpapi Idempotency-Key draft: 409).
+    IdempotencyKeyInUse, CONFLICT, "a request with this idempotency-key is in progress"
+}
+
+rejection! {
+    /// An atomic batch the stream cannot take as it is: no messages, more messages than the
+    /// server takes in one batch, or messages for more than one stream.
+    InvalidBatch, UNPROCESSABLE_ENTITY, "invalid batch"
+}
+
+internal_rejection! {
+    /// The NATS server has no atomic batches (they need nats-server 2.12.1 or later); nothing
+    /// was sent.
+    BatchesUnsupported, NOT_IMPLEMENTED, "atomic batches unsupported"
+}
+
+internal_rejection! {
+    /// NATS did not answer an atomic batch's commit in time: the batch may be stored (all of
+    /// it) or not (none of it). Sending the request again with the same `Idempotency-Key`
+    /// stores it at most once.
+    NatsTimeout, GATEWAY_TIMEOUT, "nats did not answer in time"
 }
 
 rejection! {
@@ -692,10 +718,19 @@ composite_rejection! {
         PayloadTooLarge,
         /// 422: the `Nats-Msg-Id` (an `Idempotency-Key`) was used for another request.
         IdempotencyKeyReused,
+        /// 409: a batch with the same `Idempotency-Key` is being stored right now.
+        IdempotencyKeyInUse,
+        /// 422: an atomic batch the stream cannot take (empty, too many messages, several
+        /// streams).
+        InvalidBatch,
         /// 500: the value to publish as JSON does not serialize.
         ValueNotSerializable,
+        /// 501: the server has no atomic batches.
+        BatchesUnsupported,
         /// 503: NATS cannot be reached.
         NatsUnavailable,
+        /// 504: NATS did not answer an atomic batch's commit in time.
+        NatsTimeout,
         /// 500: any other failure (for example no stream captures the subject).
         NatsFailure,
     }
