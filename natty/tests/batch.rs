@@ -361,3 +361,19 @@ async fn a_connection_cut_mid_batch_stores_nothing_and_the_caller_gets_a_typed_e
     assert_eq!(stored(&server, "ORDERS").await, 0);
     println!("cut mid-batch: {:?}; advisory {advisory}", err.kind());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_batches_at_once_are_each_stored_whole() {
+    let Some((server, natty)) = atomic_orders().await else {
+        return;
+    };
+    // More than the 50 batches a stream keeps open: each is sent whole before the next.
+    let batches = (0..80).map(|_| {
+        let publisher = natty.publisher();
+        async move { publisher.publish_batch(&orders(3)).await }
+    });
+    let results = futures_util::future::join_all(batches).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(stored(&server, "ORDERS").await, 80 * 3);
+}

@@ -407,7 +407,8 @@ impl Bucket {
                 message
             })
             .collect();
-        match publish::batch::publish(self.connection.client(), &batch).await {
+        let answers = &self.connection.batch_answers;
+        match publish::batch::publish(self.connection.client(), answers, &batch).await {
             Ok(ack) => Ok(ack.sequences().collect()),
             Err(err) => Err(match err.kind() {
                 BatchErrorKind::WrongLastSequence => Error::with_source(KvErrorKind::Conflict, err),

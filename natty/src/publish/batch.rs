@@ -27,15 +27,18 @@
 //! stream refuses the second whole, as [`Duplicate`](BatchErrorKind::Duplicate), within its
 //! duplicate window (two minutes by default).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::{Client, StatusCode, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use tokio::sync::{mpsc, OnceCell};
 use tokio::time::Instant;
 
 use super::message::OutgoingMessage;
@@ -212,8 +215,13 @@ pub(crate) fn check(batch: &Batch, max_payload: usize) -> Result<(), BatchError>
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Check `batch`, and the server, then send it on `client` and wait up to the client's
-/// request timeout for its commit's answer.
-pub(crate) async fn publish(client: &Client, batch: &Batch) -> Result<BatchAck, BatchError> {
+/// request timeout for its commit's answer, which arrives through `answers` (started on first
+/// use).
+pub(crate) async fn publish(
+    client: &Client,
+    answers: &OnceCell<Answers>,
+    batch: &Batch,
+) -> Result<BatchAck, BatchError> {
     check(batch, client.max_payload())?;
     let server = crate::server::ServerInfo::of(client);
     if !server.supports_atomic_batch() {
@@ -225,19 +233,105 @@ pub(crate) async fn publish(client: &Client, batch: &Batch) -> Result<BatchAck, 
             ),
         ));
     }
-    send(client, batch, client.timeout().unwrap_or(COMMIT_TIMEOUT)).await
+    let answers = answers.get_or_try_init(|| Answers::start(client)).await?;
+    let timeout = client.timeout().unwrap_or(COMMIT_TIMEOUT);
+    send(client, answers.open(), batch, timeout).await
+}
+
+/// The batches waiting for answers, by number: where to hand each answer (its sequence and
+/// the message).
+type Routes = HashMap<u64, mpsc::UnboundedSender<(usize, async_nats::Message)>>;
+
+/// Where the answers to a client's batches arrive: one subscription on `<inbox>.*.*`, each
+/// answer (to `<inbox>.<batch>.<sequence>`) handed to the batch waiting for it, so a batch
+/// costs no subscription of its own.
+pub(crate) struct Answers {
+    inbox: String,
+    waiting: Arc<Mutex<Routes>>,
+    next: AtomicU64,
+    router: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        self.router.abort();
+    }
+}
+
+impl Answers {
+    async fn start(client: &Client) -> Result<Self, BatchError> {
+        let inbox = client.new_inbox();
+        let mut replies = client
+            .subscribe(format!("{inbox}.*.*"))
+            .await
+            .map_err(|err| Error::with_source(BatchErrorKind::Failed, err.to_string()))?;
+        let waiting: Arc<Mutex<Routes>> = Arc::default();
+        let routes = Arc::clone(&waiting);
+        let router = tokio::spawn(async move {
+            while let Some(message) = replies.next().await {
+                let mut tokens = message.subject.rsplit('.');
+                let (Some(sequence), Some(batch)) = (tokens.next(), tokens.next()) else {
+                    continue;
+                };
+                let (Ok(sequence), Ok(batch)) = (sequence.parse(), batch.parse::<u64>()) else {
+                    continue;
+                };
+                let routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(waiter) = routes.get(&batch) {
+                    let _ = waiter.send((sequence, message));
+                }
+            }
+        });
+        Ok(Self {
+            inbox,
+            waiting,
+            next: AtomicU64::new(0),
+            router,
+        })
+    }
+
+    /// A new batch's reply prefix and the answers to it, until the waiter is dropped.
+    fn open(&self) -> Waiter<'_> {
+        let batch = self.next.fetch_add(1, Ordering::Relaxed);
+        let (sender, answers) = mpsc::unbounded_channel();
+        self.lock().insert(batch, sender);
+        Waiter {
+            reply_prefix: format!("{}.{batch}", self.inbox),
+            batch,
+            answers,
+            of: self,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One batch's answers, as [`Answers`] routes them.
+struct Waiter<'a> {
+    reply_prefix: String,
+    batch: u64,
+    answers: mpsc::UnboundedReceiver<(usize, async_nats::Message)>,
+    of: &'a Answers,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.of.lock().remove(&self.batch);
+    }
 }
 
 /// Send `batch` (checked) on `client` and wait up to `timeout` for its commit's answer.
-async fn send(client: &Client, batch: &Batch, timeout: Duration) -> Result<BatchAck, BatchError> {
+async fn send(
+    client: &Client,
+    mut waiter: Waiter<'_>,
+    batch: &Batch,
+    timeout: Duration,
+) -> Result<BatchAck, BatchError> {
     let id = nuid::next();
-    let inbox = client.new_inbox();
     let failed =
         |err: &dyn fmt::Display| Error::with_source(BatchErrorKind::Failed, err.to_string());
-    let mut replies = client
-        .subscribe(format!("{inbox}.*"))
-        .await
-        .map_err(|err| failed(&err))?;
     let count = batch.len();
     for (index, message) in batch.messages().iter().enumerate() {
         let sequence = index + 1;
@@ -250,7 +344,7 @@ async fn send(client: &Client, batch: &Batch, timeout: Duration) -> Result<Batch
         client
             .publish_with_reply_and_headers(
                 Subject::from(message.subject()),
-                Subject::from(format!("{inbox}.{sequence}")),
+                Subject::from(format!("{}.{sequence}", waiter.reply_prefix)),
                 headers,
                 message.payload().clone(),
             )
@@ -263,18 +357,14 @@ async fn send(client: &Client, batch: &Batch, timeout: Duration) -> Result<Batch
     let mut until = deadline;
     let mut committed = false;
     while answers.iter().any(Option::is_none) {
-        let Ok(Some(message)) = tokio::time::timeout_at(until, replies.next()).await else {
+        let Ok(Some((sequence, message))) =
+            tokio::time::timeout_at(until, waiter.answers.recv()).await
+        else {
             break;
         };
-        let Some(sequence) = message
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|token| token.parse::<usize>().ok())
-            .filter(|sequence| (1..=count).contains(sequence))
-        else {
+        if !(1..=count).contains(&sequence) {
             continue;
-        };
+        }
         let reply = Reply::of(&message);
         if sequence == count {
             committed = true;

@@ -54,6 +54,8 @@ pub(super) struct Pipeline {
     idle: Notify,
     /// Room of the [`Publisher`](crate::Publisher) services: `queue_capacity` unsettled calls.
     room: Arc<Semaphore>,
+    /// Where the answers to atomic batches arrive, once one was sent.
+    batch_answers: tokio::sync::OnceCell<batch::Answers>,
 }
 
 impl Pipeline {
@@ -66,6 +68,7 @@ impl Pipeline {
             jetstream: Arc::new(jetstream),
             client,
             room: Arc::new(Semaphore::new(config.queue_capacity)),
+            batch_answers: tokio::sync::OnceCell::new(),
             config,
             workers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -141,7 +144,7 @@ impl Pipeline {
             batch::check(batch, self.client.max_payload())?;
             return Err(Error::new(BatchErrorKind::Closed));
         }
-        batch::publish(&self.client, batch).await
+        batch::publish(&self.client, &self.batch_answers, batch).await
     }
 
     /// The room every [`Publisher`](crate::Publisher) service reserves a slot of.
