@@ -15,6 +15,7 @@
 //! | `memory` | `publish-memory` (the process's memory, not a stream's storage) |
 //! | `groups` | `groups-vs-ordered`, `groups-efficiency` |
 //! | `service` | `service-request`, `service-latency` |
+//! | `process` | `processor-vs-hand-written` (nats-server 2.12.1+) |
 //!
 //! `all` runs every group but `explain` (breakdowns, no lines); at full scale it takes about
 //! three minutes on 2 cores.
@@ -32,15 +33,15 @@ use std::time::Instant;
 
 use scenario::{
     axum_publish, consume, consume_latency, explain, groups, groups_efficiency, kv, leader, memory,
-    publish, service, Bench, BoxError, Comparison,
+    process, publish, service, Bench, BoxError, Comparison,
 };
 
 const USAGE: &str =
-    "usage: natty-bench [--scale FACTOR] <all | publish | consume | kv | axum | leader | memory | groups | service | explain>...";
+    "usage: natty-bench [--scale FACTOR] <all | publish | consume | kv | axum | leader | memory | groups | service | process | explain>...";
 
 /// The scenario groups, in the order `all` runs them.
-const GROUPS: [&str; 8] = [
-    "publish", "consume", "kv", "axum", "leader", "memory", "groups", "service",
+const GROUPS: [&str; 9] = [
+    "publish", "consume", "kv", "axum", "leader", "memory", "groups", "service", "process",
 ];
 /// Groups that only `explain` runs: breakdowns of the missed goals, no comparisons.
 const EXTRA: [&str; 1] = ["explain"];
@@ -107,6 +108,7 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
                 lines
             }
             "service" => service::run(&bench).await?,
+            "process" => process::run(&bench).await?,
             "explain" => {
                 explain::run(&bench).await?;
                 Vec::new()

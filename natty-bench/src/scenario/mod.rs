@@ -15,6 +15,7 @@ pub(crate) mod groups_efficiency;
 pub(crate) mod kv;
 pub(crate) mod leader;
 pub(crate) mod memory;
+pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod service;
 
@@ -108,6 +109,7 @@ impl Bench {
                         storage: StorageType::Memory,
                         max_age: natty::stream::DEFAULT_MAX_AGE,
                         allow_batch_publish: self.natty.server_info().supports_fast_ingest(),
+                        allow_atomic_publish: self.natty.server_info().supports_atomic_batch(),
                         ..Default::default()
                     })
                     .await?
