@@ -62,13 +62,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
 use crate::consume::Message;
-use crate::error::{BatchErrorKind, BoxError};
+use crate::error::BoxError;
 use crate::publish::{Batch, BatchAck, OutgoingMessage, Publisher};
+
+mod commit;
+use commit::Committer;
 
 /// What a [`Processor`] did with an input's outputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,16 +88,34 @@ pub enum Processed {
 
 /// A handler served so that its outputs are stored exactly once; see the
 /// [module docs](self).
-#[derive(Clone, Debug)]
+///
+/// The outputs of inputs processed at the same time are committed together, as one atomic
+/// batch of at most 1,000 messages, so the server commits once for all of them; when it
+/// refuses such a batch, each input's own batch is sent instead, so each input ends as its own
+/// batch would have ended it. Clones share one committer.
+#[derive(Clone)]
 pub struct Processor<S> {
     handler: S,
     publisher: Publisher,
+    committer: Arc<OnceLock<Committer>>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Processor<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("handler", &self.handler)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> Processor<S> {
     /// `handler`, its outputs published through `publisher`.
     pub fn new(publisher: Publisher, handler: S) -> Self {
-        Self { handler, publisher }
+        Self {
+            handler,
+            publisher,
+            committer: Arc::default(),
+        }
     }
 }
 
@@ -164,7 +186,7 @@ where
     fn call(&mut self, input: Message) -> Self::Future {
         let key = input_key(&input);
         let outputs = self.handler.call(input);
-        let publisher = self.publisher.clone();
+        let (publisher, committer) = (self.publisher.clone(), Arc::clone(&self.committer));
         Box::pin(async move {
             let key = key.ok_or(
                 "a processor's input must come from a consumer (it has no stream sequence)",
@@ -173,11 +195,10 @@ where
             if batch.is_empty() {
                 return Ok(Processed::Nothing);
             }
-            match publisher.publish_batch(&batch).await {
-                Ok(ack) => Ok(Processed::Stored(ack)),
-                Err(err) if err.kind() == BatchErrorKind::Duplicate => Ok(Processed::AlreadyStored),
-                Err(err) => Err(err.into()),
-            }
+            committer
+                .get_or_init(|| Committer::start(publisher))
+                .commit(batch)
+                .await
         })
     }
 }
