@@ -299,3 +299,72 @@ async fn outputs_that_cannot_be_one_batch_are_never_stored() {
     stop(running).await;
     assert!(outputs(&server).await.is_empty());
 }
+
+/// Input `sequence` of `INPUTS` as the consumer `processor` would deliver it.
+fn delivered(sequence: u64) -> Message {
+    let mut info = natty::message::DeliveryInfo::new("INPUTS", "processor");
+    info.stream_sequence = sequence;
+    info.delivered = 1;
+    let (message, _) = Message::builder(format!("in.{sequence}"), "2")
+        .info(info)
+        .build();
+    message
+}
+
+#[tokio::test]
+async fn inputs_committed_together_fall_back_to_their_own_batches_when_one_was_stored_before() {
+    let server = Server::start().unwrap();
+    let natty = inputs(&server, 1).await;
+    if !has_atomic_batches(&server, &natty).await {
+        return;
+    }
+    let handler = service_fn(|input: Message| async move { Ok::<_, BoxError>(fan_out(&input)) });
+    let processor = Processor::new(natty.publisher(), handler);
+    let first = processor.clone().oneshot(delivered(1)).await.unwrap();
+    assert!(matches!(first, Processed::Stored(_)), "{first:?}");
+
+    // On this current-thread runtime the three reach the committer before it runs, so they
+    // go out as one batch; input 1's outputs are stored, so the server refuses it whole and
+    // each goes alone.
+    let together = [1, 2, 3].map(|n| processor.clone().oneshot(delivered(n)));
+    let [again, two, three] = futures_util::future::join_all(together)
+        .await
+        .try_into()
+        .unwrap();
+    assert_eq!(again.unwrap(), Processed::AlreadyStored);
+    for stored in [two.unwrap(), three.unwrap()] {
+        let Processed::Stored(ack) = stored else {
+            panic!("{stored:?}")
+        };
+        assert_eq!(ack.count(), 2);
+    }
+    let ids: std::collections::HashSet<_> = outputs(&server)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 6, "each input's 2 outputs once: {ids:?}");
+
+    // Inputs never stored before are committed together, each told its own sequences.
+    let together = [4, 5].map(|n| processor.clone().oneshot(delivered(n)));
+    let acks: Vec<_> = futures_util::future::join_all(together)
+        .await
+        .into_iter()
+        .map(|processed| match processed.unwrap() {
+            Processed::Stored(ack) => ack.sequences(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(acks, [7..=8, 9..=10]);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("OUTPUTS")
+        .await
+        .unwrap();
+    let mut batch_ids = std::collections::HashSet::new();
+    for sequence in 7..=10 {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        batch_ids.insert(message.headers.get("Nats-Batch-Id").unwrap().to_string());
+    }
+    assert_eq!(batch_ids.len(), 1, "inputs 4 and 5 went out as one batch");
+}
