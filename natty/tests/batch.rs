@@ -149,6 +149,25 @@ async fn a_batch_with_one_bad_message_stores_nothing_and_says_which() {
     assert_eq!(err.kind(), BatchErrorKind::MixedStreams, "{err:?}");
     let source = std::error::Error::source(&err).unwrap().to_string();
     assert!(source.contains("message 2 (other.1)"), "{source}");
+    // Only the commit goes elsewhere.
+    let commit_elsewhere = orders(2).with(OutgoingMessage::new("other.1", "x"));
+    let err = publisher
+        .publish_batch(&commit_elsewhere)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BatchErrorKind::MixedStreams, "{err:?}");
+    // Only the first goes elsewhere.
+    let first_elsewhere = Batch::new()
+        .with(OutgoingMessage::new("other.1", "x"))
+        .with(orders(2).messages()[1].clone());
+    let err = publisher.publish_batch(&first_elsewhere).await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            BatchErrorKind::MixedStreams | BatchErrorKind::Incomplete
+        ),
+        "{err:?}"
+    );
 
     assert_eq!(stored(&server, "ORDERS").await, 0);
     assert_eq!(stored(&server, "OTHER").await, 0);

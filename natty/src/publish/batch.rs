@@ -5,8 +5,11 @@
 //! publishes carrying `Nats-Batch-Id`, `Nats-Batch-Sequence` (1, 2, ...) and, on the last,
 //! `Nats-Batch-Commit: 1`. The server stages the messages and stores them in one step at the
 //! commit, with consecutive sequences, or stores none of them: after any refusal, a lost
-//! message, or its batch timeout. Every message asks for an answer (a staged message gets an
-//! empty one), so a refusal names its message and its stream, and the caller learns why.
+//! message, or its batch timeout. The first message and the commit ask for an answer (the
+//! first's says early that the stream refuses batches); when a batch was not stored and the
+//! server's answer leaves open why (a message lost on the way to its stream), natty looks up
+//! the stream of each of its subjects, so a message for no stream or for another stream is
+//! named as such.
 //!
 //! Why natty's own code: async-nats 0.51 has the stream setting, the headers and the error
 //! codes, but no batch publisher.
@@ -341,49 +344,101 @@ async fn send(
         if sequence == count {
             headers.insert(BATCH_COMMIT, "1");
         }
-        client
-            .publish_with_reply_and_headers(
-                Subject::from(message.subject()),
-                Subject::from(format!("{}.{sequence}", waiter.reply_prefix)),
-                headers,
-                message.payload().clone(),
-            )
-            .await
-            .map_err(|err| failed(&err))?;
+        let subject = Subject::from(message.subject());
+        let payload = message.payload().clone();
+        let sent = if sequence == 1 || sequence == count {
+            let reply = Subject::from(format!("{}.{sequence}", waiter.reply_prefix));
+            client
+                .publish_with_reply_and_headers(subject, reply, headers, payload)
+                .await
+        } else {
+            client.publish_with_headers(subject, headers, payload).await
+        };
+        sent.map_err(|err| failed(&err))?;
     }
 
-    let mut answers: Vec<Option<Reply>> = vec![None; count];
+    let (mut first, mut commit) = (None, None);
     let deadline = Instant::now() + timeout;
     let mut until = deadline;
-    let mut committed = false;
-    while answers.iter().any(Option::is_none) {
+    loop {
         let Ok(Some((sequence, message))) =
             tokio::time::timeout_at(until, waiter.answers.recv()).await
         else {
             break;
         };
-        if !(1..=count).contains(&sequence) {
-            continue;
-        }
         let reply = Reply::of(&message);
         if sequence == count {
-            committed = true;
-            if matches!(reply, Reply::Stored { .. }) {
-                answers[count - 1] = Some(reply);
+            let stored = matches!(reply, Reply::Stored { .. });
+            commit = Some(reply);
+            if stored || count == 1 || first.is_some() {
                 break;
             }
-            // Refused: the other messages' answers say more, if they come soon.
+            // Refused: the first message's answer may say more, if it comes soon.
             until = deadline.min(Instant::now() + STRAGGLERS);
+        } else if sequence == 1 {
+            first = Some(reply);
+            if commit.is_some() {
+                break;
+            }
         }
-        answers[sequence - 1] = Some(reply);
     }
-    if !committed {
+    let Some(commit) = commit else {
         return Err(Error::with_source(
             BatchErrorKind::TimedOut,
             format!("no answer to the commit of batch {id} within {timeout:?}"),
         ));
+    };
+    match decide(first.as_ref(), &commit, batch, id.as_str()) {
+        Err(err) if err.kind() == BatchErrorKind::Incomplete => {
+            Err(diagnose(client, batch).await.unwrap_or(err))
+        }
+        decided => decided,
     }
-    decide(&answers, batch, id.as_str())
+}
+
+/// Why a batch the server dropped before its commit was not whole, when its subjects say:
+/// one that no stream captures, or two that different streams capture. `None` when they all
+/// go to one stream (a message was lost on the way, the batch timed out) or the lookups fail.
+async fn diagnose(client: &Client, batch: &Batch) -> Option<BatchError> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut streams: HashMap<&str, String> = HashMap::new();
+    let mut first_stream: Option<String> = None;
+    for (index, message) in batch.messages().iter().enumerate() {
+        let subject = message.subject();
+        let stream = match streams.get(subject) {
+            Some(stream) => stream.clone(),
+            None => match js.stream_by_subject(subject).await {
+                Ok(stream) => {
+                    streams.insert(subject, stream.clone());
+                    stream
+                }
+                Err(err)
+                    if err.kind()
+                        == async_nats::jetstream::context::GetStreamByNameErrorKind::NotFound =>
+                {
+                    return Some(Error::with_source(
+                        BatchErrorKind::NoStream,
+                        format!("message {index}: no stream captures {subject}"),
+                    ));
+                }
+                Err(_) => return None,
+            },
+        };
+        match &first_stream {
+            None => first_stream = Some(stream),
+            Some(first) if *first != stream => {
+                return Some(Error::with_source(
+                    BatchErrorKind::MixedStreams,
+                    format!(
+                        "message {index} ({subject}) goes to stream {stream}, the batch's first \
+                         to {first}"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 /// The server's answer to one message of a batch.
@@ -467,20 +522,21 @@ impl Reply {
     }
 }
 
-/// What the answers to a batch's messages mean: its [`BatchAck`] when the commit stored all
-/// of it, else the first refusal that explains why not.
+/// What the answers to a batch mean: its [`BatchAck`] when the commit stored all of it, else
+/// the refusal that explains why not, the first message's before the commit's.
 pub(super) fn decide(
-    answers: &[Option<Reply>],
+    first: Option<&Reply>,
+    commit: &Reply,
     batch: &Batch,
     id: &str,
 ) -> Result<BatchAck, BatchError> {
-    let count = answers.len() as u64;
-    if let Some(Some(Reply::Stored {
+    let count = batch.len() as u64;
+    if let Reply::Stored {
         stream,
         last,
         batch: stored_batch,
         count: stored,
-    })) = answers.last()
+    } = commit
     {
         return match (stored_batch.as_deref(), *stored) {
             (Some(stored_batch), Some(stored)) if stored_batch == id && stored == count => {
@@ -501,25 +557,18 @@ pub(super) fn decide(
             )),
         };
     }
-    // The stream the batch went to, as the commit's refusal names it.
-    let batch_stream = answers
-        .iter()
-        .flatten()
-        .rev()
-        .find_map(|reply| match reply {
-            Reply::Refused {
-                stream: Some(stream),
-                ..
-            } => Some(stream.as_str()),
-            _ => None,
-        });
-    let subject = |index: usize| batch.messages()[index].subject();
-    let refused = answers.iter().enumerate().find_map(|(index, reply)| {
-        let error = match reply.as_ref()? {
+    let commit_stream = match commit {
+        Reply::Refused { stream, .. } => stream.as_deref(),
+        _ => None,
+    };
+    let last = batch.len() - 1;
+    let refusal = |index: usize, reply: &Reply| -> Option<BatchError> {
+        let subject = batch.messages()[index].subject();
+        Some(match reply {
             Reply::Staged | Reply::Stored { .. } => return None,
             Reply::NoStream => Error::with_source(
                 BatchErrorKind::NoStream,
-                format!("message {index}: no stream captures {}", subject(index)),
+                format!("message {index}: no stream captures {subject}"),
             ),
             Reply::Unreadable(answer) => Error::with_source(
                 BatchErrorKind::Rejected,
@@ -530,10 +579,8 @@ pub(super) fn decide(
                 code,
                 description,
             } => {
-                let elsewhere = match (stream.as_deref(), batch_stream) {
-                    (Some(this), Some(first)) => this != first,
-                    _ => false,
-                };
+                let elsewhere = index < last
+                    && matches!((stream.as_deref(), commit_stream), (Some(a), Some(b)) if a != b);
                 let kind = if elsewhere {
                     BatchErrorKind::MixedStreams
                 } else {
@@ -542,15 +589,15 @@ pub(super) fn decide(
                 let stream = stream.as_deref().unwrap_or("?");
                 Error::with_source(
                     kind,
-                    format!(
-                        "message {index} ({}): stream {stream} answered {code} {description}",
-                        subject(index)
-                    ),
+                    format!("message {index} ({subject}): stream {stream} answered {code} {description}"),
                 )
             }
-        };
-        Some(error)
-    });
+        })
+    };
+    let refused = first
+        .filter(|_| last > 0)
+        .and_then(|first| refusal(0, first))
+        .or_else(|| refusal(last, commit));
     Err(refused.unwrap_or_else(|| {
         Error::with_source(
             BatchErrorKind::Rejected,

@@ -76,63 +76,63 @@ fn what_the_server_would_refuse_only_at_the_commit_is_refused_before_sending() {
 
 #[test]
 fn a_stored_commit_is_the_ack_with_every_sequence() {
-    let answers = [
-        Some(Reply::Staged),
-        Some(Reply::Staged),
-        Some(Reply::Stored {
-            stream: "S".into(),
-            last: 12,
-            batch: Some("b1".into()),
-            count: Some(3),
-        }),
-    ];
-    let ack = decide(&answers, &batch(&["a", "b", "c"]), "b1").unwrap();
+    let commit = Reply::Stored {
+        stream: "S".into(),
+        last: 12,
+        batch: Some("b1".into()),
+        count: Some(3),
+    };
+    let ack = decide(
+        Some(&Reply::Staged),
+        &commit,
+        &batch(&["a", "b", "c"]),
+        "b1",
+    )
+    .unwrap();
     assert_eq!(ack.sequences(), 10..=12);
     assert_eq!((ack.stream.as_str(), ack.count()), ("S", 3));
 }
 
 #[test]
 fn a_commit_stored_without_batch_fields_means_the_server_has_no_atomic_batches() {
-    let answers = [Some(Reply::Stored {
+    let commit = Reply::Stored {
         stream: "S".into(),
         last: 1,
         batch: None,
         count: None,
-    })];
+    };
     assert_eq!(
-        kind(decide(&answers, &batch(&["a"]), "b1")),
+        kind(decide(None, &commit, &batch(&["a"]), "b1")),
         BatchErrorKind::Unsupported
     );
 }
 
 #[test]
-fn the_first_refusal_says_why_and_a_refusal_from_another_stream_is_mixed_streams() {
+fn the_first_message_s_refusal_says_why_before_the_commit_s() {
     let subjects = batch(&["a", "b", "c"]);
-    let disabled = [
-        refused("S", 10174),
-        refused("S", 10176),
-        refused("S", 10176),
-    ];
+    let disabled = refused("S", 10174).unwrap();
+    let incomplete = refused("S", 10176).unwrap();
     assert_eq!(
-        kind(decide(&disabled, &subjects, "b1")),
+        kind(decide(Some(&disabled), &incomplete, &subjects, "b1")),
         BatchErrorKind::AtomicDisabled
     );
-    let mixed = [
-        Some(Reply::Staged),
-        refused("OTHER", 10176),
-        refused("S", 10176),
-    ];
+    // The first message refused by another stream than the commit's.
+    let elsewhere = refused("OTHER", 10174).unwrap();
     assert_eq!(
-        kind(decide(&mixed, &subjects, "b1")),
+        kind(decide(Some(&elsewhere), &incomplete, &subjects, "b1")),
         BatchErrorKind::MixedStreams
     );
-    let nowhere = [
-        Some(Reply::Staged),
-        Some(Reply::NoStream),
-        refused("S", 10176),
-    ];
     assert_eq!(
-        kind(decide(&nowhere, &subjects, "b1")),
+        kind(decide(Some(&Reply::NoStream), &incomplete, &subjects, "b1")),
+        BatchErrorKind::NoStream
+    );
+    assert_eq!(
+        kind(decide(
+            Some(&Reply::Staged),
+            &Reply::NoStream,
+            &subjects,
+            "b1"
+        )),
         BatchErrorKind::NoStream
     );
     for (code, expected) in [
@@ -143,8 +143,18 @@ fn the_first_refusal_says_why_and_a_refusal_from_another_stream_is_mixed_streams
         (10210, BatchErrorKind::TooManyInFlight),
         (10054, BatchErrorKind::Rejected),
     ] {
-        let answers = [Some(Reply::Staged), None, refused("S", code)];
-        assert_eq!(kind(decide(&answers, &subjects, "b1")), expected, "{code}");
+        let commit = refused("S", code).unwrap();
+        assert_eq!(
+            kind(decide(Some(&Reply::Staged), &commit, &subjects, "b1")),
+            expected,
+            "{code}"
+        );
+        // The first's answer lost: the commit's alone decides.
+        assert_eq!(
+            kind(decide(None, &commit, &subjects, "b1")),
+            expected,
+            "{code}"
+        );
     }
 }
 
