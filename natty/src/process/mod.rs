@@ -5,8 +5,9 @@
 //! (zero or more [`OutgoingMessage`]s, all for one stream). [`Processor`] wraps it: it calls
 //! the handler, gives output `i` of the input at stream sequence `s` of stream `S`, consumed
 //! by durable `C`, the `Nats-Msg-Id` `S:C:s:i` (replacing one the handler set), publishes them
-//! as one atomic [`Batch`] (nats-server 2.12.1+), and returns `Ok` only once the stream
-//! stored them. It is served like any other stack, by [`Consumer::serve`](crate::Consumer::serve)
+//! in an atomic [`Batch`] (nats-server 2.12.1+; together with the outputs of inputs processed
+//! at the same time, see [`Processor`]), and returns `Ok` only once the stream stored them.
+//! It is served like any other stack, by [`Consumer::serve`](crate::Consumer::serve)
 //! or a group member, so the one consume engine acks the input after that `Ok` (and naks it
 //! after an `Err`), with natty-tower's layers, concurrency, failure reports and shutdown as
 //! for `serve`.
