@@ -26,8 +26,6 @@
 //! passes (the `process` tests check `Unsupported` there).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -37,12 +35,12 @@ use natty::OutgoingMessage;
 use natty::{
     BatchError, BoxError, CancellationToken, Config, ConsumeConfig, ConsumerOptions, Message,
 };
-use natty_testkit::{Process, Proxy, Server};
-use tokio::sync::mpsc;
+use natty_testkit::{Proxy, Server};
 use tokio::time::timeout;
 use tower::{Service, ServiceExt};
 
 mod common;
+use common::child::{self, parent_gone, say};
 use common::consume::consumer_info;
 use common::{connect, connect_with};
 
@@ -159,11 +157,7 @@ fn processor_main(url: String, run: &str) {
         let shutdown = CancellationToken::new();
         let serving = tokio::spawn(consumer.serve(shutdown.clone(), stack));
         say("ready");
-        // The parent closes stdin when it is done, or when it dies: stop then.
-        let _ = tokio::task::spawn_blocking(|| {
-            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
-        })
-        .await;
+        parent_gone().await;
         shutdown.cancel();
         let summary = serving
             .await
@@ -180,20 +174,12 @@ fn child_name(run: impl std::fmt::Display) -> String {
     format!("processor-{run}")
 }
 
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
 // ---------------------------------------------------------------------------------------------
 // The parent's handle on a child.
 
 struct Child {
     run: usize,
-    process: Process,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
+    child: child::Child,
     tally: Tally,
 }
 
@@ -246,30 +232,10 @@ impl Tally {
 impl Child {
     /// Start child `run`, connecting to `url`, and wait until it serves.
     async fn spawn(url: &str, run: usize) -> Self {
-        let mut process = Process::spawn(
-            Command::new(std::env::current_exe().expect("test binary"))
-                .env(URL_VAR, url)
-                .env(RUN_VAR, run.to_string())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-        )
-        .expect("child starts");
-        let stdin = process.take_stdin();
-        let stdout = process.take_stdout().expect("piped stdout");
-        let (tx, lines) = mpsc::unbounded_channel();
-        // Ends when the child's stdout does, that is when it exits.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let envs = [(URL_VAR, url.to_owned()), (RUN_VAR, run.to_string())];
         let mut child = Self {
             run,
-            process,
-            stdin,
-            lines,
+            child: child::Child::spawn(format!("child {run}"), &envs),
             tally: Tally::default(),
         };
         child.next_line("ready").await;
@@ -278,24 +244,10 @@ impl Child {
 
     /// The rest of the next line that starts with `word`, tallying any other line.
     async fn next_line(&mut self, word: &str) -> String {
-        let run = self.run;
-        let lines = &mut self.lines;
-        let tally = &mut self.tally;
-        let found = timeout(DEADLINE, async {
-            while let Some(line) = lines.recv().await {
-                match line.strip_prefix(word) {
-                    Some(rest) => return Some(rest.trim_start().to_owned()),
-                    None => tally.add(run, &line),
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(rest)) => rest,
-            Ok(None) => panic!("child {run} exited before `{word}`"),
-            Err(_) => panic!("child {run}: no `{word}` within {DEADLINE:?}"),
-        }
+        let (run, tally) = (self.run, &mut self.tally);
+        self.child
+            .next_line(word, |line| tally.add(run, line))
+            .await
     }
 
     /// Wait until what it has said meets `done`, checked on all it has said so far (not on
@@ -303,13 +255,13 @@ impl Child {
     async fn wait_until(&mut self, what: &str, done: impl Fn(&Tally) -> bool) {
         let met = timeout(DEADLINE, async {
             loop {
-                while let Ok(line) = self.lines.try_recv() {
+                while let Ok(line) = self.child.lines.try_recv() {
                     self.tally.add(self.run, &line);
                 }
                 if done(&self.tally) {
                     return;
                 }
-                match self.lines.recv().await {
+                match self.child.lines.recv().await {
                     Some(line) => self.tally.add(self.run, &line),
                     None => panic!("child {} exited", self.run),
                 }
@@ -322,24 +274,20 @@ impl Child {
     /// Kill it with SIGKILL; returns what it said of its inputs until then, its
     /// `in_flight` those it had in its processor when it died.
     async fn kill(mut self) -> Tally {
-        self.process.kill();
+        self.child.process.kill();
         // Its stdout is closed now: read what it said to the end.
-        while let Some(line) = timeout(DEADLINE, self.lines.recv())
-            .await
-            .expect("the killed child's output ends")
-        {
-            self.tally.add(self.run, &line);
-        }
+        let (run, tally) = (self.run, &mut self.tally);
+        self.child.read_to_end(|line| tally.add(run, line)).await;
         self.tally
     }
 
     /// Close its stdin and wait until it has stopped cleanly; returns its `stopped` line and
     /// what it said of its inputs.
     async fn stop(mut self) -> (String, Tally) {
-        drop(self.stdin.take());
+        drop(self.child.stdin.take());
         let stopped = self.next_line("stopped").await;
-        let status =
-            tokio::task::block_in_place(|| self.process.wait_timeout(DEADLINE)).expect("wait");
+        let status = tokio::task::block_in_place(|| self.child.process.wait_timeout(DEADLINE))
+            .expect("wait");
         assert!(
             status.is_some_and(|s| s.success()),
             "child {} exits cleanly: {status:?}",

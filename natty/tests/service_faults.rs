@@ -24,8 +24,6 @@
 //! those the caller no longer waits for: no reply subject, and no request, is answered twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,13 +35,14 @@ use natty::error::RequestErrorKind;
 use natty::requester::Request as Call;
 use natty::service::{EndpointConfig, Request, Response, ServiceConfig, ServiceError};
 use natty::{CancellationToken, Config, Requester};
-use natty_testkit::{Process, Server};
+use natty_testkit::Server;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 mod common;
+use common::child::{parent_gone, say, Child};
 use common::{connect, connect_with};
 
 const URL_VAR: &str = "NATTY_SERVICE_FAULTS_URL";
@@ -118,11 +117,7 @@ fn instance_main(url: String, index: usize) {
             "ready {id} {}",
             natty.client().server_info().client_id
         ));
-        // The parent closes stdin when it is done, or when it dies: stop then.
-        let _ = tokio::task::spawn_blocking(|| {
-            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
-        })
-        .await;
+        parent_gone().await;
         shutdown.cancel();
         let summary = serving.await.expect("the run does not panic");
         say(&format!(
@@ -138,12 +133,6 @@ async fn answer(index: usize, request: Request) -> Result<Response, ServiceError
     Ok(Response::new(format!("{index}:{payload}")))
 }
 
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
 // ---------------------------------------------------------------------------------------------
 // The parent's handle on an instance.
 
@@ -153,9 +142,7 @@ struct Instance {
     id: String,
     /// Its connection's client id on the server.
     cid: u64,
-    process: Process,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
+    child: Child,
 }
 
 /// How an instance's run ended, as it printed it.
@@ -169,41 +156,28 @@ struct Stopped {
 impl Instance {
     /// Start instance `index` and wait until it serves.
     async fn spawn(server: &Server, index: usize) -> Self {
-        let mut process = Process::spawn(
-            Command::new(std::env::current_exe().expect("test binary"))
-                .env(URL_VAR, server.url())
-                .env(INDEX_VAR, index.to_string())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-        )
-        .expect("instance starts");
-        let stdin = process.take_stdin();
-        let stdout = process.take_stdout().expect("piped stdout");
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        // Ends when the instance's stdout does, that is when it exits.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = next_line(&mut lines, index, "ready").await;
+        let envs = [(URL_VAR, server.url()), (INDEX_VAR, index.to_string())];
+        let mut child = Child::spawn(format!("instance {index}"), &envs);
+        let ready = child
+            .next_line("ready", |line| println!("instance {index}: {line}"))
+            .await;
         let (id, cid) = ready.split_once(' ').expect("ready <id> <client id>");
         Self {
             index,
             id: id.to_owned(),
             cid: cid.parse().expect("client id"),
-            process,
-            stdin,
-            lines,
+            child,
         }
     }
 
     /// Close its stdin, and return what its run did once it has exited.
     async fn stop(mut self) -> Stopped {
-        drop(self.stdin.take());
-        let stopped = next_line(&mut self.lines, self.index, "stopped").await;
+        drop(self.child.stdin.take());
+        let index = self.index;
+        let stopped = self
+            .child
+            .next_line("stopped", |line| println!("instance {index}: {line}"))
+            .await;
         let counts: Vec<u64> = stopped
             .split(' ')
             .map(|n| n.parse().expect("a count"))
@@ -212,13 +186,9 @@ impl Instance {
             panic!("instance {}: stopped {stopped}", self.index);
         };
         // Its stdout closes when it exits.
-        while timeout(DEADLINE, self.lines.recv())
-            .await
-            .unwrap_or_else(|_| panic!("instance {} exits", self.index))
-            .is_some()
-        {}
-        let status =
-            tokio::task::block_in_place(|| self.process.wait_timeout(DEADLINE)).expect("wait");
+        self.child.read_to_end(|_| ()).await;
+        let status = tokio::task::block_in_place(|| self.child.process.wait_timeout(DEADLINE))
+            .expect("wait");
         assert!(
             status.is_some_and(|s| s.success()),
             "instance {} exits cleanly: {status:?}",
@@ -229,29 +199,6 @@ impl Instance {
             errors,
             cut_off,
         }
-    }
-}
-
-/// The rest of the next line that starts with `word`, printing any other line.
-async fn next_line(
-    lines: &mut mpsc::UnboundedReceiver<String>,
-    index: usize,
-    word: &str,
-) -> String {
-    let found = timeout(DEADLINE, async {
-        while let Some(line) = lines.recv().await {
-            match line.strip_prefix(word) {
-                Some(rest) => return Some(rest.trim_start().to_owned()),
-                None => println!("instance {index}: {line}"),
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(rest)) => rest,
-        Ok(None) => panic!("instance {index} exited before `{word}`"),
-        Err(_) => panic!("instance {index}: no `{word}` within {DEADLINE:?}"),
     }
 }
 
@@ -675,7 +622,7 @@ async fn kill_phase(server: &Server, load: &Load, mut first: Instance) -> Vec<Ou
     );
     load.enter(KILLED);
     let killed_at = Instant::now();
-    first.process.kill();
+    first.child.process.kill();
     wait_unsubscribed(server, first.cid).await;
     println!(
         "service_faults: the server dropped the killed instance's subscription {} ms after SIGKILL",
@@ -700,7 +647,7 @@ async fn stop_phase(load: &Load, frozen: &mut Instance) -> Vec<Outcome> {
             p.answered(BEFORE_PAUSE, 1) >= 50 && p.answered(BEFORE_PAUSE, 2) >= 50
         })
         .await;
-    tokio::task::block_in_place(|| frozen.process.pause()).expect("pause");
+    tokio::task::block_in_place(|| frozen.child.process.pause()).expect("pause");
     let paused_at = Instant::now();
     load.enter(PAUSED);
     running
@@ -716,7 +663,7 @@ async fn stop_phase(load: &Load, frozen: &mut Instance) -> Vec<Outcome> {
         frozen.index,
         paused_at.elapsed().as_millis()
     );
-    frozen.process.resume().expect("resume");
+    frozen.child.process.resume().expect("resume");
     outcomes
 }
 

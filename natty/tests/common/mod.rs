@@ -5,6 +5,7 @@
 // Each test binary uses some of these.
 #![allow(dead_code)]
 
+pub(crate) mod child;
 pub(crate) mod consume;
 pub(crate) mod election;
 pub(crate) mod publish;
