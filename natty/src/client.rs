@@ -83,10 +83,12 @@ impl Natty {
             .timeout(config.request_timeout)
             .ack_timeout(config.request_timeout)
             .build(client.clone());
-        let publisher = Publisher::new(jetstream.clone(), client.clone(), config.publish.clone());
+        let connection = Arc::new(Connection::new(client.clone(), jetstream.clone()));
+        let answers = Arc::clone(&connection.batch_answers);
+        let publisher = Publisher::new(jetstream, client, config.publish.clone(), answers);
         Self {
             inner: Arc::new(Inner {
-                connection: Arc::new(Connection::new(client, jetstream)),
+                connection,
                 publisher,
             }),
         }

@@ -1,5 +1,5 @@
 //! What every handle shares: the async-nats client, its JetStream context, the cache of
-//! key/value stores and the inbox of multi-key writes' batches. [`Natty`](crate::Natty) owns one and lends it to each handle it makes,
+//! key/value stores and the inbox of atomic batches' answers. [`Natty`](crate::Natty) owns one and lends it to each handle it makes,
 //! so a feature module never needs the client type itself.
 
 use std::collections::HashMap;
@@ -14,8 +14,9 @@ pub(crate) struct Connection {
     /// Stores found so far, by bucket name: a `Store` carries the bucket's stream info, too
     /// much to look up on every call.
     pub(crate) buckets: Mutex<HashMap<String, std::sync::Arc<jetstream::kv::Store>>>,
-    /// Where the answers to multi-key writes' batches arrive, once one was sent.
-    pub(crate) batch_answers: tokio::sync::OnceCell<crate::publish::batch::Answers>,
+    /// Where the answers to atomic batches arrive (the publisher's and multi-key writes'),
+    /// once one was sent.
+    pub(crate) batch_answers: std::sync::Arc<tokio::sync::OnceCell<crate::publish::batch::Answers>>,
 }
 
 impl Connection {
@@ -24,7 +25,7 @@ impl Connection {
             client,
             jetstream,
             buckets: Mutex::new(HashMap::new()),
-            batch_answers: tokio::sync::OnceCell::new(),
+            batch_answers: std::sync::Arc::default(),
         }
     }
 

@@ -330,8 +330,9 @@ error_kind! {
         /// A `Nats-Expected-Last-Sequence` or `Nats-Expected-Last-Subject-Sequence` header
         /// did not match the stream.
         WrongLastSequence => "wrong last sequence",
-        /// Too many batches are open on the stream or the server, or the stream is
-        /// overloaded; try again later.
+        /// Too many batches are open on the stream or the server, the stream is overloaded,
+        /// or a message id of the batch is still being stored by an earlier write; nothing
+        /// was stored, try again later.
         TooManyInFlight => "too many batches in flight",
         /// The commit's answer did not arrive in time: the batch may be stored (all of it) or
         /// not (none of it). Publish the same [`Batch`](crate::publish::Batch) again: its

@@ -63,8 +63,7 @@ impl<'a> ServerInfo<'a> {
     /// Whether the server stores atomic batches ([`Batch`](crate::publish::Batch)): 2.12.1+,
     /// the first release that takes `Nats-Msg-Id`s inside a batch.
     pub fn supports_atomic_batch(&self) -> bool {
-        let version = self.version();
-        version_at_least(&version, 2, 13) || release_at_least(&version, (2, 12, 1))
+        release_at_least(&self.version(), (2, 12, 1))
     }
 }
 
@@ -78,13 +77,9 @@ fn release_at_least(version: &str, release: (u64, u64, u64)) -> bool {
     (next(), next(), next()) >= release
 }
 
+/// Whether `version` is at least `major.minor`.
 pub(crate) fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(['.', '-'])
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    found >= (major, minor)
+    release_at_least(version, (major, minor, 0))
 }
 
 #[cfg(test)]

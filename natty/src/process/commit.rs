@@ -7,7 +7,7 @@
 //! a combined batch refused as `Duplicate` stored nothing, and sending each input alone then
 //! finds which were stored before (`Duplicate` again) and which not (stored now).
 
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Processed;
@@ -16,6 +16,9 @@ use crate::publish::{Batch, BatchAck, BatchError, Publisher};
 
 /// Messages a combined batch holds at most: the server's default batch limit.
 const MAX_MESSAGES: usize = 1_000;
+
+/// Inputs' own batches sent at once after a combined batch was refused.
+const ALONE_AT_ONCE: usize = 16;
 
 /// One input's batch, waiting to be committed, and where its outcome goes.
 struct Pending {
@@ -75,33 +78,63 @@ async fn run(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Pending>) 
 }
 
 /// Commit `group` as one batch, or each of its batches alone when it has one or the combined
-/// batch is refused, and answer each input.
-async fn commit(publisher: &Publisher, mut group: Vec<Pending>) {
-    if group.len() > 1 {
-        let combined: Batch = group
-            .iter()
-            .flat_map(|pending| pending.batch.messages().iter().cloned())
-            .collect();
-        if let Ok(ack) = publisher.publish_batch(&combined).await {
+/// batch is refused, and answer each input. The combined batch takes the inputs' messages
+/// rather than copies, and gives them back to their own batches if it is refused.
+async fn commit(publisher: &Publisher, group: Vec<Pending>) {
+    let group = if group.len() > 1 {
+        match commit_combined(publisher, group).await {
+            Some(refused) => refused,
+            None => return,
+        }
+    } else {
+        group
+    };
+    // A few at a time, well below the 50 batches a stream keeps open.
+    stream::iter(group)
+        .for_each_concurrent(ALONE_AT_ONCE, |pending| async move {
+            let outcome = outcome(publisher.publish_batch(&pending.batch).await);
+            let _ = pending.answer.send(outcome);
+        })
+        .await;
+}
+
+/// Commit `group`'s batches as one and answer each input; the group back when the server
+/// refused the combined batch.
+async fn commit_combined(publisher: &Publisher, group: Vec<Pending>) -> Option<Vec<Pending>> {
+    let lengths: Vec<usize> = group.iter().map(|pending| pending.batch.len()).collect();
+    let (batches, answers): (Vec<Batch>, Vec<_>) = group
+        .into_iter()
+        .map(|pending| (pending.batch, pending.answer))
+        .unzip();
+    let combined: Batch = batches.into_iter().flat_map(Batch::into_messages).collect();
+    match publisher.publish_batch(&combined).await {
+        Ok(ack) => {
             let mut first = ack.first_sequence;
-            for pending in group {
-                let last = first + pending.batch.len() as u64 - 1;
+            for (answer, length) in answers.into_iter().zip(lengths) {
+                let last = first + length as u64 - 1;
                 let own = BatchAck {
                     stream: ack.stream.clone(),
                     first_sequence: first,
                     last_sequence: last,
                 };
                 first = last + 1;
-                let _ = pending.answer.send(Ok(Processed::Stored(own)));
+                let _ = answer.send(Ok(Processed::Stored(own)));
             }
-            return;
+            None
+        }
+        Err(_) => {
+            let mut messages = combined.into_messages().into_iter();
+            let group = answers
+                .into_iter()
+                .zip(lengths)
+                .map(|(answer, length)| Pending {
+                    batch: messages.by_ref().take(length).collect(),
+                    answer,
+                })
+                .collect();
+            Some(group)
         }
     }
-    let alone = group.drain(..).map(|pending| async move {
-        let outcome = outcome(publisher.publish_batch(&pending.batch).await);
-        let _ = pending.answer.send(outcome);
-    });
-    join_all(alone).await;
 }
 
 /// What one input's own batch ended as.

@@ -70,6 +70,7 @@ use tower::{Layer, Service};
 
 use crate::consume::Message;
 use crate::error::BoxError;
+use crate::header::NATS_MESSAGE_ID;
 use crate::publish::{Batch, BatchAck, OutgoingMessage, Publisher};
 
 mod commit;
@@ -163,7 +164,7 @@ fn batch_of(key: &str, outputs: impl IntoIterator<Item = OutgoingMessage>) -> Ba
         .map(|(index, mut output)| {
             output
                 .headers_mut()
-                .insert("Nats-Msg-Id", format!("{key}:{index}"));
+                .insert(NATS_MESSAGE_ID, format!("{key}:{index}"));
             output
         })
         .collect()

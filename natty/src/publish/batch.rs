@@ -46,12 +46,13 @@ use tokio::time::Instant;
 
 use super::message::OutgoingMessage;
 use crate::error::{BatchErrorKind, Error};
+use crate::header::NATS_MESSAGE_ID as MSG_ID;
 use crate::validate;
 
 /// The error of an atomic batch.
 pub type BatchError = Error<BatchErrorKind>;
 
-const MSG_ID: &str = "Nats-Msg-Id";
+const BATCH_PREFIX: &str = "Nats-Batch-";
 const BATCH_ID: &str = "Nats-Batch-Id";
 const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
 const BATCH_COMMIT: &str = "Nats-Batch-Commit";
@@ -119,6 +120,11 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
+
+    /// The messages, moved out (their `Nats-Msg-Id`s stay on them).
+    pub(crate) fn into_messages(self) -> Vec<OutgoingMessage> {
+        self.messages
+    }
 }
 
 impl FromIterator<OutgoingMessage> for Batch {
@@ -182,7 +188,8 @@ pub(crate) fn check(batch: &Batch, max_payload: usize) -> Result<(), BatchError>
         }
         let refuse = |why: String| Err(Error::with_source(BatchErrorKind::InvalidHeader, why));
         for (name, _) in headers.iter() {
-            if name.len() >= 11 && name[..11].eq_ignore_ascii_case("Nats-Batch-") {
+            let prefix = name.get(..BATCH_PREFIX.len());
+            if prefix.is_some_and(|prefix| prefix.eq_ignore_ascii_case(BATCH_PREFIX)) {
                 return refuse(format!("message {index}: natty sets {name} itself"));
             }
         }
@@ -247,7 +254,9 @@ type Routes = HashMap<u64, mpsc::UnboundedSender<(usize, async_nats::Message)>>;
 
 /// Where the answers to a client's batches arrive: one subscription on `<inbox>.*.*`, each
 /// answer (to `<inbox>.<batch>.<sequence>`) handed to the batch waiting for it, so a batch
-/// costs no subscription of its own.
+/// costs no subscription of its own. async-nats' own request inbox is not used: a request is
+/// sent when its future is first polled, so the first message and the commit could not be
+/// sent as requests in their places among the batch's other messages.
 pub(crate) struct Answers {
     inbox: String,
     waiting: Arc<Mutex<Routes>>,
@@ -376,13 +385,24 @@ async fn send(
             // Refused: the first message's answer may say more, if it comes soon.
             until = deadline.min(Instant::now() + STRAGGLERS);
         } else if sequence == 1 {
+            // A refused first message means nothing of the batch is stored: no need to wait.
+            let refused = !matches!(reply, Reply::Staged);
             first = Some(reply);
-            if commit.is_some() {
+            if commit.is_some() || refused {
                 break;
             }
         }
     }
     let Some(commit) = commit else {
+        // The server refused the first message: it stored nothing, whatever the commit says.
+        if let Some(first) = first.filter(|first| !matches!(first, Reply::Staged)) {
+            return decide(
+                Some(&first),
+                &Reply::Unreadable(String::new()),
+                batch,
+                id.as_str(),
+            );
+        }
         return Err(Error::with_source(
             BatchErrorKind::TimedOut,
             format!("no answer to the commit of batch {id} within {timeout:?}"),
@@ -401,12 +421,15 @@ async fn send(
 /// go to one stream (a message was lost on the way, the batch timed out) or the lookups fail.
 async fn diagnose(client: &Client, batch: &Batch) -> Option<BatchError> {
     let js = async_nats::jetstream::new(client.clone());
+    // Looked up one after another: a batch of many subjects is explained by its first ones.
+    const LOOKUPS: usize = 16;
     let mut streams: HashMap<&str, String> = HashMap::new();
     let mut first_stream: Option<String> = None;
     for (index, message) in batch.messages().iter().enumerate() {
         let subject = message.subject();
         let stream = match streams.get(subject) {
             Some(stream) => stream.clone(),
+            None if streams.len() == LOOKUPS => return None,
             None => match js.stream_by_subject(subject).await {
                 Ok(stream) => {
                     streams.insert(subject, stream.clone());
@@ -539,17 +562,23 @@ pub(super) fn decide(
     } = commit
     {
         return match (stored_batch.as_deref(), *stored) {
-            (Some(stored_batch), Some(stored)) if stored_batch == id && stored == count => {
+            (Some(stored_batch), Some(stored))
+                if stored_batch == id && stored == count && *last >= count =>
+            {
                 Ok(BatchAck {
                     stream: stream.clone(),
                     first_sequence: last + 1 - count,
                     last_sequence: *last,
                 })
             }
-            // A server without atomic batches stores each message as it comes.
+            // A server without atomic batches (a stream leader older than the server natty
+            // is connected to) stored each message as it came: not atomically.
             (None, _) => Err(Error::with_source(
-                BatchErrorKind::Unsupported,
-                format!("the server stored the last message of batch {id} on its own"),
+                BatchErrorKind::Rejected,
+                format!(
+                    "the stream's server stored the messages of batch {id} one by one: it \
+                     has no atomic batches"
+                ),
             )),
             _ => Err(Error::with_source(
                 BatchErrorKind::Rejected,
@@ -612,10 +641,10 @@ fn kind_of(code: u64) -> BatchErrorKind {
         10174 => BatchErrorKind::AtomicDisabled,
         10176 => BatchErrorKind::Incomplete,
         10199 => BatchErrorKind::TooManyMessages,
-        // The id is stored, or being stored by an earlier write.
-        10201 | 10158 => BatchErrorKind::Duplicate,
+        10201 => BatchErrorKind::Duplicate,
         10071 | 10164 => BatchErrorKind::WrongLastSequence,
-        10210 | 10167 => BatchErrorKind::TooManyInFlight,
+        // 10158: an id of the batch is being stored by an earlier write that may yet fail.
+        10210 | 10167 | 10158 => BatchErrorKind::TooManyInFlight,
         _ => BatchErrorKind::Rejected,
     }
 }

@@ -54,8 +54,9 @@ pub(super) struct Pipeline {
     idle: Notify,
     /// Room of the [`Publisher`](crate::Publisher) services: `queue_capacity` unsettled calls.
     room: Arc<Semaphore>,
-    /// Where the answers to atomic batches arrive, once one was sent.
-    batch_answers: tokio::sync::OnceCell<batch::Answers>,
+    /// Where the answers to atomic batches arrive, once one was sent (shared with the
+    /// client's multi-key writes).
+    batch_answers: Arc<tokio::sync::OnceCell<batch::Answers>>,
 }
 
 impl Pipeline {
@@ -63,12 +64,13 @@ impl Pipeline {
         jetstream: async_nats::jetstream::Context,
         client: async_nats::Client,
         config: PublishConfig,
+        batch_answers: Arc<tokio::sync::OnceCell<batch::Answers>>,
     ) -> Self {
         Self {
             jetstream: Arc::new(jetstream),
             client,
             room: Arc::new(Semaphore::new(config.queue_capacity)),
-            batch_answers: tokio::sync::OnceCell::new(),
+            batch_answers,
             config,
             workers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),

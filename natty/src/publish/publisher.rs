@@ -9,7 +9,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
-use super::batch::{Batch, BatchAck, BatchError};
+use super::batch::{Answers as BatchAnswers, Batch, BatchAck, BatchError};
 use super::config::PublishConfig;
 use super::future::ResponseFuture;
 use super::message::{OutgoingMessage, PublishAck, PublishError, PublishFailure};
@@ -65,13 +65,15 @@ impl Clone for Publisher {
 
 impl Publisher {
     /// The publisher of a client: its pipeline, whose workers start with each subject's
-    /// first message.
+    /// first message; its atomic batches' answers arrive through `batch_answers`, which the
+    /// client's multi-key writes share.
     pub(crate) fn new(
         jetstream: async_nats::jetstream::Context,
         client: async_nats::Client,
         config: PublishConfig,
+        batch_answers: Arc<tokio::sync::OnceCell<BatchAnswers>>,
     ) -> Self {
-        let pipeline = Arc::new(Pipeline::new(jetstream, client, config));
+        let pipeline = Arc::new(Pipeline::new(jetstream, client, config, batch_answers));
         let room = PollSemaphore::new(Arc::clone(pipeline.room()));
         Self {
             pipeline,

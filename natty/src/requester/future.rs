@@ -76,7 +76,7 @@ impl Future for ResponseFuture {
 /// The service's answer: a [`Response`], or a `Service` error when it carries the error
 /// headers.
 fn answer(message: async_nats::Message) -> Result<Response, RequestError> {
-    let headers = message.headers.map(HeaderMap::from).unwrap_or_default();
+    let headers = message.headers.map(HeaderMap::received).unwrap_or_default();
     match service_error(&headers) {
         Some(refused) => Err(Error::with_source(RequestErrorKind::Service, refused)),
         None => Ok(Response::new(message.payload, headers)),

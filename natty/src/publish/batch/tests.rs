@@ -94,7 +94,7 @@ fn a_stored_commit_is_the_ack_with_every_sequence() {
 }
 
 #[test]
-fn a_commit_stored_without_batch_fields_means_the_server_has_no_atomic_batches() {
+fn a_commit_stored_without_batch_fields_is_refused_as_not_atomic() {
     let commit = Reply::Stored {
         stream: "S".into(),
         last: 1,
@@ -103,7 +103,7 @@ fn a_commit_stored_without_batch_fields_means_the_server_has_no_atomic_batches()
     };
     assert_eq!(
         kind(decide(None, &commit, &batch(&["a"]), "b1")),
-        BatchErrorKind::Unsupported
+        BatchErrorKind::Rejected
     );
 }
 
