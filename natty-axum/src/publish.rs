@@ -281,8 +281,10 @@ impl AckedPublisher {
     /// - 413 [`PayloadTooLarge`] when any payload is over the server's `max_payload`,
     /// - 422 [`InvalidBatch`] for an empty batch, more messages than the server takes in one
     ///   batch (1,000 by default), or messages for more than one stream,
-    /// - 422 [`IdempotencyKeyReused`] when the key was used for another batch (or another
-    ///   message),
+    /// - 422 [`IdempotencyKeyReused`] when the key was used for another batch, or for a
+    ///   single message stored as the batch's first (`<key>:0`); a key used before by
+    ///   [`publish_acked_with_headers`](Self::publish_acked_with_headers) (stored as `<key>`)
+    ///   is not seen,
     /// - 501 [`BatchesUnsupported`] when the server has no atomic batches (before 2.12.1);
     ///   nothing was sent,
     /// - 503 [`NatsUnavailable`] when disconnected, when the server dropped the batch before
@@ -429,7 +431,8 @@ impl AckedPublisher {
 
     /// Publish an empty message with `id` that the stream cannot store (the last message id
     /// it expects is never one), to learn where `id` is stored: the stream checks the
-    /// `Nats-Msg-Id` first and answers a stored one as a duplicate with its sequence.
+    /// `Nats-Msg-Id` first and answers a stored one as a duplicate with its sequence. Core
+    /// NATS subscribers of the subject (not the stream's consumers) see the probe.
     async fn probe(&self, subject: &str, id: &str) -> Result<Probe, PublishRejection> {
         let mut headers = natty::async_nats::HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, id);
@@ -443,7 +446,12 @@ impl AckedPublisher {
             .client()
             .request_with_headers(subject.to_owned(), headers, Bytes::new())
             .await
-            .map_err(|err| self.failure(err))?;
+            .map_err(|err| match err.kind() {
+                natty::async_nats::client::RequestErrorKind::TimedOut => {
+                    NatsTimeout::with_cause(err).into()
+                }
+                _ => self.failure(err),
+            })?;
         let answer: serde_json::Value = serde_json::from_slice(&answer.payload)
             .map_err(|err| self.failure(format!("unreadable answer to a probe: {err}")))?;
         if answer["duplicate"] == true {

@@ -21,6 +21,9 @@ use crate::node::Error;
 /// requests (a stream would also answer them with its publish ack).
 pub(crate) const LOOKUP_SUBJECT: &str = "order-lookup.get";
 
+/// Lookups an instance runs at once; more are refused with a 503, for another instance.
+const LOOKUPS_AT_ONCE: usize = 32;
+
 /// A lookup answers within this or gets a 504, before the caller's own deadline.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -49,8 +52,9 @@ pub(crate) async fn start(
     let mut service = natty.service(config).await?;
     let node = node.to_owned();
     let handler = ServiceBuilder::new()
-        // An overloaded instance answers 503 at once, a slow lookup 504.
+        // Past LOOKUPS_AT_ONCE lookups an instance answers 503 at once; a slow lookup 504.
         .load_shed()
+        .concurrency_limit(LOOKUPS_AT_ONCE)
         .timeout(LOOKUP_TIMEOUT)
         .service_fn(move |request: Request| {
             let (statuses, node) = (statuses.clone(), node.clone());

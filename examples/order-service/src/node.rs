@@ -59,17 +59,19 @@ impl Node {
         }
         let state = state.build()?;
 
+        // Everything that can fail comes before the tasks start, so a failure leaves none.
+        let orders = natty.consumer(worker::config()).await?;
+        let statuses = natty.bucket(STATUS_BUCKET)?;
+        let addr = listener.local_addr()?;
+        let (stop_lookup, lookup) = lookup::start(&natty, statuses.clone(), name).await?;
         let stop_consuming = CancellationToken::new();
         let consumer = tokio::spawn(worker::run(
-            natty.consumer(worker::config()).await?,
-            natty.bucket(STATUS_BUCKET)?,
+            orders,
+            statuses,
             natty.publisher(),
             name.into(),
             stop_consuming.clone(),
         ));
-        let (stop_lookup, lookup) =
-            lookup::start(&natty, natty.bucket(STATUS_BUCKET)?, name).await?;
-        let addr = listener.local_addr()?;
         let stop_http = CancellationToken::new();
         let http = tokio::spawn(server::serve(
             listener,
