@@ -123,7 +123,9 @@ impl ServerBuilder {
     }
 
     /// Append raw nats-server configuration, for settings this builder has no method for
-    /// (for example `max_payload: 4096`).
+    /// (for example `max_payload: 4096`, or `jetstream { limits { batch { timeout: "1s" } } }`).
+    /// A `jetstream` block here replaces the kit's, but the data stays in
+    /// [`Server::store_dir`]: the kit also passes that directory on the command line.
     pub fn config_snippet(mut self, snippet: impl Into<String>) -> Self {
         self.snippet.push_str(&snippet.into());
         self.snippet.push('\n');
@@ -168,7 +170,7 @@ impl ServerBuilder {
             }
         };
         let config = dir.path().join("nats-server.conf");
-        fs::write(&config, self.render(dir.path(), port, http_port))?;
+        fs::write(&config, self.render(port, http_port))?;
         let server = Server {
             bin,
             dir,
@@ -182,12 +184,12 @@ impl ServerBuilder {
         Ok(server)
     }
 
-    fn render(&self, dir: &Path, port: u16, http_port: u16) -> String {
+    fn render(&self, port: u16, http_port: u16) -> String {
         let name = self.name.clone().unwrap_or_else(|| format!("natty-{port}"));
-        let store = dir.join("jetstream");
+        // JetStream's store directory is given on the command line (see `spawn`).
         let mut conf = format!(
             "server_name: {name:?}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http_port}\"\n\
-             jetstream {{ store_dir: {store:?} }}\n"
+             jetstream {{}}\n"
         );
         if let Some(tls) = &self.tls {
             conf.push_str(&format!(
@@ -412,9 +414,14 @@ impl Server {
             .create(true)
             .append(true)
             .open(self.dir.path().join("server.log"))?;
+        // The store directory goes on the command line: a flag outlasts a `jetstream { .. }`
+        // block in a config snippet, which replaces the config's own and would otherwise
+        // move the data to the server's default directory, shared and never removed.
         let child = Command::new(&self.bin)
             .arg("-c")
             .arg(&self.config)
+            .arg("--store_dir")
+            .arg(self.store_dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -105,6 +105,58 @@ async fn restart_keeps_jetstream_data_on_same_port() {
 }
 
 #[tokio::test]
+async fn a_jetstream_config_snippet_keeps_the_data_in_the_servers_own_directory() {
+    // The snippet's `jetstream` block replaces the kit's, store_dir included.
+    let server = Server::builder()
+        .config_snippet("jetstream { max_memory_store: 64MB }")
+        .start()
+        .expect("start");
+    let varz: serde_json::Value =
+        serde_json::from_str(&server.monitoring("/varz").expect("varz")).unwrap();
+    let config = &varz["jetstream"]["config"];
+    assert_eq!(
+        config["max_memory"],
+        64 * 1024 * 1024,
+        "the snippet applies"
+    );
+    let store_dir = config["store_dir"].as_str().expect("a store dir");
+    assert!(
+        std::path::Path::new(store_dir).starts_with(server.store_dir()),
+        "{store_dir} is not under {:?}",
+        server.store_dir()
+    );
+
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    js.create_stream(jetstream::stream::Config {
+        name: "OWN".into(),
+        subjects: vec!["own.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let stream_dir = walk(&server.store_dir())
+        .into_iter()
+        .find(|p| p.ends_with("OWN"));
+    assert!(
+        stream_dir.is_some(),
+        "the stream's files are in the server's directory"
+    );
+}
+
+/// Every path under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+#[tokio::test]
 async fn kill_ends_the_process() {
     let server = Server::start().expect("start");
     let pid = server.pid().expect("pid");
