@@ -31,12 +31,7 @@ fn orders(count: usize) -> Batch {
 /// A natty client with stream `ORDERS` on `orders.>`, made by `Stream::create`.
 async fn with_orders(server: &Server) -> Natty {
     let natty = connect(server).await;
-    natty
-        .stream("ORDERS")
-        .unwrap()
-        .create(["orders.>"])
-        .await
-        .unwrap();
+    create_orders(&natty).await;
     natty
 }
 
@@ -300,63 +295,118 @@ fn server_has_atomic_batches() -> bool {
     release >= (2, 12, 1)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_cut_mid_batch_stores_nothing_and_the_caller_gets_a_typed_error() {
-    use futures_util::StreamExt as _;
-    use natty_testkit::Proxy;
+/// A server that drops an abandoned batch after 1 s of silence (instead of 10), behind a
+/// proxy that can slow or cut the client's connection, and a plain client's subscription to
+/// the stream `ORDERS`'s abandoned-batch advisories.
+struct Trickle {
+    server: Server,
+    proxy: natty_testkit::Proxy,
+    abandoned: async_nats::Subscriber,
+    _watcher: async_nats::Client,
+}
 
-    if !server_has_atomic_batches() {
-        println!("the server has no atomic batches: covered by the Unsupported checks");
-        return;
+impl Trickle {
+    async fn start() -> Self {
+        let server = Server::builder()
+            .config_snippet("jetstream { limits { batch { timeout: \"1s\" } } }")
+            .start()
+            .unwrap();
+        let proxy = natty_testkit::Proxy::start(server.addr()).unwrap();
+        let watcher = async_nats::connect(server.url()).await.unwrap();
+        let abandoned = watcher
+            .subscribe("$JS.EVENT.ADVISORY.STREAM.BATCH_ABANDONED.ORDERS")
+            .await
+            .unwrap();
+        watcher.flush().await.unwrap();
+        Self {
+            server,
+            proxy,
+            abandoned,
+            _watcher: watcher,
+        }
     }
-    // Abandoned batches are dropped after 1 s of silence instead of 10.
-    let server = Server::builder()
-        .config_snippet("jetstream { limits { batch { timeout: \"1s\" } } }")
-        .start()
-        .unwrap();
-    let proxy = Proxy::start(server.addr()).unwrap();
-    let natty = common::connect_with(
-        natty::Config::new([proxy.url()]).request_timeout(Duration::from_secs(3)),
-    )
-    .await;
+
+    /// Messages the server has received from all clients.
+    fn in_msgs(&self) -> u64 {
+        let varz = self.server.monitoring("/varz").unwrap();
+        let varz: serde_json::Value = serde_json::from_str(&varz).unwrap();
+        varz["in_msgs"].as_u64().unwrap()
+    }
+
+    /// Slow the proxy and publish 400 messages of 16 KiB on `natty` (with stream `ORDERS`),
+    /// returning once 10 of them reached the server, with the call still running.
+    async fn send_slowly(
+        &self,
+        natty: &Natty,
+        batch: Batch,
+    ) -> tokio::task::JoinHandle<Result<natty::BatchAck, BatchError>> {
+        let before = self.in_msgs();
+        self.proxy.set_latency(Duration::from_millis(20));
+        let publisher = natty.publisher();
+        let sending = tokio::spawn(async move { publisher.publish_batch(&batch).await });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.in_msgs() < before + 10 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the batch never reached the server"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sending
+    }
+
+    /// The next abandoned-batch advisory: the server dropped what a batch had staged.
+    async fn abandoned(&mut self) -> serde_json::Value {
+        use futures_util::StreamExt as _;
+        let advisory = tokio::time::timeout(Duration::from_secs(20), self.abandoned.next())
+            .await
+            .expect("the batch is abandoned")
+            .unwrap();
+        let advisory: serde_json::Value = serde_json::from_slice(&advisory.payload).unwrap();
+        assert_eq!(advisory["stream"], "ORDERS", "{advisory}");
+        advisory
+    }
+}
+
+/// 400 messages of 16 KiB: slow enough through the slowed proxy for a fault to land mid-batch.
+fn large_batch() -> Batch {
+    (0..400)
+        .map(|n| OutgoingMessage::new(format!("orders.{n}"), vec![b'x'; 16 * 1024]))
+        .collect()
+}
+
+/// Stream `ORDERS` on `orders.>`, made by `Stream::create`.
+async fn create_orders(natty: &Natty) {
     natty
         .stream("ORDERS")
         .unwrap()
         .create(["orders.>"])
         .await
         .unwrap();
-    let watcher = async_nats::connect(server.url()).await.unwrap();
-    let mut abandoned = watcher
-        .subscribe("$JS.EVENT.ADVISORY.STREAM.BATCH_ABANDONED.ORDERS")
-        .await
-        .unwrap();
-    watcher.flush().await.unwrap();
-    let in_msgs = || -> u64 {
-        let varz = server.monitoring("/varz").unwrap();
-        let varz: serde_json::Value = serde_json::from_str(&varz).unwrap();
-        varz["in_msgs"].as_u64().unwrap()
-    };
-    let before = in_msgs();
+}
 
-    // 400 messages of 16 KiB trickle through the slowed proxy: the cut lands mid-batch.
-    proxy.set_latency(Duration::from_millis(20));
-    let batch: Batch = (0..400)
-        .map(|n| OutgoingMessage::new(format!("orders.{n}"), vec![b'x'; 16 * 1024]))
-        .collect();
-    let publisher = natty.publisher();
-    let sending = tokio::spawn(async move { publisher.publish_batch(&batch).await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while in_msgs() < before + 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the batch never reached the server"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_batch_stores_nothing_and_the_caller_gets_a_typed_error() {
+    if !server_has_atomic_batches() {
+        println!("the server has no atomic batches: covered by the Unsupported checks");
+        return;
     }
-    assert!(in_msgs() < before + 400, "the cut must land mid-batch");
-    proxy.cut();
-    proxy.set_latency(Duration::ZERO);
-    proxy.restore();
+    let mut trickle = Trickle::start().await;
+    let natty = common::connect_with(
+        natty::Config::new([trickle.proxy.url()]).request_timeout(Duration::from_secs(3)),
+    )
+    .await;
+    create_orders(&natty).await;
+    let before = trickle.in_msgs();
+
+    let sending = trickle.send_slowly(&natty, large_batch()).await;
+    assert!(
+        trickle.in_msgs() < before + 400,
+        "the cut must land mid-batch"
+    );
+    trickle.proxy.cut();
+    trickle.proxy.set_latency(Duration::ZERO);
+    trickle.proxy.restore();
 
     let err = tokio::time::timeout(Duration::from_secs(20), sending)
         .await
@@ -371,13 +421,8 @@ async fn a_connection_cut_mid_batch_stores_nothing_and_the_caller_gets_a_typed_e
         "{err:?}"
     );
     // The server drops what it staged once the batch goes silent; nothing was stored.
-    let advisory = tokio::time::timeout(Duration::from_secs(20), abandoned.next())
-        .await
-        .expect("the batch is abandoned")
-        .unwrap();
-    let advisory: serde_json::Value = serde_json::from_slice(&advisory.payload).unwrap();
-    assert_eq!(advisory["stream"], "ORDERS", "{advisory}");
-    assert_eq!(stored(&server, "ORDERS").await, 0);
+    let advisory = trickle.abandoned().await;
+    assert_eq!(stored(&trickle.server, "ORDERS").await, 0);
     println!("cut mid-batch: {:?}; advisory {advisory}", err.kind());
 }
 
@@ -395,4 +440,50 @@ async fn many_batches_at_once_are_each_stored_whole() {
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(stored(&server, "ORDERS").await, 80 * 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_dropped_mid_send_stores_nothing_and_the_same_batch_goes_whole_after() {
+    if !server_has_atomic_batches() {
+        println!("the server has no atomic batches: covered by the Unsupported checks");
+        return;
+    }
+    let mut trickle = Trickle::start().await;
+    // A client whose outgoing queue holds 8 messages: behind the slowed proxy, the batch's
+    // sends wait for room, so dropping the call leaves the rest of it, the commit too, unsent.
+    let client = async_nats::ConnectOptions::new()
+        .client_capacity(8)
+        .connect(trickle.proxy.url())
+        .await
+        .unwrap();
+    let natty = Natty::from_client(client);
+    create_orders(&natty).await;
+
+    let batch = large_batch();
+    let sending = trickle.send_slowly(&natty, batch.clone()).await;
+    sending.abort();
+    assert!(
+        sending.await.unwrap_err().is_cancelled(),
+        "dropped mid-send"
+    );
+    trickle.proxy.set_latency(Duration::ZERO);
+
+    // What the client had queued still arrives, the commit not: the server drops what it
+    // staged once the batch goes silent (an abandoned advisory, not a commit), storing nothing.
+    let advisory = trickle.abandoned().await;
+    assert_eq!(stored(&trickle.server, "ORDERS").await, 0);
+
+    // The same batch (the same Nats-Msg-Ids), sent again on the same client, is stored whole:
+    // the dropped call left nothing behind that refuses it.
+    let ack = tokio::time::timeout(
+        Duration::from_secs(20),
+        natty.publisher().publish_batch(&batch),
+    )
+    .await
+    .expect("answered")
+    .unwrap();
+    assert_eq!(ack.count(), 400);
+    assert_eq!(ack.sequences(), 1..=400);
+    assert_eq!(stored(&trickle.server, "ORDERS").await, 400);
+    println!("dropped mid-send: {advisory}; then stored whole");
 }

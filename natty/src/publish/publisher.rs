@@ -169,6 +169,11 @@ impl Publisher {
     /// out at once, one after another, and the call waits for the commit's answer (up to
     /// the client's request timeout). See [`Batch`] for the limits.
     ///
+    /// Dropping the future before it ends is safe: if the commit was not yet handed to the
+    /// client, the server drops the messages it staged once the batch goes silent (its batch
+    /// timeout) and stores none; if it was, the batch may be stored whole. Either way, the
+    /// same batch published again is stored once (or answers `Duplicate`).
+    ///
     /// # Errors
     /// `Empty`, `InvalidSubject`, `InvalidHeader`, `PayloadTooLarge`, `Unsupported` and
     /// `Closed` before anything is sent; after, a [`BatchErrorKind`] saying why the stream
