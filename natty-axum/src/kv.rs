@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::rejection::{
     cause, BucketOutOfScope, InvalidKey, InvalidStoredValue, KeyConflict, KeyNotFound, KvRejection,
-    NatsFailure, NatsUnavailable, PayloadTooLarge, ValueNotSerializable,
+    NatsFailure, NatsTimeout, NatsUnavailable, PayloadTooLarge, ValueNotSerializable,
 };
 use crate::subject::shorten;
 use crate::NattyState;
@@ -104,7 +104,8 @@ impl Bucket {
     ///
     /// # Errors
     /// 404 [`KeyNotFound`] when it has no value (or the bucket does not exist yet), 400
-    /// [`InvalidKey`], 503 [`NatsUnavailable`], 500 [`NatsFailure`].
+    /// [`InvalidKey`], 503 [`NatsUnavailable`] when disconnected, 504 [`NatsTimeout`] when
+    /// NATS did not answer in time, 500 [`NatsFailure`].
     pub async fn get(&self, key: &str) -> Result<Bytes, KvRejection> {
         self.connected()?;
         match self.bucket.get(key).await {
@@ -142,7 +143,8 @@ impl Bucket {
     /// Write `value` under `key` (the bucket is created on first write). Returns the revision.
     ///
     /// # Errors
-    /// 400 [`InvalidKey`], 413 [`PayloadTooLarge`], 503 [`NatsUnavailable`], 500
+    /// 400 [`InvalidKey`], 413 [`PayloadTooLarge`], 503 [`NatsUnavailable`] when disconnected,
+    /// 504 [`NatsTimeout`] when NATS did not answer in time (the value may be written), 500
     /// [`NatsFailure`].
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, KvRejection> {
         self.connected()?;
@@ -198,7 +200,8 @@ impl Bucket {
     /// Delete `key`; a missing key is not an error.
     ///
     /// # Errors
-    /// 400 [`InvalidKey`], 503 [`NatsUnavailable`], 500 [`NatsFailure`].
+    /// 400 [`InvalidKey`], 503 [`NatsUnavailable`] when disconnected, 504 [`NatsTimeout`] when
+    /// NATS did not answer in time, 500 [`NatsFailure`].
     pub async fn delete(&self, key: &str) -> Result<(), KvRejection> {
         self.connected()?;
         self.bucket
@@ -210,7 +213,8 @@ impl Bucket {
     /// The keys that have a value (empty while the bucket does not exist).
     ///
     /// # Errors
-    /// 503 [`NatsUnavailable`], 500 [`NatsFailure`].
+    /// 503 [`NatsUnavailable`] when disconnected, 504 [`NatsTimeout`] when NATS did not answer
+    /// in time, 500 [`NatsFailure`].
     pub async fn keys(&self) -> Result<Vec<String>, KvRejection> {
         self.connected()?;
         self.bucket.keys().await.map_err(|err| self.rejection(err))
@@ -242,8 +246,8 @@ impl Bucket {
             KvErrorKind::AlreadyExists | KvErrorKind::Conflict => {
                 KeyConflict::with_detail(err).into()
             }
-            KvErrorKind::TimedOut => unavailable("nats did not answer in time", err),
             _ if self.connected().is_err() => unavailable("not connected", err),
+            KvErrorKind::TimedOut => NatsTimeout::with_cause(err).into(),
             _ => NatsFailure::with_cause(err).into(),
         }
     }

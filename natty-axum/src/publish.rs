@@ -154,8 +154,9 @@ impl AckedPublisher {
     /// 400 [`InvalidSubject`] or [`InvalidHeader`],
     /// 403 [`SubjectOutOfScope`](crate::rejection::SubjectOutOfScope),
     /// 413 [`PayloadTooLarge`], 422 [`IdempotencyKeyReused`], 503 [`NatsUnavailable`] when
-    /// disconnected or timed out, and 500 [`NatsFailure`] for the rest (such as no stream
-    /// capturing the subject).
+    /// disconnected, 504 [`NatsTimeout`] when the stream's ack did not come in time (the
+    /// message may be stored: send it again with the same key to store it at most once), and
+    /// 500 [`NatsFailure`] for the rest (such as no stream capturing the subject).
     pub async fn publish_acked_with_headers(
         &self,
         subject: &str,
@@ -176,7 +177,7 @@ impl AckedPublisher {
             .into());
         }
         let natty = self.state.natty();
-        if natty.connection_state() != ConnectionState::Connected {
+        if !self.connected() {
             return Err(self.unavailable("not connected", None).into());
         }
         let keyed = headers.get(NATS_MESSAGE_ID).is_some();
@@ -324,7 +325,7 @@ impl AckedPublisher {
             }
         }
         let natty = self.state.natty();
-        if natty.connection_state() != ConnectionState::Connected {
+        if !self.connected() {
             return Err(self.unavailable("not connected", None).into());
         }
         match natty.publisher().publish_batch(&batch).await {
@@ -447,7 +448,7 @@ impl AckedPublisher {
             .request_with_headers(subject.to_owned(), headers, Bytes::new())
             .await
             .map_err(|err| match err.kind() {
-                natty::async_nats::client::RequestErrorKind::TimedOut => {
+                natty::async_nats::client::RequestErrorKind::TimedOut if self.connected() => {
                     NatsTimeout::with_cause(err).into()
                 }
                 _ => self.failure(err),
@@ -510,7 +511,7 @@ impl AckedPublisher {
                 .batch_unavailable("too many batches in flight", err)
                 .into(),
             BatchErrorKind::Closed => self.batch_unavailable("not connected", err).into(),
-            BatchErrorKind::TimedOut => NatsTimeout::with_cause(err).into(),
+            BatchErrorKind::TimedOut if self.connected() => NatsTimeout::with_cause(err).into(),
             _ => self.failure(err),
         }
     }
@@ -523,12 +524,16 @@ impl AckedPublisher {
         NatsUnavailable::new(self.state.retry_after_secs(), reason, cause.map(Into::into))
     }
 
+    fn connected(&self) -> bool {
+        self.state.natty().connection_state() == ConnectionState::Connected
+    }
+
     /// A NATS error that is not the request's fault: 503 while disconnected, 500 otherwise.
     fn failure(
         &self,
         err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> PublishRejection {
-        if self.state.natty().connection_state() != ConnectionState::Connected {
+        if !self.connected() {
             NatsUnavailable::new(
                 self.state.retry_after_secs(),
                 "not connected",
@@ -545,9 +550,7 @@ impl AckedPublisher {
             PublishErrorKind::InvalidSubject => InvalidSubject::with_detail(cause(&err)).into(),
             PublishErrorKind::InvalidHeader => InvalidHeader::with_detail(cause(&err)).into(),
             PublishErrorKind::PayloadTooLarge => PayloadTooLarge::with_detail(cause(&err)).into(),
-            PublishErrorKind::TimedOut => self
-                .unavailable("nats did not answer in time", Some(err))
-                .into(),
+            PublishErrorKind::TimedOut if self.connected() => NatsTimeout::with_cause(err).into(),
             PublishErrorKind::Closed => self.unavailable("not connected", Some(err)).into(),
             _ => self.failure(err),
         }

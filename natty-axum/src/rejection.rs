@@ -347,9 +347,9 @@ internal_rejection! {
 }
 
 internal_rejection! {
-    /// NATS did not answer an atomic batch's commit in time: the batch may be stored (all of
-    /// it) or not (none of it). Sending the request again with the same `Idempotency-Key`
-    /// stores it at most once.
+    /// NATS did not answer in time, though connected: what was asked may have happened or not
+    /// (a message or an atomic batch stored, all of it or none; a KV write made). Sending
+    /// the request again with the same `Idempotency-Key` stores a publish at most once.
     NatsTimeout, GATEWAY_TIMEOUT, "nats did not answer in time"
 }
 
@@ -488,9 +488,10 @@ impl IntoResponse for ServiceFailure {
     }
 }
 
-/// NATS cannot be reached right now (disconnected, or it did not answer in time). Answers 503
-/// with `Retry-After` and a short public reason (`"not connected"`, `"nats did not answer in
-/// time"`); the underlying error is its `source`, logged at ERROR and never sent.
+/// NATS cannot be reached or take the request right now (disconnected, or an atomic batch
+/// dropped before its commit). Answers 503 with `Retry-After` and a short public reason
+/// (`"not connected"`, ...); the underlying error is its `source`, logged at ERROR and never
+/// sent. A NATS answer that does not come in time is [`NatsTimeout`] (504) instead.
 #[derive(Debug)]
 pub struct NatsUnavailable {
     reason: &'static str,
@@ -729,7 +730,7 @@ composite_rejection! {
         BatchesUnsupported,
         /// 503: NATS cannot be reached.
         NatsUnavailable,
-        /// 504: NATS did not answer an atomic batch's commit in time.
+        /// 504: NATS did not answer in time.
         NatsTimeout,
         /// 500: any other failure (for example no stream captures the subject).
         NatsFailure,
@@ -785,6 +786,8 @@ composite_rejection! {
         ValueNotSerializable,
         /// 503: NATS cannot be reached.
         NatsUnavailable,
+        /// 504: NATS did not answer in time.
+        NatsTimeout,
         /// 500: any other failure.
         NatsFailure,
     }

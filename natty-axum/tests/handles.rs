@@ -192,8 +192,15 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    start_with(|config| config).await
+}
+
+/// The fixture, its client connected with the config `tune` makes of the default.
+async fn start_with(tune: impl FnOnce(Config) -> Config) -> Fixture {
     let server = Server::start().unwrap();
-    let natty = Natty::connect(Config::new([server.url()])).await.unwrap();
+    let natty = Natty::connect(tune(Config::new([server.url()])))
+        .await
+        .unwrap();
     natty.create_stream("ORDERS", ["orders.>"]).await.unwrap();
     let leadership = natty
         .elect(ElectionConfig::new("web_leaders", "handles", "node-1"))
@@ -447,6 +454,49 @@ async fn kv_read_and_write_through_the_handle_with_404_400_403_413() {
     let answer = f.http.send(Method::PUT, &url, &[], too_large).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{answer:?}");
     assert_eq!(answer.json()["error"], "payload too large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_that_does_not_answer_in_time_is_504_and_a_keyed_retry_stores_once() {
+    let f = start_with(|config| config.request_timeout(Duration::from_millis(300))).await;
+    let kv_put = f
+        .http
+        .send(
+            Method::PUT,
+            &f.served.url("/kv/order_status/o-1"),
+            &[],
+            "paid",
+        )
+        .await;
+    assert_eq!(kv_put.status, StatusCode::OK, "{kv_put:?}");
+
+    // A frozen server: connected, but nothing answers.
+    f.server.pause().unwrap();
+    let key = [("idempotency-key", "order-1")];
+    let publish_url = f.served.url("/publish/orders.created");
+    let answer = f.http.send(Method::POST, &publish_url, &key, "one").await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT, "{answer:?}");
+    assert_eq!(answer.json()["error"], "nats did not answer in time");
+    assert_eq!(answer.header("retry-after"), None);
+    let answer = f.http.get(&f.served.url("/kv/order_status/o-1")).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT, "{answer:?}");
+    assert_eq!(answer.json()["error"], "nats did not answer in time");
+    assert_eq!(f.natty.connection_state(), ConnectionState::Connected);
+    f.server.resume().unwrap();
+
+    // The timed-out publish may have been stored: the same key stores it at most once.
+    let retry = eventually(Duration::from_secs(15), "the publish to succeed", || {
+        let (http, url) = (f.http.clone(), publish_url.clone());
+        async move {
+            let answer = http.send(Method::POST, &url, &key, "one").await;
+            (answer.status == StatusCode::OK).then(|| answer.json())
+        }
+    })
+    .await;
+    let mut stream = f.natty.jetstream().get_stream("ORDERS").await.unwrap();
+    let stored = stream.info().await.unwrap().state.messages;
+    assert_eq!(stored, 1, "one message for the key ({retry})");
+    f.natty.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
