@@ -498,12 +498,14 @@ struct Answer {
     error: Option<ApiError>,
 }
 
+/// A JetStream API error in an answer: its code (`10071`, ...) and description. Shared by the
+/// atomic and fast-ingest batches.
 #[derive(Deserialize)]
-struct ApiError {
+pub(super) struct ApiError {
     #[serde(default)]
-    err_code: u64,
+    pub(super) err_code: u64,
     #[serde(default)]
-    description: String,
+    pub(super) description: String,
 }
 
 impl Reply {

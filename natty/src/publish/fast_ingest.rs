@@ -28,6 +28,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::batch::ApiError;
+
 /// Batches of flow acks that may be outstanding: the sender runs this many flows ahead of
 /// the last ack (ADR-50 finds two best in most cases).
 const FLOWS_AHEAD: u64 = 2;
@@ -119,11 +121,6 @@ struct End {
 #[derive(Deserialize)]
 struct Refused {
     error: ApiError,
-}
-
-#[derive(Deserialize)]
-struct ApiError {
-    err_code: u64,
 }
 
 /// A message a batch can carry.
@@ -389,7 +386,10 @@ mod tests {
         assert!(matches!(
             refused,
             Reply::Refused(Refused {
-                error: ApiError { err_code: 10205 }
+                error: ApiError {
+                    err_code: 10205,
+                    ..
+                }
             })
         ));
         // A plain publish ack (no batch) is not the end of a batch.

@@ -15,14 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::config::{EndpointConfig, ServiceConfig};
-use super::serve::{serve_endpoint, serve_while_leader, Limits, NewEndpoint, SharedService, Tally};
+use super::serve::{
+    serve_endpoint, serve_while_leader, Limits, NewEndpoint, ServeSummary, SharedService,
+};
 use super::{Request, Response, ServeError};
 use crate::connection::Connection;
 use crate::error::{BoxError, Error, ServeErrorKind, ValidationError};
 
 /// One endpoint's driver, boxed when the endpoint is added (once per endpoint, not per
 /// request) so that endpoints of different service types run side by side.
-type Serving = Pin<Box<dyn Future<Output = Tally> + Send>>;
+type Serving = Pin<Box<dyn Future<Output = ServeSummary> + Send>>;
 
 /// A running instance of a service: it answers PING, INFO and STATS from the moment
 /// [`Natty::service`](crate::Natty::service) returns it, and each endpoint receives requests
@@ -102,21 +104,6 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// What a run of a service did, summed over its endpoints.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServeSummary {
-    /// Requests answered with a response.
-    pub handled: u64,
-    /// Requests answered with an error: the service's own, a 500 for another error or a
-    /// panic, a 503 when the service was not ready or the instance was shutting down.
-    pub errors: u64,
-    /// Of the errors, the calls that panicked.
-    pub panicked: u64,
-    /// Calls still running when the shutdown grace ended: dropped, never answered.
-    pub cut_off: u64,
 }
 
 impl ServiceInstance {
@@ -285,14 +272,11 @@ impl ServiceInstance {
             service.stop();
             // The endpoints' unsubscriptions have reached the server when the run returns.
             let _ = round_trip(&client).await;
-            tallies
-                .into_iter()
-                .fold(ServeSummary::default(), |sum, tally| ServeSummary {
-                    handled: sum.handled + tally.handled,
-                    errors: sum.errors + tally.errors,
-                    panicked: sum.panicked + tally.panicked,
-                    cut_off: sum.cut_off + tally.cut_off,
-                })
+            let mut summary = ServeSummary::default();
+            for tally in tallies {
+                summary.include(tally);
+            }
+            summary
         }
     }
 }

@@ -82,8 +82,9 @@ mod serve;
 
 pub use config::{EndpointConfig, ServiceConfig, DEFAULT_QUEUE_GROUP};
 pub use error::{ServiceError, SERVICE_ERROR, SERVICE_ERROR_CODE};
-pub use instance::{EndpointGroup, ServeSummary, ServiceInstance};
+pub use instance::{EndpointGroup, ServiceInstance};
 pub use request::{Request, Response};
+pub use serve::ServeSummary;
 
 /// The error of starting a service or adding an endpoint.
 pub type ServeError = crate::error::Error<crate::error::ServeErrorKind>;

@@ -45,13 +45,29 @@ impl SharedService {
 /// async-nats' request: the message (its reply subject) and the endpoint's stats.
 type Incoming = async_nats::service::Request;
 
-/// What one endpoint did, summed into the service's summary.
+/// What a run of a service did, summed over its endpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
-    pub(crate) handled: u64,
-    pub(crate) errors: u64,
-    pub(crate) panicked: u64,
-    pub(crate) cut_off: u64,
+#[non_exhaustive]
+pub struct ServeSummary {
+    /// Requests answered with a response.
+    pub handled: u64,
+    /// Requests answered with an error: the service's own, a 500 for another error or a
+    /// panic, a 503 when the service was not ready or the instance was shutting down.
+    pub errors: u64,
+    /// Of the errors, the calls that panicked.
+    pub panicked: u64,
+    /// Calls still running when the shutdown grace ended: dropped, never answered.
+    pub cut_off: u64,
+}
+
+impl ServeSummary {
+    /// Add what `other` (one endpoint, or one term of a leader-only one) did to this.
+    pub(crate) fn include(&mut self, other: Self) {
+        self.handled += other.handled;
+        self.errors += other.errors;
+        self.panicked += other.panicked;
+        self.cut_off += other.cut_off;
+    }
 }
 
 /// How many calls at once, and how long they may finish after shutdown.
@@ -168,7 +184,7 @@ pub(crate) async fn serve_endpoint<S>(
     mut service: S,
     limits: Limits,
     shutdown: CancellationToken,
-) -> Tally
+) -> ServeSummary
 where
     S: Service<Request>,
     S::Response: Into<Response>,
@@ -177,7 +193,7 @@ where
     let mut calls: FuturesUnordered<Call<S::Future>> = FuturesUnordered::new();
     // A request received, waiting for the service to be ready.
     let mut waiting: Option<Incoming> = None;
-    let mut tally = Tally::default();
+    let mut tally = ServeSummary::default();
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
@@ -266,13 +282,13 @@ pub(crate) async fn serve_while_leader<S>(
     mut service: S,
     limits: Limits,
     shutdown: CancellationToken,
-) -> Tally
+) -> ServeSummary
 where
     S: Service<Request>,
     S::Response: Into<Response>,
     S::Error: Into<BoxError>,
 {
-    let mut tally = Tally::default();
+    let mut tally = ServeSummary::default();
     loop {
         let term = tokio::select! {
             biased;
@@ -309,10 +325,7 @@ where
                 serving.await
             }
         };
-        tally.handled += served.handled;
-        tally.errors += served.errors;
-        tally.panicked += served.panicked;
-        tally.cut_off += served.cut_off;
+        tally.include(served);
         // Neither shutdown nor the term's end: the subscription ended with the connection.
         if shutdown.is_cancelled() || !stop.is_cancelled() {
             break;
@@ -349,7 +362,7 @@ where
 }
 
 /// Send `decided`'s answer to `incoming`'s caller, and count it.
-async fn answer(incoming: &Incoming, decided: Decided, tally: &mut Tally) {
+async fn answer(incoming: &Incoming, decided: Decided, tally: &mut ServeSummary) {
     let Decided { answer, panicked } = decided;
     let sent = match answer {
         Ok(response) => {
@@ -379,7 +392,7 @@ fn report_unsent(incoming: &Incoming, sent: Result<(), async_nats::PublishError>
 }
 
 /// Answer `incoming` with a 503 (`why`), counted as an error.
-async fn refuse(incoming: &Incoming, why: &str, tally: &mut Tally) {
+async fn refuse(incoming: &Incoming, why: &str, tally: &mut ServeSummary) {
     tally.errors += 1;
     let sent = respond_error(incoming, &ServiceError::new(503, why)).await;
     report_unsent(incoming, sent);
