@@ -24,7 +24,7 @@
 //! or route, 405, 408, 409 conflict (or a keyed batch still being stored), 413 too large,
 //! 415, 422 for a JSON body of the wrong shape, a reused `Idempotency-Key` or a batch that
 //! cannot be one, 501 for atomic batches on a server without them, 503 for a NATS outage, a
-//! follower or a service nobody runs, 504 when NATS (a publish ack, a batch commit, a KV
+//! follower or a service nobody runs, 504 when NATS (a publish's ack, a batch's commit, a KV
 //! call) or a service did not answer in time, and a called service's own error code. An
 //! application gets that shape for axum's own refusals too when it takes bodies and paths
 //! through [`extract`] and installs the [`fallback`] handlers. Every

@@ -210,6 +210,9 @@ impl AckedPublisher {
             // Removed since (limits, work queue): nothing left to compare with, the stream
             // still stored the id once.
             Err(err) if err.kind() == StreamErrorKind::NotFound => return Ok(()),
+            Err(err) if err.kind() == StreamErrorKind::TimedOut && self.connected() => {
+                return Err(NatsTimeout::with_cause(err).into())
+            }
             Err(err) => return Err(self.failure(err)),
         };
         if first.subject == subject && first.payload == *payload {

@@ -488,8 +488,8 @@ impl IntoResponse for ServiceFailure {
     }
 }
 
-/// NATS cannot be reached or take the request right now (disconnected, or an atomic batch
-/// dropped before its commit). Answers 503 with `Retry-After` and a short public reason
+/// NATS cannot be reached or take the request right now (disconnected, an atomic batch
+/// dropped before its commit, too many batches in flight). Answers 503 with `Retry-After` and a short public reason
 /// (`"not connected"`, ...); the underlying error is its `source`, logged at ERROR and never
 /// sent. A NATS answer that does not come in time is [`NatsTimeout`] (504) instead.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::{eventually, listener, serve, Http, Served};
 use http::{Method, StatusCode};
 use natty::compat::GoNatty as _;
-use natty::{Config, ConnectionState, ElectionConfig, Natty};
+use natty::{Config, ConnectionState, ElectionConfig, Natty, PublishConfig};
 use natty_axum::rejection::{KvRejection, PublishRejection};
 use natty_axum::{
     extract, fallback, health, subject, AckedPublisher, IdempotencyKey, Kv, NattyState,
@@ -458,7 +458,9 @@ async fn kv_read_and_write_through_the_handle_with_404_400_403_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_that_does_not_answer_in_time_is_504_and_a_keyed_retry_stores_once() {
-    let f = start_with(|config| config.request_timeout(Duration::from_millis(300))).await;
+    // One attempt per publish, so the HTTP answer comes after one request timeout.
+    let once = PublishConfig::default().retries(1, Duration::ZERO, Duration::ZERO);
+    let f = start_with(|config| config.request_timeout(Duration::from_secs(1)).publish(once)).await;
     let kv_put = f
         .http
         .send(

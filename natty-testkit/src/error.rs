@@ -18,6 +18,8 @@ pub enum Error {
         /// Where a cached binary of that release would be found, if there is a cache.
         cache: Option<PathBuf>,
     },
+    /// The builder's configuration cannot start a server; the text says what to change.
+    InvalidConfig(&'static str),
     /// The server did not become ready (or exited); the end of its log says why.
     NotReady {
         /// The last lines of the server log.
@@ -80,6 +82,7 @@ impl fmt::Display for Error {
                     "nats-server did not become ready; log ends with:\n{log_tail}"
                 )
             }
+            Error::InvalidConfig(why) => write!(f, "invalid test server config: {why}"),
             Error::NotRunning => f.write_str("nats-server is not running"),
             Error::Http(status) => write!(f, "monitoring endpoint answered {status}"),
             Error::Timeout(what) => write!(f, "timed out waiting for {what}"),

@@ -125,7 +125,9 @@ impl ServerBuilder {
     /// Append raw nats-server configuration, for settings this builder has no method for
     /// (for example `max_payload: 4096`, or `jetstream { limits { batch { timeout: "1s" } } }`).
     /// A `jetstream` block here replaces the kit's, but the data stays in
-    /// [`Server::store_dir`]: the kit also passes that directory on the command line.
+    /// [`Server::store_dir`]: the kit passes that directory on the command line. So a snippet
+    /// must not set `store_dir` itself; [`start`](Self::start) refuses one as
+    /// [`Error::InvalidConfig`].
     pub fn config_snippet(mut self, snippet: impl Into<String>) -> Self {
         self.snippet.push_str(&snippet.into());
         self.snippet.push('\n');
@@ -135,7 +137,8 @@ impl ServerBuilder {
     /// Start the server and wait until `/healthz` reports it ready.
     ///
     /// # Errors
-    /// When the binary is missing, a port cannot be had, or the server does not get ready.
+    /// When the binary is missing, a config snippet sets `store_dir`, a port cannot be had,
+    /// or the server does not get ready.
     pub fn start(self) -> Result<Server, Error> {
         let mut attempt = 1;
         loop {
@@ -158,6 +161,12 @@ impl ServerBuilder {
 
     /// Spawn the process without waiting for it to be ready (cluster nodes need each other).
     pub(crate) fn launch(self) -> Result<Server, Error> {
+        if self.snippet.contains("store_dir") {
+            return Err(Error::InvalidConfig(
+                "a config snippet must not set store_dir: each server keeps its data in its own \
+                 temporary directory (Server::store_dir)",
+            ));
+        }
         let bin = binary::find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("natty-testkit-")

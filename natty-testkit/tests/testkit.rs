@@ -141,6 +141,15 @@ async fn a_jetstream_config_snippet_keeps_the_data_in_the_servers_own_directory(
         stream_dir.is_some(),
         "the stream's files are in the server's directory"
     );
+
+    // A store_dir of the snippet's own is refused before any process starts.
+    let refused = Server::builder()
+        .config_snippet("jetstream { store_dir: \"/tmp/elsewhere\" }")
+        .start();
+    assert!(
+        matches!(refused, Err(natty_testkit::Error::InvalidConfig(_))),
+        "{refused:?}"
+    );
 }
 
 /// Every path under `dir`.

@@ -169,10 +169,12 @@ impl Publisher {
     /// out at once, one after another, and the call waits for the commit's answer (up to
     /// the client's request timeout). See [`Batch`] for the limits.
     ///
-    /// Dropping the future before it ends is safe: if the commit was not yet handed to the
-    /// client, the server drops the messages it staged once the batch goes silent (its batch
-    /// timeout) and stores none; if it was, the batch may be stored whole. Either way, the
-    /// same batch published again is stored once (or answers `Duplicate`).
+    /// Dropping the future before it ends leaves the outcome open, as `TimedOut` does. What
+    /// was handed to the client still goes out; with async-nats' default client queue that
+    /// is usually the whole batch, its commit too, and then it is stored whole. A batch whose
+    /// commit was not handed over is stored not at all: the server drops what it staged once
+    /// its batch timeout passes. Either way the same batch published again, even at once, is
+    /// stored at most once (or answers `Duplicate`).
     ///
     /// # Errors
     /// `Empty`, `InvalidSubject`, `InvalidHeader`, `PayloadTooLarge`, `Unsupported` and
