@@ -356,15 +356,67 @@ async fn inputs_committed_together_fall_back_to_their_own_batches_when_one_was_s
         })
         .collect();
     assert_eq!(acks, [7..=8, 9..=10]);
+    assert_eq!(
+        batch_ids(&server, 7..=10).await,
+        1,
+        "inputs 4 and 5 went out as one batch"
+    );
+}
+
+/// The `Nats-Batch-Id`s of `OUTPUTS`' messages `sequences`: one per batch they were stored in.
+async fn batch_ids(server: &Server, sequences: std::ops::RangeInclusive<u64>) -> usize {
     let client = async_nats::connect(server.url()).await.unwrap();
     let stream = async_nats::jetstream::new(client)
         .get_stream("OUTPUTS")
         .await
         .unwrap();
-    let mut batch_ids = std::collections::HashSet::new();
-    for sequence in 7..=10 {
+    let mut ids = std::collections::HashSet::new();
+    for sequence in sequences {
         let message = stream.get_raw_message(sequence).await.unwrap();
-        batch_ids.insert(message.headers.get("Nats-Batch-Id").unwrap().to_string());
+        ids.insert(message.headers.get("Nats-Batch-Id").unwrap().to_string());
     }
-    assert_eq!(batch_ids.len(), 1, "inputs 4 and 5 went out as one batch");
+    ids.len()
+}
+
+#[tokio::test]
+async fn a_server_taking_fewer_messages_per_batch_gets_smaller_combined_batches() {
+    // Servers before 2.12 know no batch limits and refuse the config: check on a plain one.
+    let plain = Server::start().unwrap();
+    if !has_atomic_batches(&plain, &inputs(&plain, 1).await).await {
+        return;
+    }
+    drop(plain);
+    let server = Server::builder()
+        .config_snippet("jetstream { limits { batch { max_msgs: 10 } } }")
+        .start()
+        .unwrap();
+    let natty = inputs(&server, 1).await;
+    let handler = service_fn(|input: Message| async move { Ok::<_, BoxError>(fan_out(&input)) });
+    let processor = Processor::new(natty.publisher(), handler);
+
+    // On this current-thread runtime the inputs of a wave reach the committer before it runs.
+    // Eight inputs of two outputs are 16 messages: the server refuses them as one batch, and
+    // each input goes alone (eight batches).
+    let wave = |from: u64| {
+        let calls = (from..from + 8).map(|n| processor.clone().oneshot(delivered(n)));
+        futures_util::future::join_all(calls)
+    };
+    for processed in wave(1).await {
+        assert!(matches!(processed.unwrap(), Processed::Stored(_)));
+    }
+    assert_eq!(batch_ids(&server, 1..=16).await, 8, "each input alone");
+
+    // The committer learned: the next wave goes out as two combined batches of four inputs
+    // (8 messages each), not refused again.
+    let mut sequences = Vec::new();
+    for processed in wave(9).await {
+        let Processed::Stored(ack) = processed.unwrap() else {
+            panic!("stored")
+        };
+        sequences.push(ack.sequences());
+    }
+    let expected: Vec<_> = (0..8).map(|i| 17 + 2 * i..=18 + 2 * i).collect();
+    assert_eq!(sequences, expected);
+    assert_eq!(batch_ids(&server, 17..=32).await, 2, "two combined batches");
+    assert_eq!(outputs(&server).await.len(), 32, "each output once");
 }

@@ -6,6 +6,11 @@
 //! batch would have ended it. That holds because each input's outputs are stored all or none:
 //! a combined batch refused as `Duplicate` stored nothing, and sending each input alone then
 //! finds which were stored before (`Duplicate` again) and which not (stored now).
+//!
+//! A server configured to take fewer messages per batch than the default 1,000 (`max_msgs`)
+//! refuses a combined batch over its limit as `TooManyMessages`; the committer then halves
+//! the size of the batches it combines, for as long as the processor lives, so the refusals
+//! stop after a few.
 
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -14,7 +19,7 @@ use super::Processed;
 use crate::error::{BatchErrorKind, BoxError};
 use crate::publish::{Batch, BatchAck, BatchError, Publisher};
 
-/// Messages a combined batch holds at most: the server's default batch limit.
+/// Messages a combined batch holds at most at first: the server's default batch limit.
 const MAX_MESSAGES: usize = 1_000;
 
 /// Inputs' own batches sent at once after a combined batch was refused.
@@ -52,8 +57,10 @@ impl Committer {
 }
 
 /// Commit what is queued, group by group: each group is whatever was queued when the last
-/// commit ended, up to [`MAX_MESSAGES`].
+/// commit ended, up to `limit` messages ([`MAX_MESSAGES`], halved after each combined batch
+/// refused as too large).
 async fn run(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let mut limit = MAX_MESSAGES;
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
@@ -66,25 +73,45 @@ async fn run(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<Pending>) 
         let mut messages = first.batch.len();
         let mut group = vec![first];
         while let Ok(next) = queue.try_recv() {
-            if messages + next.batch.len() > MAX_MESSAGES {
+            if messages + next.batch.len() > limit {
                 carried = Some(next);
                 break;
             }
             messages += next.batch.len();
             group.push(next);
         }
-        commit(&publisher, group).await;
+        if let Some(refused) = commit(&publisher, group).await {
+            limit = (refused / 2).max(1);
+            tracing::debug!(
+                target: "natty",
+                refused,
+                limit,
+                "the server takes fewer messages per batch: combined batches are now smaller"
+            );
+        }
     }
 }
 
 /// Commit `group` as one batch, or each of its batches alone when it has one or the combined
 /// batch is refused, and answer each input. The combined batch takes the inputs' messages
-/// rather than copies, and gives them back to their own batches if it is refused.
-async fn commit(publisher: &Publisher, group: Vec<Pending>) {
+/// rather than copies, and gives them back to their own batches if it is refused. Returns
+/// the size of a combined batch refused as too large.
+async fn commit(publisher: &Publisher, group: Vec<Pending>) -> Option<usize> {
+    let mut too_large = None;
     let group = if group.len() > 1 {
         match commit_combined(publisher, group).await {
-            Some(refused) => refused,
-            None => return,
+            Ok(()) => return None,
+            Err((group, kind, messages)) => {
+                tracing::debug!(
+                    target: "natty",
+                    messages,
+                    inputs = group.len(),
+                    refusal = ?kind,
+                    "combined batch refused: each input's batch goes alone"
+                );
+                too_large = (kind == BatchErrorKind::TooManyMessages).then_some(messages);
+                group
+            }
         }
     } else {
         group
@@ -96,11 +123,15 @@ async fn commit(publisher: &Publisher, group: Vec<Pending>) {
             let _ = pending.answer.send(outcome);
         })
         .await;
+    too_large
 }
 
-/// Commit `group`'s batches as one and answer each input; the group back when the server
-/// refused the combined batch.
-async fn commit_combined(publisher: &Publisher, group: Vec<Pending>) -> Option<Vec<Pending>> {
+/// Commit `group`'s batches as one and answer each input; when the server refused the
+/// combined batch, the group back, with why and how many messages it held.
+async fn commit_combined(
+    publisher: &Publisher,
+    group: Vec<Pending>,
+) -> Result<(), (Vec<Pending>, BatchErrorKind, usize)> {
     let lengths: Vec<usize> = group.iter().map(|pending| pending.batch.len()).collect();
     let (batches, answers): (Vec<Batch>, Vec<_>) = group
         .into_iter()
@@ -120,9 +151,10 @@ async fn commit_combined(publisher: &Publisher, group: Vec<Pending>) -> Option<V
                 first = last + 1;
                 let _ = answer.send(Ok(Processed::Stored(own)));
             }
-            None
+            Ok(())
         }
-        Err(_) => {
+        Err(err) => {
+            let count = combined.len();
             let mut messages = combined.into_messages().into_iter();
             let group = answers
                 .into_iter()
@@ -132,7 +164,7 @@ async fn commit_combined(publisher: &Publisher, group: Vec<Pending>) -> Option<V
                     answer,
                 })
                 .collect();
-            Some(group)
+            Err((group, err.kind(), count))
         }
     }
 }

@@ -94,7 +94,8 @@ pub enum Processed {
 /// The outputs of inputs processed at the same time are committed together, as one atomic
 /// batch of at most 1,000 messages, so the server commits once for all of them; when it
 /// refuses such a batch, each input's own batch is sent instead, so each input ends as its own
-/// batch would have ended it. Clones share one committer.
+/// batch would have ended it. A server that takes fewer messages per batch (`max_msgs`) gets
+/// smaller combined batches after its first refusals. Clones share one committer.
 #[derive(Clone)]
 pub struct Processor<S> {
     handler: S,
