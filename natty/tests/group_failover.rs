@@ -58,11 +58,7 @@ fn instance_main(url: String) {
         {}
         std::process::exit(0);
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::child::runtime();
     runtime.block_on(async move {
         let natty = connect_with(Config::new([url])).await;
         let handler = tower::service_fn(|msg: Message| async move {

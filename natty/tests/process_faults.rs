@@ -70,16 +70,9 @@ fn main() {
         let run = std::env::var(RUN_VAR).expect("the run");
         return processor_main(url, &run);
     }
-    let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(killed_processors_store_every_input_s_outputs_once_and_whole());
-    println!(
-        "process_faults: 1 passed, 0 failed in {:.1} s",
-        started.elapsed().as_secs_f64()
+    child::run_test(
+        "process_faults",
+        killed_processors_store_every_input_s_outputs_once_and_whole(),
     );
 }
 
@@ -112,12 +105,7 @@ fn consume_config() -> ConsumeConfig {
 // handled <n> failed <n>` after a clean stop, which it makes when its stdin closes.
 
 fn processor_main(url: String, run: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
+    child::runtime().block_on(async move {
         // Named, so the parent sees when the server has dropped the connection. A batch whose
         // commit's answer is lost fails `TimedOut` after 1 s (instead of 5 s) and its input
         // is nak'd; so does one the server answers later than that (it happens on a busy

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 mod common;
-use common::child::{parent_gone, say, Child};
+use common::child::{self, parent_gone, say, Child};
 use common::{connect, connect_with};
 
 const URL_VAR: &str = "NATTY_SERVICE_FAULTS_URL";
@@ -76,16 +76,9 @@ fn main() {
             .expect("instance index");
         return instance_main(url, index);
     }
-    let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(killed_and_stopped_instances_leave_one_outcome_per_request());
-    println!(
-        "service_faults: 1 passed, 0 failed in {:.1} s",
-        started.elapsed().as_secs_f64()
+    child::run_test(
+        "service_faults",
+        killed_and_stopped_instances_leave_one_outcome_per_request(),
     );
 }
 
@@ -95,12 +88,7 @@ fn main() {
 // which it makes when its stdin closes.
 
 fn instance_main(url: String, index: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
+    child::runtime().block_on(async move {
         let natty = connect_with(Config::new([url])).await;
         let config = ServiceConfig::new(SERVICE, "1.0.0").shutdown_grace(Duration::from_secs(1));
         let mut faults = natty.service(config).await.expect("service starts");

@@ -1,14 +1,37 @@
 //! This test binary run again as a child process, for the fault tests that stop whole
-//! processes: the child's side ([`say`], [`parent_gone`]) and the parent's ([`Child`]).
+//! processes: the child's side ([`say`], [`parent_gone`]) and the parent's ([`Child`]), and
+//! the runtime both sides run on ([`runtime`], [`run_test`] for a binary without a harness).
 
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, Command, Stdio};
+use std::time::Instant;
 
 use natty_testkit::Process;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::DEADLINE;
+
+/// The multi-thread runtime of two workers a fault test and its children run on.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Parent side, in a test binary without a harness: run `test` and say it passed, as
+/// `<name>: 1 passed, 0 failed in <secs> s` (a failure panics).
+pub(crate) fn run_test(name: &str, test: impl Future<Output = ()>) {
+    let started = Instant::now();
+    runtime().block_on(test);
+    println!(
+        "{name}: 1 passed, 0 failed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
 
 /// Child side: one line to the parent, flushed at once.
 pub(crate) fn say(line: &str) {
